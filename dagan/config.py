@@ -1,0 +1,493 @@
+"""Typed configuration: dataclasses for the model, dataset and training, YAML in and out.
+
+Two file formats are read:
+
+* **ours** (``configs/*.yaml``): top-level sections ``model``, ``dataset``, ``train`` (and further task
+  sections), mirroring the dataclasses below one to one;
+* **official DaGAN / FOMM** files: ``model_params`` with ``common_params``, ``kp_detector_params``,
+  ``generator_params`` (incl. ``dense_motion_params``) and ``discriminator_params``, plus
+  ``dataset_params`` and ``train_params``. Sections the toolkit has no use for (``animate_params``,
+  ``visualizer_params``, ...) are kept out of the typed config.
+
+Unknown keys and values of the wrong type raise :class:`~dagan.errors.ConfigError` naming the full key
+(``model.generator.block_expansion``), so a typo never silently falls back to a default.
+
+Example::
+
+    >>> from dagan.config import load_config
+    >>> cfg = load_config("configs/dagan-vox-256.yaml")
+    >>> cfg.model.num_kp
+    15
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import yaml
+
+from .errors import ConfigError
+
+GENERATOR_TYPES = ("DepthAwareGenerator", "SPADEDepthAwareGenerator", "DaGANPPGenerator")
+MODEL_TYPES = ("dagan", "daganpp")
+
+
+# ----------------------------------------------------------------------------------------------- model
+@dataclass
+class DepthConfig:
+    """Face-depth network (monodepth2-style ResNet encoder + multi-scale disparity decoder)."""
+
+    num_layers: int = 18  # 18 or 50
+    scales: List[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    pretrained_encoder: bool = False  # ImageNet init of the ResNet (needs torchvision weights on disk)
+    uncertainty: bool = False  # DaGAN++: pose net predicts per-pixel uncertainty maps (training only)
+
+
+@dataclass
+class KeypointConfig:
+    """RGB-D keypoint detector (hourglass at ``scale_factor`` of the input, soft-argmax, Jacobians)."""
+
+    block_expansion: int = 32
+    max_features: int = 1024
+    num_blocks: int = 5
+    temperature: float = 0.1
+    scale_factor: float = 0.25
+    pad: int = 0
+    single_jacobian_map: bool = False
+
+
+@dataclass
+class DenseMotionConfig:
+    """Dense motion network (FOMM hourglass over keypoint heatmaps and deformed sources)."""
+
+    block_expansion: int = 64
+    max_features: int = 1024
+    num_blocks: int = 5
+    scale_factor: float = 0.25
+    kp_variance: float = 0.01
+
+
+@dataclass
+class GeneratorConfig:
+    """Depth-aware generator. ``type`` picks the decoder: plain, SPADE, or DaGAN++ multi-level."""
+
+    type: str = "DepthAwareGenerator"
+    block_expansion: int = 64
+    max_features: int = 512
+    num_down_blocks: int = 2
+    num_bottleneck_blocks: int = 6
+    estimate_occlusion_map: bool = True
+    dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
+    # attention implementation: "sdpa" (fused, never materialises HWxHW in fp32 when a kernel exists),
+    # "chunked" (queries in blocks), or "plain" (the official formula; reference only)
+    attention: str = "sdpa"
+    attention_chunk: int = 4096
+    # DaGAN++ only: window side for local attention at levels larger than attention_full_max (0 = full)
+    attention_window: int = 16
+    attention_full_max: int = 64 * 64
+    spade_hidden: int = 128
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Multi-scale patch discriminator (pix2pix-like), optionally conditioned on keypoint heatmaps."""
+
+    scales: List[float] = field(default_factory=lambda: [1])
+    block_expansion: int = 32
+    max_features: int = 512
+    num_blocks: int = 4
+    use_kp: bool = True
+    sn: bool = False
+    kp_variance: float = 0.01
+
+
+@dataclass
+class ModelConfig:
+    """Everything that shapes the networks; saved with the weights."""
+
+    type: str = "dagan"
+    image_size: int = 256
+    num_kp: int = 15
+    num_channels: int = 3
+    estimate_jacobian: bool = True
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    kp_detector: KeypointConfig = field(default_factory=KeypointConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+
+# --------------------------------------------------------------------------------------- dataset/train
+@dataclass
+class AugmentationConfig:
+    horizontal_flip: bool = True
+    time_flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.1
+
+
+@dataclass
+class DatasetConfig:
+    root_dir: str = ""
+    frame_shape: List[int] = field(default_factory=lambda: [256, 256, 3])
+    id_sampling: bool = False
+    pairs_list: Optional[str] = None
+    num_repeats: int = 1
+    mode: str = "videos"  # "videos" | "image_pairs" | "mixed"
+    image_dirs: List[str] = field(default_factory=list)  # portraits for "image_pairs" / "mixed"
+    image_pairs_fraction: float = 0.0
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    frames_per_sample: int = 2  # 2 for generator training; depth training uses 3 ([0, -1, +1])
+    max_frame_gap: int = 0  # depth training: neighbour distance (0 = unrestricted for generator pairs)
+    num_workers: int = 0
+
+
+@dataclass
+class TransformConfig:
+    sigma_affine: float = 0.05
+    sigma_tps: float = 0.005
+    points_tps: int = 5
+
+
+@dataclass
+class LossWeights:
+    generator_gan: float = 1.0
+    discriminator_gan: float = 1.0
+    feature_matching: List[float] = field(default_factory=lambda: [10.0, 10.0, 10.0, 10.0])
+    perceptual: List[float] = field(default_factory=lambda: [10.0, 10.0, 10.0, 10.0, 10.0])
+    equivariance_value: float = 10.0
+    equivariance_jacobian: float = 10.0
+    kp_distance: float = 10.0
+    kp_prior: float = 0.0
+    kp_scale: float = 0.0
+    depth_constraint: float = 0.0
+    # offline substitute for the VGG pyramid when no VGG19 weights are on disk (see README)
+    l1_pyramid: float = 0.0
+    ssim_pyramid: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    num_epochs: int = 150
+    num_repeats: int = 75
+    epoch_milestones: List[int] = field(default_factory=list)
+    lr_generator: float = 2.0e-4
+    lr_discriminator: float = 2.0e-4
+    lr_kp_detector: float = 2.0e-4
+    batch_size: int = 4
+    scales: List[float] = field(default_factory=lambda: [1, 0.5, 0.25, 0.125])
+    checkpoint_freq: int = 10
+    transform_params: TransformConfig = field(default_factory=TransformConfig)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    perceptual_backbone: str = "vgg19"  # "vgg19" (needs weights) | "none" (use l1/ssim pyramid)
+    vgg19_weights: Optional[str] = None
+    seed: int = 0
+    max_steps: int = 0  # 0 = run the epochs
+    log_every: int = 10
+    image_every: int = 100
+    save_every: int = 500
+    amp: bool = False
+    amp_dtype: str = "auto"  # auto | bfloat16 | float16
+    grad_clip: float = 0.0
+    max_bad_steps: int = 10
+    train_depth: bool = False  # joint training of the depth network (DaGAN freezes it)
+    depth_checkpoint: Optional[str] = None
+    init_checkpoint: Optional[str] = None  # fine-tune from our or an official checkpoint
+
+
+@dataclass
+class DepthTrainConfig:
+    """Self-supervised face-depth training (monodepth2-style, see ``face_depth.md``)."""
+
+    lr: float = 1.0e-4
+    batch_size: int = 8
+    num_epochs: int = 20
+    step_milestones: List[int] = field(default_factory=lambda: [15])
+    frame_ids: List[int] = field(default_factory=lambda: [0, -1, 1])
+    scales: List[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    ssim_weight: float = 0.85
+    smoothness_weight: float = 1.0e-3
+    automask: bool = True
+    intrinsics: str = "learned"  # learned | fixed
+    fixed_focal: float = 1.0  # fx = fy = fixed_focal * width when intrinsics == fixed
+    uncertainty: bool = False  # DaGAN++ uncertainty-aware photometric loss
+    seed: int = 0
+    max_steps: int = 0
+    log_every: int = 10
+    image_every: int = 100
+    save_every: int = 500
+    amp: bool = False
+    amp_dtype: str = "auto"
+    grad_clip: float = 0.0
+    max_bad_steps: int = 10
+
+
+@dataclass
+class Config:
+    """The whole config of a run. ``task`` says what ``train.py`` does with it."""
+
+    task: str = "generator"  # generator | depth
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    depth_train: DepthTrainConfig = field(default_factory=DepthTrainConfig)
+
+
+# ------------------------------------------------------------------------------------------- parsing
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (recursing into dataclasses/lists), or raise."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, getattr(types, "UnionType", Union)):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping (section), got {type(value).__name__}")
+        return _from_dict(tp, value, key)
+    if origin in (list, List, tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config key '{key}': expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {type(value).__name__} {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: Any, data: Dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = [n for n in names if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(names))})"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    obj = cls(**kwargs)
+    _validate(obj, prefix)
+    return obj
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    """Value checks that types alone cannot express."""
+
+    def bad(key: str, msg: str) -> None:
+        raise ConfigError(f"config key '{prefix + '.' if prefix else ''}{key}': {msg}")
+
+    if isinstance(obj, ModelConfig):
+        if obj.type not in MODEL_TYPES:
+            bad("type", f"must be one of {MODEL_TYPES}, got {obj.type!r}")
+        if obj.num_kp < 1:
+            bad("num_kp", f"must be >= 1, got {obj.num_kp}")
+        if obj.image_size < 32 or obj.image_size % 32:
+            bad("image_size", f"must be a multiple of 32 (the depth network needs it), got {obj.image_size}")
+        if obj.num_channels != 3:
+            bad("num_channels", f"only RGB (3) is supported, got {obj.num_channels}")
+        if obj.type == "daganpp" and obj.generator.type != "DaGANPPGenerator":
+            obj.generator.type = "DaGANPPGenerator"
+    elif isinstance(obj, DepthConfig):
+        if obj.num_layers not in (18, 34, 50, 101, 152):
+            bad("num_layers", f"must be a ResNet depth (18, 34, 50, 101, 152), got {obj.num_layers}")
+        if not obj.scales or any(s not in (0, 1, 2, 3) for s in obj.scales) or 0 not in obj.scales:
+            bad("scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {obj.scales}")
+    elif isinstance(obj, GeneratorConfig):
+        if obj.type not in GENERATOR_TYPES:
+            bad("type", f"must be one of {GENERATOR_TYPES}, got {obj.type!r}")
+        if obj.attention not in ("sdpa", "chunked", "plain"):
+            bad("attention", f"must be 'sdpa', 'chunked' or 'plain', got {obj.attention!r}")
+        for key in ("block_expansion", "max_features", "num_down_blocks"):
+            if getattr(obj, key) < 1:
+                bad(key, f"must be >= 1, got {getattr(obj, key)}")
+        if min(obj.max_features, obj.block_expansion * 2 ** obj.num_down_blocks) < 8:
+            bad("block_expansion", "the bottleneck needs >= 8 channels (attention projects to C/8)")
+    elif isinstance(obj, KeypointConfig):
+        if obj.temperature <= 0:
+            bad("temperature", f"must be > 0, got {obj.temperature}")
+        if not 0 < obj.scale_factor <= 1:
+            bad("scale_factor", f"must be in (0, 1], got {obj.scale_factor}")
+    elif isinstance(obj, DenseMotionConfig):
+        if not 0 < obj.scale_factor <= 1:
+            bad("scale_factor", f"must be in (0, 1], got {obj.scale_factor}")
+    elif isinstance(obj, Config):
+        if obj.task not in ("generator", "depth"):
+            bad("task", f"must be 'generator' or 'depth', got {obj.task!r}")
+    elif isinstance(obj, TrainConfig):
+        if obj.batch_size < 1:
+            bad("batch_size", f"must be >= 1, got {obj.batch_size}")
+        if obj.perceptual_backbone not in ("vgg19", "none"):
+            bad("perceptual_backbone", f"must be 'vgg19' or 'none', got {obj.perceptual_backbone!r}")
+    elif isinstance(obj, DepthTrainConfig):
+        if obj.intrinsics not in ("learned", "fixed"):
+            bad("intrinsics", f"must be 'learned' or 'fixed', got {obj.intrinsics!r}")
+        if 0 not in obj.frame_ids or len(obj.frame_ids) < 2:
+            bad("frame_ids", f"must contain 0 and at least one neighbour, got {obj.frame_ids}")
+
+
+def config_from_dict(data: Dict[str, Any], cls: Any = Config, prefix: str = "") -> Any:
+    """Build a typed config from a plain dict (our format), validating every key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping at the top level, got {type(data).__name__}")
+    return _from_dict(cls, data, prefix)
+
+
+def config_to_dict(cfg: Any) -> Dict[str, Any]:
+    """Plain-dict form of any config dataclass (for YAML and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------------- official format
+_OFFICIAL_SECTIONS_IGNORED = ("reconstruction_params", "animate_params", "visualizer_params", "train_params_depth")
+
+
+def _pick(section: Dict[str, Any], allowed: Tuple[str, ...], where: str) -> Dict[str, Any]:
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown config key '{where}.{unknown[0]}' in official config "
+                          f"(known: {', '.join(allowed)})")
+    return {k: v for k, v in section.items() if k in allowed}
+
+
+def _section(data: Dict[str, Any], name: str, where: str) -> Dict[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key '{where}.{name}': expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def official_to_dict(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Translate an official DaGAN/FOMM config (``model_params`` ...) into our dict layout."""
+    mp = _section(data, "model_params", "")
+    common = _pick(_section(mp, "common_params", "model_params"), ("num_kp", "num_channels", "estimate_jacobian"),
+                   "model_params.common_params")
+    kp = _pick(_section(mp, "kp_detector_params", "model_params"),
+               ("temperature", "block_expansion", "max_features", "scale_factor", "num_blocks", "pad",
+                "single_jacobian_map"), "model_params.kp_detector_params")
+    gen_raw = dict(_section(mp, "generator_params", "model_params"))
+    dm = _pick(_section(gen_raw, "dense_motion_params", "model_params.generator_params"),
+               ("block_expansion", "max_features", "num_blocks", "scale_factor", "kp_variance"),
+               "model_params.generator_params.dense_motion_params")
+    gen_raw.pop("dense_motion_params", None)
+    gen = _pick(gen_raw, ("block_expansion", "max_features", "num_down_blocks", "num_bottleneck_blocks",
+                          "estimate_occlusion_map"), "model_params.generator_params")
+    disc = _pick(_section(mp, "discriminator_params", "model_params"),
+                 ("scales", "block_expansion", "max_features", "num_blocks", "use_kp", "sn", "kp_variance"),
+                 "model_params.discriminator_params")
+    model: Dict[str, Any] = dict(common)
+    model.update(kp_detector=kp, generator=dict(gen, dense_motion=dm), discriminator=disc)
+
+    out: Dict[str, Any] = {"model": model}
+    ds = dict(_section(data, "dataset_params", ""))
+    if ds:
+        aug = ds.pop("augmentation_params", {}) or {}
+        flat_aug = {}
+        flat_aug.update(aug.get("flip_param", {}) or {})
+        flat_aug.update(aug.get("jitter_param", {}) or {})
+        ds = _pick(ds, ("root_dir", "frame_shape", "id_sampling", "pairs_list", "num_repeats"), "dataset_params")
+        ds["augmentation"] = flat_aug
+        out["dataset"] = ds
+        shape = ds.get("frame_shape")
+        if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], int):
+            model["image_size"] = shape[0]
+    tp = dict(_section(data, "train_params", ""))
+    if tp:
+        out["train"] = _pick(tp, ("num_epochs", "num_repeats", "epoch_milestones", "lr_generator",
+                                  "lr_discriminator", "lr_kp_detector", "batch_size", "scales", "checkpoint_freq",
+                                  "transform_params", "loss_weights"), "train_params")
+    return out
+
+
+def is_official(data: Dict[str, Any]) -> bool:
+    return isinstance(data, dict) and "model_params" in data
+
+
+def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """Read a YAML file with the safe loader; a clear ConfigError for missing/invalid files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(source: Union[str, os.PathLike, Dict[str, Any], Config, ModelConfig]) -> Config:
+    """Load a :class:`Config` from a YAML path, a dict (ours or official) or a config object.
+
+    A bare :class:`ModelConfig` is wrapped into a full :class:`Config` with default train settings.
+    """
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, ModelConfig):
+        return Config(model=source)
+    data = source if isinstance(source, dict) else read_yaml(source)
+    if is_official(data):
+        unknown = sorted(set(data) - {"model_params", "dataset_params", "train_params",
+                                       *_OFFICIAL_SECTIONS_IGNORED})
+        if unknown:
+            raise ConfigError(f"unknown config key '{unknown[0]}' in official config")
+        data = official_to_dict(data)
+    return config_from_dict(data)
+
+
+def save_config(cfg: Any, path: Union[str, os.PathLike]) -> None:
+    """Write a config dataclass as YAML (atomically)."""
+    from .utils import atomic_write_bytes
+
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    atomic_write_bytes(path, text.encode("utf-8"))

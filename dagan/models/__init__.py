@@ -1,0 +1,15 @@
+"""All networks (one definition each) and the :class:`DaGAN` module that owns them."""
+from .attention import DepthAwareAttention, cross_attention
+from .dagan import DaGAN, SourceState, build_discriminator, build_generator, normalize_kp
+from .depth import DepthDecoder, DepthEncoder, PoseNet, disp_to_depth
+from .discriminator import Discriminator, MultiScaleDiscriminator
+from .generator import DepthAwareGenerator, SPADEDepthAwareGenerator
+from .keypoints import KPDetector
+from .motion import DenseMotionNetwork, sparse_motions
+
+__all__ = [
+    "DaGAN", "SourceState", "build_discriminator", "build_generator", "normalize_kp",
+    "DepthAwareAttention", "cross_attention", "DepthDecoder", "DepthEncoder", "PoseNet", "disp_to_depth",
+    "Discriminator", "MultiScaleDiscriminator", "DepthAwareGenerator", "SPADEDepthAwareGenerator", "KPDetector",
+    "DenseMotionNetwork", "sparse_motions",
+]

@@ -1,0 +1,231 @@
+"""DaGAN generators: :class:`DepthAwareGenerator` (official default) and its SPADE-decoder variant.
+
+Both share one encoder / dense-motion / attention definition; only the decoder differs. The work is split
+into a source-only part (:meth:`DepthAwareGenerator.encode_source`, computed once per portrait) and a
+per-frame part (:meth:`DepthAwareGenerator.generate`), whose composition is exactly the official
+forward pass (:meth:`DepthAwareGenerator.forward`).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from ..nn import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, deform_input
+from .attention import DepthAwareAttention
+from .motion import DenseMotionNetwork
+
+KP = Dict[str, torch.Tensor]
+
+
+def _channels(block_expansion: int, max_features: int, level: int) -> int:
+    return min(max_features, block_expansion * (2 ** level))
+
+
+def _encoder(in_features: int, block_expansion: int, max_features: int, num_down_blocks: int):
+    first = SameBlock2d(in_features, block_expansion, kernel_size=(7, 7), padding=(3, 3))
+    down = nn.ModuleList([
+        DownBlock2d(_channels(block_expansion, max_features, i), _channels(block_expansion, max_features, i + 1),
+                    kernel_size=(3, 3), padding=(1, 1))
+        for i in range(num_down_blocks)
+    ])
+    return first, down
+
+
+class DepthAwareGenerator(nn.Module):
+    """Keypoint-driven generator with depth-aware cross-modal attention (DaGAN, CVPR 2022).
+
+    Inputs of :meth:`forward`: ``source_image (B, 3, H, W)`` in [0, 1]; ``kp_driving``/``kp_source``
+    with ``value (B, K, 2)`` and ``jacobian (B, K, 2, 2)``; ``source_depth (B, 1, H, W)`` disparity in
+    (0, 1). ``driving_depth`` is accepted for API parity and unused, as in the official model (the driver's
+    face shape must not leak into the identity).
+
+    Output dict: ``prediction (B, 3, H, W)`` in (0, 1), ``deformed (B, 3, H, W)``, ``deformation
+    (B, h, w, 2)``, ``mask``, ``sparse_deformed``, ``occlusion_map`` (see :class:`DenseMotionNetwork`).
+    """
+
+    def __init__(self, num_channels: int, num_kp: int, block_expansion: int, max_features: int,
+                 num_down_blocks: int, num_bottleneck_blocks: int, estimate_occlusion_map: bool = False,
+                 dense_motion_params: Optional[dict] = None, estimate_jacobian: bool = False,
+                 attention: str = "sdpa", attention_chunk: int = 4096, **_unused):
+        super().__init__()
+        self.dense_motion_network = None
+        if dense_motion_params is not None:
+            self.dense_motion_network = DenseMotionNetwork(num_kp=num_kp, num_channels=num_channels,
+                                                           estimate_occlusion_map=estimate_occlusion_map,
+                                                           **dense_motion_params)
+        self.first, self.down_blocks = _encoder(num_channels, block_expansion, max_features, num_down_blocks)
+        self.src_first, self.src_down_blocks = _encoder(1, block_expansion, max_features, num_down_blocks)
+        bottleneck_features = _channels(block_expansion, max_features, num_down_blocks)
+        self.AttnModule = DepthAwareAttention(bottleneck_features, impl=attention, chunk=attention_chunk)
+        self.num_channels = num_channels
+        self.num_down_blocks = num_down_blocks
+        self.block_expansion = block_expansion
+        self.max_features = max_features
+        self.estimate_occlusion_map = estimate_occlusion_map
+        self._build_decoder(num_bottleneck_blocks)
+
+    # ------------------------------------------------------------------------------------- decoder
+    def _build_decoder(self, num_bottleneck_blocks: int) -> None:
+        be, mf, nd = self.block_expansion, self.max_features, self.num_down_blocks
+        self.up_blocks = nn.ModuleList([
+            UpBlock2d(_channels(be, mf, nd - i), _channels(be, mf, nd - i - 1), kernel_size=(3, 3), padding=(1, 1))
+            for i in range(nd)
+        ])
+        self.bottleneck = nn.Sequential()
+        for i in range(num_bottleneck_blocks):
+            self.bottleneck.add_module(f"r{i}", ResBlock2d(_channels(be, mf, nd), kernel_size=(3, 3), padding=(1, 1)))
+        self.final = nn.Conv2d(be, self.num_channels, kernel_size=(7, 7), padding=(3, 3))
+
+    def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
+               occlusion_map: Optional[torch.Tensor]) -> torch.Tensor:
+        """Attended bottleneck features ``(B, C, h, w)`` -> image ``(B, 3, H, W)`` in (0, 1)."""
+        out = self.bottleneck(feature)
+        for block in self.up_blocks:
+            out = block(out)
+        return torch.sigmoid(self.final(out))
+
+    # ------------------------------------------------------------------------------------- encoder
+    def encode_source(self, source_image: torch.Tensor, source_depth: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Everything that depends only on the source: appearance features, depth features, attention
+        queries and the source at motion resolution. ``(B, 3, H, W), (B, 1, H, W) -> dict``."""
+        feat = self.first(source_image)
+        for block in self.down_blocks:
+            feat = block(feat)
+        depth_feat = self.src_first(source_depth)
+        for block in self.src_down_blocks:
+            depth_feat = block(depth_feat)
+        cache = {"source_image": source_image, "appearance": feat, "depth_feat": depth_feat,
+                 "query": self.AttnModule.project_query(depth_feat)}
+        if self.dense_motion_network is not None:
+            cache["source_small"] = self.dense_motion_network.downsample(source_image)
+        return cache
+
+    # ----------------------------------------------------------------------------------- per frame
+    def generate(self, cache: Dict[str, torch.Tensor], kp_source: KP, kp_driving: KP) -> Dict[str, torch.Tensor]:
+        """Per-frame part from an :meth:`encode_source` cache. Batch of the cache may be 1 (broadcast)."""
+        source_image = cache["source_image"]
+        b = kp_driving["value"].shape[0]
+        if source_image.shape[0] != b:
+            cache = {k: v.expand(b, *v.shape[1:]) for k, v in cache.items()}
+            source_image = cache["source_image"]
+            kp_source = {k: v.expand(b, *v.shape[1:]) for k, v in kp_source.items()}
+        out = cache["appearance"]
+        output: Dict[str, torch.Tensor] = {}
+        occlusion_map = None
+        deformed_image = source_image
+        if self.dense_motion_network is not None:
+            motion = self.dense_motion_network(source_image, kp_driving=kp_driving, kp_source=kp_source,
+                                               source_small=cache.get("source_small"))
+            output.update(motion)
+            occlusion_map = motion.get("occlusion_map")
+            deformation = motion["deformation"]
+            out = deform_input(out, deformation)
+            if occlusion_map is not None:
+                occ = occlusion_map
+                if out.shape[2:] != occ.shape[2:]:
+                    occ = F.interpolate(occ, size=out.shape[2:], mode="bilinear", align_corners=False)
+                out = out * occ
+            out = self.AttnModule(None, out, query=cache["query"])
+            deformed_image = deform_input(source_image, deformation)
+            output["deformed"] = deformed_image
+        output["prediction"] = self.decode(out, deformed_image, occlusion_map)
+        return output
+
+    def forward(self, source_image: torch.Tensor, kp_driving: KP, kp_source: KP, source_depth: torch.Tensor,
+                driving_depth: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        return self.generate(self.encode_source(source_image, source_depth), kp_source, kp_driving)
+
+
+# ------------------------------------------------------------------------------------------------ SPADE
+class SPADE(nn.Module):
+    """Spatially-adaptive normalisation: instance norm modulated by convs of a label map."""
+
+    def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128):
+        super().__init__()
+        self.param_free_norm = nn.InstanceNorm2d(norm_nc, affine=False)
+        self.mlp_shared = nn.Sequential(nn.Conv2d(label_nc, hidden, kernel_size=3, padding=1), nn.ReLU())
+        self.mlp_gamma = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
+        self.mlp_beta = nn.Conv2d(hidden, norm_nc, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
+        segmap = F.interpolate(segmap, size=x.shape[2:], mode="nearest")
+        actv = self.mlp_shared(segmap)
+        return self.param_free_norm(x) * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+
+class SPADEResnetBlock(nn.Module):
+    """Residual block of two spectrally-normalised convs, each after SPADE + leaky ReLU."""
+
+    def __init__(self, fin: int, fout: int, label_nc: int, hidden: int = 128):
+        super().__init__()
+        self.learned_shortcut = fin != fout
+        fmiddle = min(fin, fout)
+        self.conv_0 = spectral_norm(nn.Conv2d(fin, fmiddle, kernel_size=3, padding=1))
+        self.conv_1 = spectral_norm(nn.Conv2d(fmiddle, fout, kernel_size=3, padding=1))
+        self.norm_0 = SPADE(fin, label_nc, hidden)
+        self.norm_1 = SPADE(fmiddle, label_nc, hidden)
+        if self.learned_shortcut:
+            self.conv_s = spectral_norm(nn.Conv2d(fin, fout, kernel_size=1, bias=False))
+            self.norm_s = SPADE(fin, label_nc, hidden)
+
+    def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
+        return shortcut + dx
+
+
+class SPADEDecoder(nn.Module):
+    """The official SPADE decoder: label map = [compressed features (4 ch), occluded warped source (3 ch)].
+
+    Feature ``(B, ic, h, w)`` -> image ``(B, 3, 4h, 4w)``; official sizes ``ic = 256, oc = 64``.
+    """
+
+    def __init__(self, ic: int, oc: int, num_channels: int = 3, compressed: int = 4, hidden: int = 128,
+                 num_middle: int = 3):
+        super().__init__()
+        label_nc = num_channels + compressed
+        self.compress = nn.Conv2d(ic, compressed, 3, padding=1)
+        self.fc = nn.Conv2d(ic, 2 * ic, 3, padding=1)
+        for i in range(num_middle):
+            self.add_module(f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, label_nc, hidden))
+        self.num_middle = num_middle
+        self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc, hidden)
+        self.up_1 = SPADEResnetBlock(ic, oc, label_nc, hidden)
+        self.conv_img = nn.Conv2d(oc, num_channels, 3, padding=1)
+
+    def forward(self, feature: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        seg = torch.cat([F.interpolate(self.compress(feature), size=image.shape[2:]), image], dim=1)
+        x = self.fc(feature)
+        for i in range(self.num_middle):
+            x = getattr(self, f"G_middle_{i}")(x, seg)
+        x = self.up_0(F.interpolate(x, scale_factor=2.0), seg)
+        x = self.up_1(F.interpolate(x, scale_factor=2.0), seg)
+        return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))
+
+
+class SPADEDepthAwareGenerator(DepthAwareGenerator):
+    """DaGAN with the SPADE decoder (official ``SPADEDepthAwareGenerator``); needs ``num_down_blocks == 2``."""
+
+    def __init__(self, *args, spade_hidden: int = 128, **kwargs):
+        self._spade_hidden = spade_hidden
+        super().__init__(*args, **kwargs)
+
+    def _build_decoder(self, num_bottleneck_blocks: int) -> None:
+        if self.num_down_blocks != 2:
+            raise ValueError("the SPADE decoder upsamples x4: it needs num_down_blocks == 2")
+        ic = _channels(self.block_expansion, self.max_features, self.num_down_blocks)
+        self.decoder = SPADEDecoder(ic, self.block_expansion, self.num_channels, hidden=self._spade_hidden)
+
+    def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
+               occlusion_map: Optional[torch.Tensor]) -> torch.Tensor:
+        if occlusion_map is not None:
+            if deformed_image.shape[2:] != occlusion_map.shape[2:]:
+                occlusion_map = F.interpolate(occlusion_map, size=deformed_image.shape[2:], mode="bilinear",
+                                              align_corners=False)
+            deformed_image = deformed_image * occlusion_map
+        return self.decoder(feature, deformed_image)
