@@ -123,7 +123,7 @@ def infer_depth_layers(encoder_state: Mapping[str, Any]) -> int:
     n3 = max(blocks3) + 1 if blocks3 else 2
     if bottleneck:
         return {6: 50, 23: 101, 36: 152}.get(n3, 50)
-    return {2: 18, 6: 34}.get(n3, 18)
+    return {1: 10, 2: 18, 6: 34}.get(n3, 18)
 
 
 def _find_depth_files(depth_dir: PathLike) -> Tuple[str, str]:

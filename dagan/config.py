@@ -41,7 +41,7 @@ MODEL_TYPES = ("dagan", "daganpp")
 class DepthConfig:
     """Face-depth network (monodepth2-style ResNet encoder + multi-scale disparity decoder)."""
 
-    num_layers: int = 18  # 18 or 50
+    num_layers: int = 18  # 18 (official weights_19), 50, or 10 (light, for small CPU models)
     scales: List[int] = field(default_factory=lambda: [0, 1, 2, 3])
     pretrained_encoder: bool = False  # ImageNet init of the ResNet (needs torchvision weights on disk)
     uncertainty: bool = False  # DaGAN++: pose net predicts per-pixel uncertainty maps (training only)
@@ -333,8 +333,8 @@ def _validate(obj: Any, prefix: str) -> None:
         if obj.type == "daganpp" and obj.generator.type != "DaGANPPGenerator":
             obj.generator.type = "DaGANPPGenerator"
     elif isinstance(obj, DepthConfig):
-        if obj.num_layers not in (18, 34, 50, 101, 152):
-            bad("num_layers", f"must be a ResNet depth (18, 34, 50, 101, 152), got {obj.num_layers}")
+        if obj.num_layers not in (10, 18, 34, 50, 101, 152):
+            bad("num_layers", f"must be a ResNet depth (10, 18, 34, 50, 101, 152), got {obj.num_layers}")
         if not obj.scales or any(s not in (0, 1, 2, 3) for s in obj.scales) or 0 not in obj.scales:
             bad("scales", f"must be a subset of [0, 1, 2, 3] containing 0, got {obj.scales}")
     elif isinstance(obj, GeneratorConfig):

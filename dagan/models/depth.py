@@ -1,6 +1,6 @@
 """Face-depth network (monodepth2-style) and the pose network used to train it.
 
-* :class:`DepthEncoder` -- torchvision ResNet (18/34/50/...) held as ``encoder``; input is normalised with
+* :class:`DepthEncoder` -- torchvision ResNet (10/18/34/50/...; 10 = one block per stage) held as ``encoder``; input is normalised with
   the scalar ``(x - 0.45) / 0.225`` like the official code.
 * :class:`DepthDecoder` -- multi-scale sigmoid disparity decoder; its ``decoder`` ModuleList keeps the
   official order (upconv 4,0 / 4,1 / ... / 0,1, then one head per scale) so ``depth.pth`` loads as is.
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-_RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+_RESNETS = {10: "resnet10", 18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
 DEC_CHANNELS = (16, 32, 64, 128, 256)
 
 
@@ -28,6 +28,10 @@ def _resnet(num_layers: int, pretrained: bool) -> nn.Module:
     """A torchvision ResNet; ImageNet weights only when asked for (they must be in the torch hub cache)."""
     from ..errors import MissingWeightsError
 
+    if num_layers == 10:  # one BasicBlock per stage: a light face-depth backbone for small CPU models
+        if pretrained:
+            raise MissingWeightsError("there are no ImageNet weights for ResNet-10; set pretrained_encoder: false")
+        return torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
     builder = getattr(torchvision.models, _RESNETS[num_layers])
     if not pretrained:
         return builder(weights=None)
