@@ -332,6 +332,9 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("num_channels", f"only RGB (3) is supported, got {obj.num_channels}")
         if obj.type == "daganpp" and obj.generator.type != "DaGANPPGenerator":
             obj.generator.type = "DaGANPPGenerator"
+        if obj.generator.type == "DaGANPPGenerator" and obj.generator.block_expansion < 8:
+            bad("generator.block_expansion", "DaGAN++ attends at every level (projects to C/8): must be >= 8, "
+                f"got {obj.generator.block_expansion}")
     elif isinstance(obj, DepthConfig):
         if obj.num_layers not in (10, 18, 34, 50, 101, 152):
             bad("num_layers", f"must be a ResNet depth (10, 18, 34, 50, 101, 152), got {obj.num_layers}")
@@ -347,6 +350,9 @@ def _validate(obj: Any, prefix: str) -> None:
                 bad(key, f"must be >= 1, got {getattr(obj, key)}")
         if min(obj.max_features, obj.block_expansion * 2 ** obj.num_down_blocks) < 8:
             bad("block_expansion", "the bottleneck needs >= 8 channels (attention projects to C/8)")
+        for key in ("attention_window", "attention_full_max"):
+            if getattr(obj, key) < 0:
+                bad(key, f"must be >= 0, got {getattr(obj, key)}")
     elif isinstance(obj, KeypointConfig):
         if obj.temperature <= 0:
             bad("temperature", f"must be > 0, got {obj.temperature}")
