@@ -35,7 +35,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "dagan-convert=dagan.convert:main",
+            "dagan-convert=dagan.convert:cli",
         ]
     },
 )

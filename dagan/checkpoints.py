@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .config import Config, ModelConfig, config_from_dict, config_to_dict, load_config, save_config
+from .config import Config, ModelConfig, config_from_dict, config_to_dict, load_config, read_yaml, save_config
 from .errors import CheckpointError, ConfigError
 from .utils import atomic_torch_save, atomic_write
 
@@ -64,8 +64,11 @@ def load_file(path: PathLike, map_location: Union[str, torch.device] = "cpu", tr
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a PyTorch file ({msg[:200]})") from None
-    except (ValueError, TypeError, AttributeError, ImportError, ModuleNotFoundError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    except (ValueError, TypeError, AttributeError, ImportError, UnicodeDecodeError, KeyError, IndexError,
+            OverflowError, MemoryError) as exc:
+        # a malformed pickle stream makes the unpickler fail in many ways: all mean "not a checkpoint"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{str(exc)[:160]})") from None
 
 
 def _load_safetensors(path: str, map_location) -> Dict[str, torch.Tensor]:
@@ -267,7 +270,8 @@ def save_pretrained(model: nn.Module, path: PathLike, safetensors: bool = False)
     if os.path.exists(path) and not os.path.isdir(path):
         raise CheckpointError(f"cannot save into {path}: it is a file, not a directory")
     os.makedirs(path, exist_ok=True)
-    save_config(model.config, os.path.join(path, "config.yaml"))
+    full = Config(model=model.config)
+    save_config(full, os.path.join(path, "config.yaml"))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if safetensors:
         try:
@@ -277,7 +281,7 @@ def save_pretrained(model: nn.Module, path: PathLike, safetensors: bool = False)
         blob = st_save(state, metadata={"format_version": str(FORMAT_VERSION)})
         atomic_write(os.path.join(path, "model.safetensors"), lambda fh: fh.write(blob))
     else:
-        atomic_torch_save({"format_version": FORMAT_VERSION, "config": config_to_dict(model.config),
+        atomic_torch_save({"format_version": FORMAT_VERSION, "config": config_to_dict(full),
                            "state_dict": state}, os.path.join(path, "model.pt"))
     return path
 
@@ -302,7 +306,7 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
             raise CheckpointError(f"{where} is not a dagan checkpoint")
         if os.path.isfile(cfg_path):
             try:
-                cfg = load_config(cfg_path).model
+                cfg = model_config_from_checkpoint({"config": read_yaml(cfg_path)}, cfg_path)
             except ConfigError as exc:
                 raise CheckpointError(f"{cfg_path} is invalid: {exc}") from None
         else:

@@ -184,7 +184,8 @@ class PoseDecoder(nn.Module):
                 "fuse": nn.Conv2d(64 + skip, 32, 3, 1, 1),
                 "out": nn.Conv2d(32, 2, 3, 1, 1),
             })
-            nn.init.zeros_(self.uncertainty_head["out"].weight)
+            # near-zero start: sigma ~ constant at first, but every layer of the head still learns
+            nn.init.normal_(self.uncertainty_head["out"].weight, std=1e-3)
             nn.init.zeros_(self.uncertainty_head["out"].bias)
 
     def forward(self, features: List[torch.Tensor], image_size: Tuple[int, int]):

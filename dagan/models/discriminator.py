@@ -62,6 +62,11 @@ class Discriminator(nn.Module):
         return feature_maps, self.conv(out)
 
 
+def scale_name(scale: float) -> str:
+    """``1``/``1.0`` -> ``"1"``, ``0.5`` -> ``"0.5"`` (the official key names, e.g. ``prediction_1``)."""
+    return str(int(scale)) if float(scale).is_integer() else str(float(scale))
+
+
 class MultiScaleDiscriminator(nn.Module):
     """One :class:`Discriminator` per image scale.
 
@@ -72,7 +77,7 @@ class MultiScaleDiscriminator(nn.Module):
     def __init__(self, scales: Sequence[float] = (1,), **kwargs):
         super().__init__()
         self.scales = list(scales)
-        self.discs = nn.ModuleDict({str(s).replace(".", "-"): Discriminator(**kwargs) for s in self.scales})
+        self.discs = nn.ModuleDict({scale_name(s).replace(".", "-"): Discriminator(**kwargs) for s in self.scales})
 
     def forward(self, x: Dict[str, torch.Tensor], kp: Optional[Dict[str, torch.Tensor]] = None
                 ) -> Dict[str, object]:

@@ -1,0 +1,55 @@
+"""What every command-line entry point shares: one-line errors with exit code 2, ``--debug`` tracebacks,
+argument names accepted with dashes or underscores, and quiet logging set-up."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from .errors import DaganError
+
+
+class DashUnderscoreParser(argparse.ArgumentParser):
+    """An ArgumentParser where ``--source_image`` and ``--source-image`` are the same option."""
+
+    def add_argument(self, *names, **kwargs):
+        flags = list(names)
+        for name in names:
+            if name.startswith("--"):
+                body = name[2:]
+                for alt in ("--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
+                    if alt not in flags:
+                        flags.append(alt)
+        return super().add_argument(*flags, **kwargs)
+
+    def error(self, message: str):  # argparse's own usage errors: exit 2 with one line after the usage
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def setup_logging(quiet: bool = False, debug: bool = False) -> None:
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s")
+    logging.getLogger("dagan").setLevel(level)
+
+
+def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``main(argv)``; user mistakes (:class:`DaganError`) print one line and return 2.
+
+    ``--debug`` anywhere in ``argv`` re-raises so the full traceback is shown.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        return int(main(args) or 0)
+    except DaganError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,96 @@
+"""Configs: our YAML files and official-format files load; bad keys and values are rejected by name."""
+import glob
+
+import pytest
+import yaml
+
+from dagan.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from dagan.errors import ConfigError
+from dagan.models import DaGAN
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/*.yaml")))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    again = config_from_dict(config_to_dict(cfg))
+    assert again == cfg
+
+
+def test_official_size_config_matches_released_weights():
+    cfg = load_config("configs/dagan-vox-256.yaml").model
+    assert (cfg.num_kp, cfg.image_size, cfg.generator.type) == (15, 256, "DepthAwareGenerator")
+    assert load_config("configs/dagan-spade-vox-256.yaml").model.generator.type == "SPADEDepthAwareGenerator"
+
+
+def test_reads_official_format(tmp_path):
+    official = {
+        "dataset_params": {"root_dir": "/data/vox", "frame_shape": [128, 128, 3], "id_sampling": True,
+                           "augmentation_params": {"flip_param": {"horizontal_flip": True, "time_flip": True},
+                                                   "jitter_param": {"brightness": 0.2, "hue": 0.05}}},
+        "model_params": {
+            "common_params": {"num_kp": 10, "num_channels": 3, "estimate_jacobian": True},
+            "kp_detector_params": {"temperature": 0.1, "block_expansion": 32, "max_features": 1024,
+                                   "scale_factor": 0.25, "num_blocks": 5},
+            "generator_params": {"block_expansion": 64, "max_features": 512, "num_down_blocks": 2,
+                                 "num_bottleneck_blocks": 6, "estimate_occlusion_map": True,
+                                 "dense_motion_params": {"block_expansion": 64, "max_features": 1024,
+                                                         "num_blocks": 5, "scale_factor": 0.25}},
+            "discriminator_params": {"scales": [1], "block_expansion": 32, "max_features": 512, "num_blocks": 4,
+                                     "use_kp": True}},
+        "train_params": {"num_epochs": 150, "lr_generator": 2.0e-4, "loss_weights": {"kp_distance": 10}},
+        "animate_params": {"num_pairs": 50},
+        "visualizer_params": {"kp_size": 5},
+    }
+    path = tmp_path / "official.yaml"
+    path.write_text(yaml.safe_dump(official))
+    cfg = load_config(path)
+    assert cfg.model.num_kp == 10 and cfg.model.image_size == 128
+    assert cfg.model.generator.num_bottleneck_blocks == 6 and cfg.model.generator.dense_motion.num_blocks == 5
+    assert cfg.dataset.id_sampling and cfg.dataset.augmentation.brightness == 0.2
+    assert cfg.train.num_epochs == 150 and cfg.train.loss_weights.kp_distance == 10
+
+
+@pytest.mark.parametrize("patch,key", [
+    ({"model": {"generator": {"block_expanson": 8}}}, "model.generator.block_expanson"),
+    ({"model": {"num_kp": "ten"}}, "model.num_kp"),
+    ({"model": {"num_kp": 0}}, "model.num_kp"),
+    ({"model": {"image_size": 100}}, "model.image_size"),
+    ({"model": {"generator": {"type": "Bogus"}}}, "model.generator.type"),
+    ({"model": {"kp_detector": {"temperature": -1.0}}}, "model.kp_detector.temperature"),
+    ({"model": {"estimate_jacobian": "yes"}}, "model.estimate_jacobian"),
+    ({"train": {"scales": 1}}, "train.scales"),
+    ({"train": {"loss_weights": {"perceptual": [1, "x"]}}}, "train.loss_weights.perceptual[1]"),
+    ({"modle": {}}, "modle"),
+])
+def test_bad_values_name_the_key(patch, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(patch)
+    assert f"'{key}'" in str(info.value)
+
+
+def test_official_unknown_key_is_named(tmp_path):
+    path = tmp_path / "o.yaml"
+    path.write_text(yaml.safe_dump({"model_params": {"generator_params": {"num_down_blocks": 2, "blocks": 3}}}))
+    with pytest.raises(ConfigError, match="generator_params.blocks"):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(lst)
+
+
+def test_save_config_round_trip(tmp_path):
+    cfg = load_config("configs/dagan-tiny.yaml")
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert DaGAN(load_config(tmp_path / "c.yaml")).config == cfg.model

@@ -1,0 +1,141 @@
+"""Every network builds from config at tiny size, shapes hold for odd batches, every parameter learns."""
+import pytest
+import torch
+
+from dagan.config import load_config
+from dagan.models import (DaGAN, DepthAwareAttention, PoseNet, build_discriminator, build_generator,
+                          cross_attention)
+from dagan.models.depth import DepthDecoder, DepthEncoder, disp_to_depth
+
+# parameters that by construction take no part in the forward pass
+UNUSED = ("depth_encoder.encoder.fc.", "encoder.encoder.fc.")
+
+
+def _assert_all_grads(module, prefix=""):
+    missing, zero = [], []
+    for name, p in module.named_parameters():
+        full = prefix + name
+        if any(full.startswith(u) for u in UNUSED):
+            continue
+        if p.grad is None:
+            missing.append(full)
+        elif not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0:
+            zero.append(full)
+    assert not missing, f"no gradient: {missing[:8]}"
+    assert not zero, f"zero/non-finite gradient: {zero[:8]}"
+
+
+def _tiny(generator_type="DepthAwareGenerator"):
+    cfg = load_config("configs/dagan-tiny.yaml")
+    cfg.model.generator.type = generator_type
+    cfg.model.generator.spade_hidden = 16
+    return cfg.model
+
+
+@pytest.mark.parametrize("generator_type", ["DepthAwareGenerator", "SPADEDepthAwareGenerator"])
+def test_full_model_every_parameter_gets_gradient(generator_type):
+    torch.manual_seed(0)
+    model = DaGAN(_tiny(generator_type)).train()
+    for m in model.modules():
+        if isinstance(m, DepthAwareAttention):
+            with torch.no_grad():
+                m.gamma.fill_(0.5)  # gamma starts at 0, which would zero the q/k/v gradients
+    src, drv = torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    d_src, d_drv = model.estimate_depth(src), model.estimate_depth(drv)
+    kp_s = model.detect_keypoints(src, d_src)
+    kp_d = model.detect_keypoints(drv, d_drv)
+    out = model.generator(src, kp_driving=kp_d, kp_source=kp_s, source_depth=d_src)
+    assert out["prediction"].shape == (3, 3, 64, 64)
+    loss = (out["prediction"] - drv).abs().mean() + (d_src - 0.3).abs().mean()
+    loss = loss + sum(v.float().pow(2).mean() for v in kp_d.values())
+    # the coarser disparity heads only serve depth training: give them a loss too
+    loss = loss + sum(d.mean() for d in model.depth_decoder(model.depth_encoder(drv)).values())
+    loss.backward()
+    _assert_all_grads(model)
+
+
+def test_discriminator_and_pose_net_gradients():
+    cfg = _tiny()
+    disc = build_discriminator(cfg)
+    x = torch.rand(2, 3, 64, 64)
+    kp = {"value": torch.rand(2, cfg.num_kp, 2) * 2 - 1}
+    out = disc({"prediction_1": x}, kp)
+    assert out["prediction_map_1"].shape[:2] == (2, 1)
+    (out["prediction_map_1"].mean() + sum(f.mean() for f in out["feature_maps_1"])).backward()
+    _assert_all_grads(disc)
+
+    pose = PoseNet(num_layers=18, uncertainty=True)
+    a, b = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    axisangle, translation, K, unc = pose(a, b)
+    assert axisangle.shape == (2, 1, 3) and translation.shape == (2, 1, 3)
+    assert K.shape == (2, 3, 3) and unc.shape == (2, 2, 64, 64)
+    assert torch.allclose(K[:, 2], torch.tensor([0.0, 0.0, 1.0]).expand(2, 3))
+    assert (K[:, 0, 2] > 0).all() and (K[:, 0, 2] < 64).all(), "principal point must start inside the image"
+    (axisangle.sum() + translation.sum() + K.sum() + unc.mean()).backward()
+    _assert_all_grads(pose)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_shapes_for_odd_batches(tiny_model, batch):
+    frames = torch.rand(batch, 3, 64, 64)
+    with torch.no_grad():
+        depth = tiny_model.estimate_depth(frames)
+        kp = tiny_model.detect_keypoints(frames, depth)
+        out = tiny_model.animate(frames[:1], frames, batch_size=2, return_details=True)
+    assert depth.shape == (batch, 1, 64, 64) and ((depth > 0) & (depth < 1)).all()
+    assert kp["value"].shape == (batch, 5, 2) and kp["jacobian"].shape == (batch, 5, 2, 2)
+    assert kp["value"].abs().max() <= 1
+    assert out["prediction"].shape == (batch, 3, 64, 64)
+    assert out["occlusion_map"].shape == (batch, 1, 16, 16)
+    assert out["deformation"].shape == (batch, 16, 16, 2)
+    assert out["sparse_deformed"].shape == (batch, 6, 3, 16, 16)
+
+
+@pytest.mark.parametrize("num_layers,channels", [(10, [64, 64, 128, 256, 512]), (50, [64, 256, 512, 1024, 2048])])
+def test_depth_backbones(num_layers, channels):
+    enc = DepthEncoder(num_layers)
+    assert list(enc.num_ch_enc) == channels
+    dec = DepthDecoder(enc.num_ch_enc, scales=range(4))
+    out = dec(enc(torch.rand(1, 3, 64, 96)))
+    assert [tuple(out[("disp", s)].shape) for s in range(4)] == [(1, 1, 64 // 2 ** s, 96 // 2 ** s) for s in range(4)]
+    scaled, depth = disp_to_depth(torch.tensor([0.0, 1.0]), 0.1, 100.0)
+    assert torch.allclose(depth, torch.tensor([100.0, 0.1]))
+
+
+def test_sdpa_attention_equals_plain_formula():
+    torch.manual_seed(0)
+    q, k, v = torch.rand(2, 300, 4) * 3, torch.rand(2, 300, 4) * 3, torch.randn(2, 300, 32)
+    plain = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v  # no 1/sqrt(d), as in the official block
+    for impl in ("sdpa", "chunked", "plain"):
+        assert torch.allclose(cross_attention(q, k, v, impl, chunk=64), plain, atol=1e-5), impl
+    attn = DepthAwareAttention(32)
+    with torch.no_grad():
+        attn.gamma.fill_(0.7)
+    d, f = torch.rand(2, 32, 8, 8), torch.rand(2, 32, 8, 8)
+    outs = {}
+    for impl in ("sdpa", "chunked", "plain"):
+        attn.impl = impl
+        outs[impl] = attn(d, f)
+    assert torch.allclose(outs["sdpa"], outs["plain"], atol=1e-5)
+    assert torch.allclose(outs["chunked"], outs["plain"], atol=1e-5)
+    assert not torch.allclose(outs["plain"], f), "gamma=0.7 must change the features"
+
+
+def test_source_cache_equals_full_forward(tiny_model):
+    src, drv = torch.rand(1, 3, 64, 64), torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        d = tiny_model.estimate_depth(src)
+        kp_s = tiny_model.detect_keypoints(src, d)
+        kp_d = tiny_model.detect_keypoints(drv)
+        full = [tiny_model.generator(src, {k: v[i:i + 1] for k, v in kp_d.items()}, kp_s, d)["prediction"]
+                for i in range(4)]
+        cache = tiny_model.generator.encode_source(src, d)
+        cached = tiny_model.generator.generate(cache, kp_s, kp_d)["prediction"]
+    assert torch.allclose(torch.cat(full), cached, atol=1e-6)
+
+
+def test_generator_registry_rejects_unknown_type():
+    cfg = _tiny()
+    cfg.generator.type = "Nope"
+    with pytest.raises(ValueError):
+        build_generator(cfg)
