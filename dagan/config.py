@@ -145,6 +145,9 @@ class DatasetConfig:
     frames_per_sample: int = 2  # 2 for generator training; depth training uses 3 ([0, -1, +1])
     max_frame_gap: int = 0  # depth training: neighbour distance (0 = unrestricted for generator pairs)
     num_workers: int = 0
+    # flat roots (no train/ test/ subfolders): names held out as the test split (empty = 1 in 5 by hash)
+    test_videos: List[str] = field(default_factory=list)
+    exclude_videos: List[str] = field(default_factory=list)  # names dropped from both splits
 
 
 @dataclass

@@ -1,0 +1,567 @@
+"""Training data: VoxCeleb-style videos (frame folders or video files) and still-portrait warp pairs.
+
+Layout (the FOMM/DaGAN family)::
+
+    root/train/<video>/0000000.png ...     a folder of frames (sorted by name), or
+    root/train/<video>.mp4                 a video file (.mp4 .mov .gif .avi .mkv .webm)
+    root/test/...                          same for the test split
+
+A **flat** root (video files or frame folders directly in ``root``, no ``train/``/``test/``) is split
+deterministically: the names listed in ``test_videos`` form the test split; when that list is empty, one
+video in five (by a CRC32 hash of its name, at least one) is held out. ``exclude_videos`` drops names from
+both splits. This is how ``configs/tiny-cpu.yaml`` uses the flat folder ``../shared/data``.
+
+Every sample is addressed by a **global sample number** ``n``: ``n // len(ds)`` is the epoch, the item is
+taken from a per-epoch permutation seeded by ``(seed, epoch)``, and all randomness of the sample (frame
+indices, augmentation, warps) comes from a generator seeded by ``(seed, n)``. ``ds[n]`` is therefore the same
+in any process, worker or resumed run, which makes resuming a training run exact.
+
+Frames are returned as float32 ``(3, H, W)`` in [0, 1], resized (centre-cropped to the target aspect, then
+antialiased bilinear) to ``frame_shape``. Unreadable frames are skipped and counted (``sample["skipped"]``),
+never fatal: only a dataset without any usable video raises :class:`~dagan.errors.DatasetError`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..config import AugmentationConfig, DatasetConfig, TransformConfig
+from ..errors import DatasetError
+
+logger = logging.getLogger("dagan")
+PathLike = Union[str, os.PathLike]
+VIDEO_EXTS = (".mp4", ".mov", ".gif", ".avi", ".mkv", ".webm")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# the whole clip is decoded once (resized to frame_shape) and kept; evict beyond this many bytes per process
+DEFAULT_CACHE_BYTES = 768 * 2 ** 20
+
+
+# ------------------------------------------------------------------------------------------- pixels
+def resize_frames(frames: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Centre-crop ``(T, h, w, 3)`` uint8 frames to the aspect of ``size = (H, W)`` and resize them
+    (antialiased bilinear) -> ``(T, H, W, 3)`` uint8."""
+    t, h, w = frames.shape[:3]
+    out_h, out_w = size
+    if (h, w) == (out_h, out_w):
+        return frames
+    if h * out_w != w * out_h:  # crop the longer side so faces are not squashed
+        if h * out_w > w * out_h:
+            ch = max(1, round(w * out_h / out_w))
+            top = (h - ch) // 2
+            frames = frames[:, top:top + ch]
+        else:
+            cw = max(1, round(h * out_w / out_h))
+            left = (w - cw) // 2
+            frames = frames[:, :, left:left + cw]
+    chunks = []
+    for start in range(0, t, 64):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + 64])).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+        chunks.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, out_h, out_w, 3), np.uint8)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return image
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 RGB; raises ``OSError``/``ValueError`` when unreadable."""
+    import imageio.v3 as iio
+
+    return _to_rgb(np.asarray(iio.imread(os.fspath(path))))
+
+
+# ------------------------------------------------------------------------------------------- videos
+class VideoSource:
+    """One video: a frame folder or a video file, read lazily and resized to ``size``."""
+
+    def __init__(self, path: PathLike, size: Tuple[int, int]):
+        self.path = Path(path)
+        self.name = self.path.stem if self.path.is_file() else self.path.name
+        self.size = tuple(size)
+
+    def num_frames(self) -> int:
+        raise NotImplementedError
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as ``(H, W, 3)`` uint8; ``OSError``/``ValueError`` when it cannot be read."""
+        raise NotImplementedError
+
+
+class FrameFolder(VideoSource):
+    """A folder of PNG/JPG frames in sorted-name order. Frames are read on demand (nothing is cached)."""
+
+    def __init__(self, path: PathLike, size: Tuple[int, int]):
+        super().__init__(path, size)
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+
+    def num_frames(self) -> int:
+        return len(self.files)
+
+    def frame(self, index: int) -> np.ndarray:
+        return resize_frames(read_image(self.files[index])[None], self.size)[0]
+
+
+class _ClipCache:
+    """Per-process LRU of decoded clips, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.items: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: str) -> Optional[np.ndarray]:
+        clip = self.items.get(key)
+        if clip is not None:
+            self.items.move_to_end(key)
+        return clip
+
+    def put(self, key: str, clip: np.ndarray) -> None:
+        self.items[key] = clip
+        self.bytes += clip.nbytes
+        while self.bytes > self.max_bytes and len(self.items) > 1:
+            _, old = self.items.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+_CLIP_CACHE = _ClipCache()
+
+
+def decode_video(path: PathLike, size: Tuple[int, int]) -> Tuple[np.ndarray, int]:
+    """Decode a whole video file, streaming, resizing every block of frames as it arrives.
+
+    Returns ``(frames (T, H, W, 3) uint8, expected)`` where ``expected`` is the frame count the container
+    declares (fps x duration, 0 if unknown); a file that stops decoding early keeps the frames read so far.
+    """
+    path = os.fspath(path)
+    if path.lower().endswith(".gif"):
+        import imageio.v3 as iio
+
+        frames = np.stack([_to_rgb(np.asarray(f)) for f in iio.imiter(path)])
+        return resize_frames(frames, size), len(frames)
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(path)
+    try:
+        meta = next(gen)
+    except (RuntimeError, OSError, StopIteration, ValueError) as exc:
+        raise OSError(f"cannot open video {path}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}")
+    w, h = meta["size"]
+    expected = int(round(meta.get("fps", 0) * meta.get("duration", 0))) if meta.get("duration") else 0
+    blocks, pending = [], []
+    try:
+        for raw in gen:
+            pending.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
+            if len(pending) == 64:
+                blocks.append(resize_frames(np.stack(pending), size))
+                pending = []
+    except (RuntimeError, OSError) as exc:
+        logger.warning("video %s stopped decoding early: %s", path, str(exc).strip().splitlines()[-1:])
+    finally:
+        gen.close()
+    if pending:
+        blocks.append(resize_frames(np.stack(pending), size))
+    frames = np.concatenate(blocks) if blocks else np.zeros((0, size[0], size[1], 3), np.uint8)
+    return frames, expected
+
+
+class VideoFile(VideoSource):
+    """A video file, decoded once per process (resized) and cached; a truncated file keeps what decodes."""
+
+    def __init__(self, path: PathLike, size: Tuple[int, int]):
+        super().__init__(path, size)
+        self.key = f"{os.path.abspath(self.path)}@{self.size[0]}x{self.size[1]}"
+
+    def _clip(self) -> np.ndarray:
+        clip = _CLIP_CACHE.get(self.key)
+        if clip is None:
+            clip, expected = decode_video(self.path, self.size)
+            if expected and len(clip) < 0.9 * expected:
+                logger.warning("video %s is truncated: decoded %d of %d declared frames (using those)",
+                               self.path, len(clip), expected)
+            _CLIP_CACHE.put(self.key, clip)
+        return clip
+
+    def num_frames(self) -> int:
+        return len(self._clip())
+
+    def frame(self, index: int) -> np.ndarray:
+        return self._clip()[index]
+
+
+def _is_video_entry(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() in VIDEO_EXTS
+    return path.is_dir() and not path.name.startswith(".")
+
+
+def _split_flat(names: List[str], test_videos: Sequence[str]) -> Tuple[set, set]:
+    if test_videos:
+        test = {n for n in names if n in set(test_videos)}
+        missing = sorted(set(test_videos) - set(names))
+        if missing:
+            raise DatasetError(f"test_videos names not found in the dataset root: {', '.join(missing)}")
+    else:
+        test = {n for n in names if zlib.crc32(n.encode()) % 5 == 0}
+        if not test and len(names) > 1:
+            test = {min(names, key=lambda n: zlib.crc32(n.encode()))}
+    return set(names) - test, test
+
+
+def list_videos(root: PathLike, split: str = "train", test_videos: Sequence[str] = (),
+                exclude_videos: Sequence[str] = ()) -> List[Path]:
+    """Video entries (files or frame folders) of ``split`` under ``root``, sorted by name.
+
+    Uses ``root/<split>/`` when ``root/train`` or ``root/test`` exists, else splits the flat ``root``
+    (see the module docstring). Raises :class:`DatasetError` for a missing root or an empty split.
+    """
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root} (set dataset.root_dir or pass --data)")
+    excluded = set(exclude_videos)
+    if (root / "train").is_dir() or (root / "test").is_dir():
+        folder = root / split
+        if not folder.is_dir():
+            raise DatasetError(f"dataset split folder not found: {folder}")
+        entries = [p for p in sorted(folder.iterdir()) if _is_video_entry(p)]
+    else:
+        folder = root
+        entries = [p for p in sorted(root.iterdir()) if _is_video_entry(p)]
+        names = [_entry_name(p) for p in entries if _entry_name(p) not in excluded]
+        train, test = _split_flat(names, test_videos)
+        keep = train if split == "train" else test
+        entries = [p for p in entries if _entry_name(p) in keep]
+    entries = [p for p in entries if _entry_name(p) not in excluded]
+    if not entries:
+        raise DatasetError(f"no videos in {folder} (split {split!r}): expected frame folders or "
+                           f"{'/'.join(VIDEO_EXTS)} files")
+    return entries
+
+
+def _entry_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def open_video(path: PathLike, size: Tuple[int, int]) -> VideoSource:
+    path = Path(path)
+    if path.is_dir():
+        return FrameFolder(path, size)
+    return VideoFile(path, size)
+
+
+# ------------------------------------------------------------------------------------- augmentation
+def _sample_rng(seed: int, n: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(n), 0x5EED])
+
+
+def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng: np.random.Generator
+                   ) -> Tuple[torch.Tensor, bool]:
+    """Apply one random flip + colour jitter (kornia) identically to ``(N, 3, H, W)`` frames in [0, 1].
+
+    Returns the frames and whether the caller should flip time (``aug.time_flip`` drew yes). The draws come
+    from ``rng`` only, so the result is a pure function of the sample's seed.
+    """
+    draws = rng.random(6)
+    if aug is None:
+        return frames, False
+    import kornia.enhance as KE
+
+    if aug.horizontal_flip and draws[0] < 0.5:
+        frames = frames.flip(-1)
+    time_flip = bool(aug.time_flip and draws[1] < 0.5)
+    if aug.brightness > 0:
+        frames = KE.adjust_brightness(frames, float((draws[2] * 2 - 1) * aug.brightness), clip_output=True)
+    if aug.contrast > 0:
+        frames = KE.adjust_contrast(frames, float(1 + (draws[3] * 2 - 1) * aug.contrast), clip_output=True)
+    if aug.saturation > 0:
+        frames = KE.adjust_saturation(frames, float(1 + (draws[4] * 2 - 1) * aug.saturation))
+    if aug.hue > 0:  # kornia takes the hue shift in radians; the config's 0.1 is a fraction of the circle
+        frames = KE.adjust_hue(frames, float((draws[5] * 2 - 1) * aug.hue * 2 * np.pi))
+    return frames.clamp(0, 1), time_flip
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class _SeededItems(Dataset):
+    """Base: ``len`` items per epoch; ``ds[n]`` for any ``n >= 0`` (epoch ``n // len``), seeded by ``n``."""
+
+    num_items: int = 0
+
+    def __init__(self, num_repeats: int, seed: int):
+        if num_repeats < 1:
+            raise DatasetError(f"num_repeats must be >= 1, got {num_repeats}")
+        self.num_repeats = int(num_repeats)
+        self.seed = int(seed)
+        self._perm: Tuple[int, Optional[np.ndarray]] = (-1, None)
+
+    def __len__(self) -> int:
+        return self.num_items * self.num_repeats
+
+    def item_of(self, n: int) -> int:
+        """The item (video/identity/image index) that global sample number ``n`` reads."""
+        length = len(self)
+        epoch, pos = divmod(int(n), length)
+        if self._perm[0] != epoch:
+            perm = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, 0xE90C]).permutation(length)
+            self._perm = (epoch, perm)
+        return int(self._perm[1][pos]) % self.num_items
+
+
+# ------------------------------------------------------------------------------------------ datasets
+class VideoFramesDataset(_SeededItems):
+    """Frames from videos under ``root/<split>/`` (see the module docstring for the layout).
+
+    Args:
+        root: dataset root.
+        split: ``"train"`` or ``"test"``.
+        frame_shape: ``(H, W)`` (a trailing channel count is ignored).
+        id_sampling: one item per identity (name up to the first ``#``), a random video of it per sample.
+        num_repeats: items per epoch = ``num_repeats x`` videos (or identities).
+        frame_offsets: ``None`` -> a random (source, driving) pair of one video: two indices drawn uniformly
+            with replacement and sorted (``max_frame_gap`` > 0 bounds their distance). A tuple such as
+            ``(0, -1, 1)`` -> a window around a random centre ``t``: keys ``frame_0``, ``frame_-1``, ``frame_1``.
+        augment: flip / time flip / colour jitter config, or ``None``. Time flip swaps source and driving
+            (pairs only).
+        seed: all randomness derives from ``(seed, n)``.
+
+    ``ds[n]`` returns ``{"source": (3, H, W), "driving": (3, H, W)}`` (or the window keys) float32 in [0, 1],
+    plus ``"video"`` (video index), ``"frame_index"`` (LongTensor of the frame indices read) and ``"skipped"``
+    (unreadable frames/videos skipped while making this sample).
+    """
+
+    def __init__(self, root: PathLike, split: str = "train", frame_shape: Sequence[int] = (256, 256),
+                 id_sampling: bool = False, num_repeats: int = 1, frame_offsets: Optional[Sequence[int]] = None,
+                 augment: Optional[AugmentationConfig] = None, seed: int = 0, max_frame_gap: int = 0,
+                 test_videos: Sequence[str] = (), exclude_videos: Sequence[str] = ()):
+        super().__init__(num_repeats, seed)
+        self.size = (int(frame_shape[0]), int(frame_shape[1]))
+        if min(self.size) < 1:
+            raise DatasetError(f"frame_shape must be positive, got {tuple(frame_shape)}")
+        self.paths = list_videos(root, split, test_videos, exclude_videos)
+        self.videos = [open_video(p, self.size) for p in self.paths]
+        self.frame_offsets = tuple(int(o) for o in frame_offsets) if frame_offsets is not None else None
+        if self.frame_offsets is not None and not self.frame_offsets:
+            raise DatasetError("frame_offsets must hold at least one offset")
+        self.window = (max(self.frame_offsets) - min(self.frame_offsets) + 1) if self.frame_offsets else 2
+        self.augment = augment
+        self.max_frame_gap = int(max_frame_gap)
+        self.id_sampling = id_sampling
+        if id_sampling:
+            ids: "OrderedDict[str, List[int]]" = OrderedDict()
+            for i, v in enumerate(self.videos):
+                ids.setdefault(v.name.split("#")[0], []).append(i)
+            self.identities = list(ids.values())
+        else:
+            self.identities = [[i] for i in range(len(self.videos))]
+        self.num_items = len(self.identities)
+        too_short = [v.name for v in self.videos if isinstance(v, FrameFolder) and v.num_frames() < self.window]
+        if too_short and len(too_short) == len(self.videos):
+            raise DatasetError(f"every video is shorter than the {self.window} frames a sample needs "
+                               f"(e.g. {too_short[0]} has {self.videos[0].num_frames()})")
+        for name in too_short:
+            logger.warning("video %s has fewer than %d frames: it is skipped", name, self.window)
+        self._unusable = {self.videos.index(v) for v in self.videos if v.name in set(too_short)}
+
+    @classmethod
+    def from_config(cls, cfg: DatasetConfig, split: str = "train", seed: int = 0, augment: bool = True,
+                    frame_offsets: Optional[Sequence[int]] = None, root: Optional[PathLike] = None
+                    ) -> "VideoFramesDataset":
+        return cls(root if root is not None else cfg.root_dir, split, cfg.frame_shape[:2], cfg.id_sampling,
+                   cfg.num_repeats if split == "train" else 1, frame_offsets,
+                   cfg.augmentation if augment and split == "train" else None, seed, cfg.max_frame_gap,
+                   cfg.test_videos, cfg.exclude_videos)
+
+    def _frame_indices(self, num_frames: int, rng: np.random.Generator) -> List[int]:
+        if self.frame_offsets is not None:
+            lo, hi = -min(self.frame_offsets), num_frames - max(self.frame_offsets)
+            centre = int(rng.integers(lo, hi))
+            return [centre + o for o in self.frame_offsets]
+        if self.max_frame_gap > 0:
+            first = int(rng.integers(0, num_frames))
+            second = int(np.clip(first + rng.integers(-self.max_frame_gap, self.max_frame_gap + 1), 0,
+                                 num_frames - 1))
+            return sorted([first, second])
+        return sorted(int(i) for i in rng.integers(0, num_frames, size=2))
+
+    def _read(self, video_index: int, rng: np.random.Generator) -> Optional[Tuple[np.ndarray, List[int], int]]:
+        """Frames of one sample from one video, or ``None`` if the video is unusable. Up to 3 attempts."""
+        video = self.videos[video_index]
+        skipped = 0
+        try:
+            num = video.num_frames()
+        except (OSError, ValueError, RuntimeError) as exc:
+            logger.warning("skipping unreadable video %s: %s", video.path, exc)
+            self._unusable.add(video_index)
+            return None
+        if num < self.window:
+            logger.warning("video %s has %d frame(s), fewer than the %d a sample needs: skipped", video.path, num,
+                           self.window)
+            self._unusable.add(video_index)
+            return None
+        for _ in range(3):
+            indices = self._frame_indices(num, rng)
+            try:
+                return np.stack([video.frame(i) for i in indices]), indices, skipped
+            except (OSError, ValueError, RuntimeError, SyntaxError) as exc:
+                skipped += 1
+                logger.warning("skipping unreadable frame of %s (%s)", video.path, str(exc)[:120])
+        return None
+
+    def __getitem__(self, n: int) -> Dict[str, torch.Tensor]:
+        rng = _sample_rng(self.seed, n)
+        item = self.item_of(n)
+        skipped = 0
+        candidates = self.identities[item]
+        for attempt in range(len(self.videos) + 1):
+            usable = [v for v in candidates if v not in self._unusable]
+            if not usable:
+                skipped += 1
+                usable = [v for v in range(len(self.videos)) if v not in self._unusable]
+                if not usable:
+                    raise DatasetError("no usable video left in the dataset (all unreadable or too short)")
+            video_index = usable[int(rng.integers(0, len(usable)))]
+            got = self._read(video_index, rng)
+            if got is not None:
+                frames, indices, bad = got
+                skipped += bad
+                break
+            skipped += 1
+            candidates = usable
+        else:
+            raise DatasetError("no usable video left in the dataset (all unreadable or too short)")
+        tensor, time_flip = augment_frames(_to_tensor(frames), self.augment, rng)
+        out: Dict[str, torch.Tensor] = {"video": torch.tensor(video_index), "skipped": torch.tensor(skipped)}
+        if self.frame_offsets is None:
+            if time_flip:
+                tensor, indices = tensor.flip(0), indices[::-1]
+            out["source"], out["driving"] = tensor[0], tensor[1]
+        else:
+            for o, frame in zip(self.frame_offsets, tensor):
+                out[f"frame_{o}"] = frame
+        out["frame_index"] = torch.tensor(indices)
+        return out
+
+    def read_video(self, video_index: int) -> torch.Tensor:
+        """Every frame of one video as ``(T, 3, H, W)`` float32 in [0, 1] (for evaluation)."""
+        video = self.videos[video_index]
+        return _to_tensor(np.stack([video.frame(i) for i in range(video.num_frames())]))
+
+
+class ImagePairsDataset(_SeededItems):
+    """Source/driving pairs made from still portraits by two random smooth warps (affine + TPS).
+
+    Useful when videos are scarce: the model learns to follow a known motion between two views of one
+    face. ``ds[n]`` -> ``{"source", "driving": (3, H, W) float32 in [0, 1], "skipped"}``.
+    """
+
+    def __init__(self, image_paths: Sequence[PathLike], frame_shape: Sequence[int] = (256, 256),
+                 num_repeats: int = 1, augment: Optional[AugmentationConfig] = None, seed: int = 0,
+                 warp: Optional[TransformConfig] = None):
+        super().__init__(num_repeats, seed)
+        self.size = (int(frame_shape[0]), int(frame_shape[1]))
+        self.paths = [Path(p) for p in image_paths]
+        if not self.paths:
+            raise DatasetError("image_pairs mode needs at least one portrait (dataset.image_dirs)")
+        self.num_items = len(self.paths)
+        self.augment = augment
+        self.warp = warp or TransformConfig(sigma_affine=0.08, sigma_tps=0.01, points_tps=3)
+        self._images: Dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def from_dirs(cls, dirs: Sequence[PathLike], **kwargs) -> "ImagePairsDataset":
+        paths: List[Path] = []
+        for d in dirs:
+            d = Path(d)
+            if d.is_file():
+                paths.append(d)
+            elif d.is_dir():
+                paths.extend(sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS))
+            else:
+                raise DatasetError(f"portrait folder not found: {d}")
+        return cls(paths, **kwargs)
+
+    def _image(self, index: int) -> torch.Tensor:
+        if index not in self._images:
+            image = resize_frames(read_image(self.paths[index])[None], self.size)
+            self._images[index] = _to_tensor(image)[0]
+        return self._images[index]
+
+    def __getitem__(self, n: int) -> Dict[str, torch.Tensor]:
+        from .transforms import RandomWarp
+
+        rng = _sample_rng(self.seed, n)
+        skipped = 0
+        item = self.item_of(n)
+        image = None
+        for offset in range(self.num_items):
+            index = (item + offset) % self.num_items
+            try:
+                image = self._image(index)
+                break
+            except (OSError, ValueError, SyntaxError) as exc:
+                skipped += 1
+                logger.warning("skipping unreadable portrait %s (%s)", self.paths[index], str(exc)[:120])
+        if image is None:
+            raise DatasetError("no readable portrait in image_pairs data")
+        gen = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+        warp = RandomWarp(2, self.warp.sigma_affine, self.warp.sigma_tps, self.warp.points_tps, generator=gen)
+        pair = warp.warp_image(image.unsqueeze(0).expand(2, -1, -1, -1), padding_mode="border")
+        pair, _ = augment_frames(pair, self.augment, rng)
+        return {"source": pair[0], "driving": pair[1], "video": torch.tensor(-1 - index),
+                "frame_index": torch.tensor([0, 0]), "skipped": torch.tensor(skipped)}
+
+
+class MixedDataset(_SeededItems):
+    """Videos plus portrait pairs: each sample is a portrait pair with probability ``image_fraction``."""
+
+    def __init__(self, videos: VideoFramesDataset, images: ImagePairsDataset, image_fraction: float, seed: int = 0):
+        super().__init__(1, seed)
+        if not 0 <= image_fraction <= 1:
+            raise DatasetError(f"image_pairs_fraction must be in [0, 1], got {image_fraction}")
+        self.videos, self.images, self.image_fraction = videos, images, float(image_fraction)
+        self.num_items = len(videos)
+
+    def __getitem__(self, n: int) -> Dict[str, torch.Tensor]:
+        if _sample_rng(self.seed, n).random() < self.image_fraction:
+            return self.images[n]
+        return self.videos[n]
+
+
+def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root: Optional[PathLike] = None
+                  ) -> Dataset:
+    """The generator-training dataset that ``cfg.mode`` asks for (``videos``, ``image_pairs`` or ``mixed``)."""
+    aug = cfg.augmentation if split == "train" else None
+    if cfg.mode not in ("videos", "image_pairs", "mixed"):
+        raise DatasetError(f"dataset.mode must be videos, image_pairs or mixed, got {cfg.mode!r}")
+    base = Path(root if root is not None else cfg.root_dir)
+    image_dirs = [d if os.path.isabs(d) else str(base / d) for d in cfg.image_dirs]
+    if cfg.mode == "image_pairs":
+        return ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2],
+                                           num_repeats=cfg.num_repeats, augment=aug, seed=seed)
+    videos = VideoFramesDataset.from_config(cfg, split, seed, root=root)
+    if cfg.mode == "videos" or split != "train":
+        return videos
+    images = ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2], num_repeats=1, augment=aug,
+                                         seed=seed + 1)
+    return MixedDataset(videos, images, cfg.image_pairs_fraction, seed)
