@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -78,6 +79,14 @@ def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> 
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(folder)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        from .errors import OutputError
+
+        kept = "the previous file is intact" if os.path.exists(path) else "nothing was written"
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise OutputError(f"could not write {path}: {reason}; {kept}") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
