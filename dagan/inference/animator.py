@@ -1,0 +1,220 @@
+"""The :class:`Animator`: set a source once, then animate driving frames one at a time or as a stream.
+
+Everything that depends only on the source (its depth, keypoints, encoder features and the attention
+queries of its depth features) is computed once in :meth:`Animator.set_source` through
+:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..models.dagan import DaGAN, SourceState, normalize_kp
+from ..utils import resolve_device, resolve_dtype
+from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
+
+logger = logging.getLogger("dagan")
+Frame = Union[np.ndarray, torch.Tensor]
+
+
+class Animator:
+    """Animate one source portrait with a stream of driving frames.
+
+    Args:
+        model: a :class:`~dagan.DaGAN` (moved to ``device`` and put in eval mode).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``torch.float32``, or ``torch.bfloat16`` / ``torch.float16`` to run under autocast
+            (weights stay float32; the keypoint normalisation always runs in float32).
+        relative: relative motion (the official default) or absolute keypoints.
+        adapt_movement_scale: scale relative motion by the ratio of source/driving keypoint hull areas.
+        batch_size: frames per forward pass in :meth:`animate_stream`.
+
+    Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
+    ``(3, H, W)`` in [0, 1] of the model size. Results come back in the same kind: uint8 arrays for arrays,
+    ``(3, S, S)`` float tensors for tensors.
+
+    Example::
+
+        >>> anim = Animator(DaGAN.from_pretrained("checkpoints/dagan-small"), device="auto")
+        >>> anim.set_source("portrait.png")
+        >>> for frame in reader:                # the first frame anchors relative motion
+        ...     out = anim(frame)               # (S, S, 3) uint8
+        >>> anim.reset()                        # the next frame becomes the new anchor
+    """
+
+    def __init__(self, model: DaGAN, device: Union[str, torch.device] = "auto",
+                 dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
+                 adapt_movement_scale: bool = True, batch_size: int = 1):
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
+            raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model = model.to(self.device).eval()
+        self.size = int(model.image_size)
+        self.relative = bool(relative)
+        self.adapt_movement_scale = bool(adapt_movement_scale)
+        if int(batch_size) < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.state: Optional[SourceState] = None
+        self.source_image: Optional[np.ndarray] = None
+        self.kp_driving_initial: Optional[Dict[str, torch.Tensor]] = None
+        self.movement_scale: Union[bool, float] = False
+        self._autocast_ok = True
+
+    # ------------------------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.dtype == torch.float32 or not self._autocast_ok:
+            return contextlib.nullcontext()
+        try:
+            return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+        except (RuntimeError, ValueError) as exc:  # e.g. a dtype the device's autocast does not support
+            logger.warning("autocast %s on %s is not supported (%s): running in float32", self.dtype,
+                           self.device.type, exc)
+            self._autocast_ok = False
+            return contextlib.nullcontext()
+
+    def _frames_to_tensor(self, frames: Union[Frame, List[Frame]]) -> torch.Tensor:
+        """A frame or a list/stack of frames -> ``(T, 3, S, S)`` float32 on the device."""
+        if isinstance(frames, torch.Tensor):
+            t = frames.unsqueeze(0) if frames.dim() == 3 else frames
+            if t.dim() != 4 or t.shape[1] != 3 or not t.is_floating_point():
+                raise InputError(f"driving tensors must be float (3, H, W) or (T, 3, H, W) in [0, 1], "
+                                 f"got {tuple(frames.shape)} {frames.dtype}")
+            if t.shape[2:] != (self.size, self.size):
+                t = torch.nn.functional.interpolate(t.float(), size=(self.size, self.size), mode="bilinear",
+                                                    align_corners=False, antialias=True)
+            return t.to(self.device, torch.float32)
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        if not isinstance(frames, (list, tuple)):
+            frames = [frames]
+        if len(frames) == 0:
+            raise InputError("no driving frames given")
+        if isinstance(frames[0], torch.Tensor):
+            return self._frames_to_tensor(torch.stack([f if f.dim() == 3 else f[0] for f in frames]))
+        arrays = [resize_image(as_image(f, "driving frame"), self.size) for f in frames]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
+
+    # ----------------------------------------------------------------------------------- the API
+    @torch.no_grad()
+    def set_source(self, image: ImageLike) -> None:
+        """Set the portrait to animate: a path, an ``(H, W, 3)`` uint8 array or a ``(3, H, W)`` tensor in
+        [0, 1]. Caches depth, keypoints and generator features; re-anchors relative motion."""
+        if isinstance(image, torch.Tensor) and image.is_floating_point():
+            source = self._frames_to_tensor(image)[:1]
+            self.source_image = tensor_to_images(source)[0]
+        else:
+            self.source_image = resize_image(as_image(image, "source image"), self.size)
+            source = image_to_tensor(self.source_image).to(self.device)
+        with self._autocast():
+            self.state = self.model.prepare_source(source)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the anchor: the next driving frame becomes the reference of relative motion."""
+        self.kp_driving_initial = None
+        self.movement_scale = False
+
+    @torch.no_grad()
+    def set_anchor(self, frame: Frame) -> None:
+        """Use ``frame`` as the reference of relative motion (e.g. the best-matching driving frame)."""
+        self._require_source()
+        driving = self._frames_to_tensor(frame)[:1]
+        with self._autocast():
+            kp = self.model.detect_keypoints(driving)
+        self.kp_driving_initial = {k: v.float() for k, v in kp.items()}
+        if self.relative and self.adapt_movement_scale:
+            state_kp = {k: v.float() for k, v in self.state.kp.items()}
+            _, self.movement_scale = normalize_kp(state_kp, self.kp_driving_initial, self.kp_driving_initial,
+                                                  True, True)
+        else:
+            self.movement_scale = False
+
+    def _require_source(self) -> None:
+        if self.state is None:
+            raise InputError("no source image: call Animator.set_source(image) first")
+
+    @torch.no_grad()
+    def animate_tensor(self, driving: torch.Tensor, return_details: bool = False):
+        """Animate ``(T, 3, S, S)`` float frames in [0, 1] on the device -> ``(T, 3, S, S)`` float32 in
+        [0, 1] (or the model's dict of intermediates with ``return_details``). Anchors on the first frame
+        when no anchor is set."""
+        self._require_source()
+        if self.kp_driving_initial is None:
+            self.set_anchor(driving[:1])
+        with self._autocast():
+            out = self._animate(driving, return_details)
+        if return_details:
+            return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
+        return out.float()
+
+    def _animate(self, driving: torch.Tensor, return_details: bool):
+        state = self.state
+        depth = self.model.estimate_depth(driving)
+        kp_driving = self.model.detect_keypoints(driving, depth)
+        kp_driving = {k: v.float() for k, v in kp_driving.items()}
+        state_kp = {k: v.float() for k, v in state.kp.items()}
+        with _float32_region(self.device):
+            kp_norm, scale = normalize_kp(state_kp, kp_driving, self.kp_driving_initial, self.relative,
+                                          self.movement_scale)
+        out = self.model.generator.generate(state.cache, state.kp, kp_norm)
+        if not return_details:
+            return out["prediction"]
+        out.update(driving_depth=depth, kp_driving=kp_driving, kp_norm=kp_norm, adapt_movement_scale=scale)
+        return out
+
+    def __call__(self, frame: Frame) -> Frame:
+        """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(S, S, 3)`` uint8; ``(3, H, W)`` tensor ->
+        ``(3, S, S)`` tensor)."""
+        out = self.animate_tensor(self._frames_to_tensor(frame))
+        if isinstance(frame, torch.Tensor):
+            return out[0]
+        return tensor_to_images(out)[0]
+
+    def animate_stream(self, frames: Iterable[Frame], batch_size: Optional[int] = None,
+                       details: bool = False) -> Iterator[Any]:
+        """Animate an iterable of driving frames lazily, ``batch_size`` at a time (default: the
+        Animator's), yielding one result per frame in order.
+
+        With ``details=False`` each item is what :meth:`__call__` returns; with ``details=True`` it is a
+        dict ``{"prediction": (S, S, 3) uint8, "driving": (S, S, 3) uint8, "driving_depth": (S, S) float32}``.
+        Batched and per-frame results are equal (up to float rounding).
+        """
+        size = self.batch_size if batch_size is None else int(batch_size)
+        if size < 1:
+            raise InputError(f"batch size must be at least 1, got {size}")
+        batch: List[Frame] = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == size:
+                yield from self._emit(batch, details)
+                batch = []
+        if batch:
+            yield from self._emit(batch, details)
+
+    def _emit(self, batch: List[Frame], details: bool) -> Iterator[Any]:
+        driving = self._frames_to_tensor(batch)
+        tensors = isinstance(batch[0], torch.Tensor)
+        if not details:
+            out = self.animate_tensor(driving)
+            yield from (list(out) if tensors else tensor_to_images(out))
+            return
+        out = self.animate_tensor(driving, return_details=True)
+        predictions = tensor_to_images(out["prediction"])
+        drivings = tensor_to_images(driving)
+        depths = out["driving_depth"][:, 0].float().cpu().numpy()
+        for prediction, drv, depth in zip(predictions, drivings, depths):
+            yield {"prediction": prediction, "driving": drv, "driving_depth": depth}
+
+
+@contextlib.contextmanager
+def _float32_region(device: torch.device):
+    """Disable autocast: ``torch.inverse`` of the Jacobians has no low-precision kernels."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield
