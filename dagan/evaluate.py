@@ -1,0 +1,158 @@
+"""Evaluate checkpoints with the papers' metrics and write a report.
+
+Reconstruction (same identity: frame 0 of each test video is animated by all of its frames)::
+
+    python -m dagan.evaluate --checkpoint checkpoints/dagan-small --data vox/test --out report/
+
+Official DaGAN pair list, a second checkpoint side by side, 2 processes::
+
+    torchrun --nproc_per_node 2 -m dagan.evaluate --checkpoint A --checkpoint-b B --data vox \\
+        --pairs vox_evaluation.csv --out report/
+
+Writes ``metrics.json``, ``metrics.csv``, ``frames.csv``, ``metrics.png`` and ``worst_videos.png`` (see
+:mod:`dagan.evaluation.report`). LPIPS, AKD and AED/CSIM need third-party weights on disk; without them they
+are listed as skipped with the reason.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from .cliutil import DashUnderscoreParser, run_cli, setup_logging
+from .errors import InputError
+
+
+def build_parser() -> DashUnderscoreParser:
+    p = DashUnderscoreParser(prog="python -m dagan.evaluate",
+                             description="Evaluate DaGAN checkpoints (L1, PSNR, SSIM, LPIPS, AKD, AED, CSIM).")
+    p.add_argument("--checkpoint", required=True,
+                   help="our format (directory or .pt, training checkpoints included) or, with --config, an "
+                        "official checkpoint.pth.tar")
+    p.add_argument("--config", help="official-format config YAML of an official --checkpoint")
+    p.add_argument("--depth_dir", help="official depth weights folder (encoder.pth + depth.pth) for --config")
+    p.add_argument("--checkpoint_b", help="a second checkpoint evaluated side by side on the same frames")
+    p.add_argument("--config_b", help="official config of --checkpoint-b")
+    p.add_argument("--depth_dir_b", help="official depth weights folder of --checkpoint-b")
+    p.add_argument("--data", required=True, help="folder of test videos (root/test, or a root holding test/)")
+    p.add_argument("--protocol", choices=("reconstruction", "cross-identity"), default="reconstruction")
+    p.add_argument("--pairs", help="official pair list CSV (source,driving frame paths; the part after test/ "
+                                   "is looked up under --data)")
+    p.add_argument("--out", default="report", help="report folder (default: report/)")
+    p.add_argument("--max_videos", type=int, help="evaluate only the first N videos (pair groups)")
+    p.add_argument("--max_frames", type=int, help="use at most N frames of each video")
+    p.add_argument("--batch_size", type=int, default=16, help="driving frames per forward pass (default 16)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ssim_data_range", type=float, default=1.0,
+                   help="SSIM data range (1.0 for [0, 1] frames; 2.0 reproduces the old skimage default the "
+                        "papers' scripts used)")
+    p.add_argument("--no_quantize", action="store_true",
+                   help="score float outputs (default: rounded down to 8 bits as the papers' saved frames)")
+    p.add_argument("--lpips", choices=("auto", "off"), default="auto",
+                   help="auto: use the lpips package when it and its AlexNet weights are installed")
+    p.add_argument("--lpips_legacy_range", action="store_true",
+                   help="feed LPIPS [0, 1] images as the DaGAN authors' script did (default: [-1, 1])")
+    p.add_argument("--landmarks", choices=("auto", "off"), default="auto",
+                   help="auto: AKD with face-alignment when its weights are in $TORCH_HOME/hub/checkpoints")
+    p.add_argument("--identity_model",
+                   help="identity embedding model for AED/CSIM: an ArcFace-style .onnx (onnxruntime) or a "
+                        "TorchScript file; skipped when not given")
+    p.add_argument("--no_baseline", action="store_true", help="leave out the repeat-source baseline")
+    p.add_argument("--no_figures", action="store_true", help="write JSON/CSV only")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="allow pickled Python objects in checkpoints (only for files you trust)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, errors only")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _load(checkpoint: str, config: Optional[str], depth_dir: Optional[str], trust: bool):
+    from .models import DaGAN
+
+    if config:
+        return DaGAN.from_official(config=config, checkpoint=checkpoint, depth_dir=depth_dir,
+                                   trust_checkpoint=trust)
+    return DaGAN.from_pretrained(checkpoint, trust_checkpoint=trust)
+
+
+def _system_name(path: str, taken: List[str]) -> str:
+    base = os.path.basename(os.path.normpath(path))
+    for ext in (".pth.tar", ".pt", ".pth", ".tar"):
+        if base.endswith(ext):
+            base = base[:-len(ext)]
+            break
+    name = base or "model"
+    k = 2
+    while name in taken or name == "repeat_source":
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet, debug=args.debug)
+    import torch
+
+    from .evaluation.evaluate import EvalSettings, _dist_env, build_metric_suite, run_evaluation
+    from .evaluation.report import write_report
+    from .utils import resolve_device
+
+    if args.config_b and not args.checkpoint_b:
+        raise InputError("--config-b needs --checkpoint-b")
+    settings = EvalSettings(protocol=args.protocol, batch_size=args.batch_size,
+                            ssim_data_range=args.ssim_data_range, quantize=not args.no_quantize,
+                            lpips_legacy_range=args.lpips_legacy_range, max_videos=args.max_videos,
+                            max_frames=args.max_frames, seed=args.seed)
+    rank, world, local = _dist_env()
+    device = resolve_device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")  # only Python objects travel: gloo works for CPU and GPU runs
+    try:
+        models, sources = {}, {}
+        for ckpt, cfg, depth in ((args.checkpoint, args.config, args.depth_dir),
+                                 (args.checkpoint_b, args.config_b, args.depth_dir_b)):
+            if ckpt is None:
+                continue
+            name = _system_name(ckpt, list(models))
+            models[name] = _load(ckpt, cfg, depth, args.trust_checkpoint)
+            sources[name] = {"kind": "model", "checkpoint": os.path.abspath(ckpt),
+                             "format": "official" if cfg else "dagan"}
+        suite = build_metric_suite(settings.protocol, settings, device,
+                                   lpips="auto" if args.lpips == "auto" else "off",
+                                   landmarks="auto" if args.landmarks == "auto" else "off",
+                                   identity=args.identity_model)
+        report = run_evaluation(models, args.data, settings, pairs=args.pairs, baseline=not args.no_baseline,
+                                suite=suite, device=device, progress=not args.quiet, sources=sources)
+        if report is not None:
+            paths = write_report(report, args.out, figures=not args.no_figures)
+            if not args.quiet:
+                _print_summary(report, paths["metrics.json"])
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    return 0
+
+
+def _print_summary(report: dict, where: str) -> None:
+    names = [m for m in next(iter(report["overall"].values()))]
+    print(f"{report['protocol']}: {report['items']} items, {report['frames']} frames (frame-pooled means)")
+    print("system".ljust(24) + "".join(m.rjust(10) for m in names))
+    for s, vals in report["overall"].items():
+        cells = [vals[m]["frame_mean"] for m in names]
+        print(s[:23].ljust(24) + "".join(("-" if v is None else f"{v:.4f}").rjust(10) for v in cells))
+    for m, info in report["metrics"].items():
+        if info["status"] != "ok":
+            print(f"{m}: {info['status']}")
+    print(f"report: {os.path.dirname(where)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,570 @@
+"""Evaluation protocols: reconstruction, cross-identity and the official DaGAN pair lists.
+
+* **reconstruction** (FOMM/DaGAN): every test video is driven by itself from its frame 0, every frame is a
+  driving frame and its own ground truth. Absolute driving keypoints (as ``reconstruction.py`` did).
+  Metrics: L1, PSNR, SSIM, LPIPS, AKD, AED, and CSIM to the source frame.
+* **cross-identity**: video ``i``'s frame 0 is animated by video ``i + 1`` (relative motion, adapted scale,
+  anchored at the first driving frame, as the demo does). There is no ground truth, so the metrics are
+  CSIM (identity kept from the source) and AKD against the driving frames (pose/expression followed).
+* **pairs** (``pairs=list.csv``, the official ``vox_evaluation.csv`` / ``vox_cross_id_evaluation.csv``
+  layout): one (source frame, driving frame) pair per row, absolute keypoints; the paths' part after
+  ``test/`` is looked up under the data folder. Same-identity lists use the reconstruction metrics with the
+  driving frame as ground truth, cross-identity lists the cross-identity metrics. Pairs are grouped by their
+  driving video for the per-video means.
+
+Every metric is kept per frame; the report holds the frame-pooled mean (the papers' convention) and the mean
+of per-video means. Each system (checkpoint A, optional checkpoint B, the repeat-source baseline whose
+output is the source frame) sees exactly the same frames. Videos are sliced over ``torchrun`` ranks and
+rank 0 merges the rows, so N processes write the same report as one.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DatasetError, InputError, MissingWeightsError
+from . import metrics as M
+
+logger = logging.getLogger("dagan")
+PathLike = Union[str, os.PathLike]
+PROTOCOLS = ("reconstruction", "cross-identity")
+RECONSTRUCTION_METRICS = ("l1", "psnr", "ssim", "lpips", "akd", "aed", "csim")
+CROSS_IDENTITY_METRICS = ("csim", "akd")
+#: for each metric, whether larger is better (used to pick the worst videos and in the figure)
+HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True, "lpips": False, "akd": False, "aed": False,
+                    "csim": True}
+BASELINE = "repeat_source"
+REPORT_FORMAT = "dagan-eval-1"
+
+
+@dataclass
+class EvalSettings:
+    """Everything that changes the numbers; saved in the report."""
+
+    protocol: str = "reconstruction"
+    batch_size: int = 16
+    ssim_data_range: float = 1.0
+    psnr_max_db: float = 100.0
+    quantize: bool = True  # outputs rounded down to 8 bits, as the papers' saved PNG strips were
+    lpips_legacy_range: bool = False
+    adapt_movement_scale: bool = True  # cross-identity videos only
+    max_videos: Optional[int] = None
+    max_frames: Optional[int] = None
+    seed: int = 0
+    thumbnails: int = 6
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"unknown protocol {self.protocol!r} (use {' or '.join(PROTOCOLS)})")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.ssim_data_range <= 0:
+            raise InputError(f"SSIM data range must be positive, got {self.ssim_data_range}")
+        for name in ("max_videos", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+# ------------------------------------------------------------------------------------------- data
+def iter_video_frames(path: PathLike, size: int, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Stream a video (file or folder of frames) as ``(size, size, 3)`` uint8 frames (centre-cropped to
+    square, antialiased resize), one at a time."""
+    from ..inference.video import VideoReader
+    from ..training.datasets import FrameFolder, resize_frames
+
+    path = Path(path)
+    if path.is_dir():
+        folder = FrameFolder(path, (size, size))
+        count = folder.num_frames() if max_frames is None else min(folder.num_frames(), max_frames)
+        if count == 0:
+            raise InputError(f"frame folder {path} holds no images")
+        for i in range(count):
+            try:
+                yield folder.frame(i)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read frame {folder.files[i]}: {exc}") from None
+        return
+    for frame in VideoReader(path, max_frames=max_frames):
+        yield resize_frames(np.array(frame)[None], (size, size))[0]
+
+
+def read_frame(path: Path, size: int) -> np.ndarray:
+    """One frame addressed like the official pair lists: ``<video>/<frame file>``; the video may be a frame
+    folder (the file is read) or a video file (the frame file's number is the index)."""
+    from ..training.datasets import open_video, read_image, resize_frames
+
+    try:
+        if path.is_file():
+            return resize_frames(read_image(path)[None], (size, size))[0]
+        video = path.parent
+        if video.exists():
+            index = int(path.stem)
+            source = open_video(video, (size, size))
+            if index >= source.num_frames():
+                raise InputError(f"{path}: frame {index} is past the end of {video} ({source.num_frames()} frames)")
+            return source.frame(index)
+    except ValueError:
+        raise InputError(f"{path}: cannot read it or parse a frame number from {path.name!r}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    raise InputError(f"pair frame not found: {path}")
+
+
+def list_test_videos(data: PathLike) -> List[Path]:
+    """The videos (files or frame folders) in ``data`` (or ``data/test`` when it exists), sorted by name."""
+    from ..inference.video import VIDEO_EXTENSIONS
+
+    folder = Path(data)
+    if not folder.is_dir():
+        raise DatasetError(f"data folder not found: {folder}")
+    if (folder / "test").is_dir():
+        folder = folder / "test"
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")
+               and ((p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS) or p.is_dir())]
+    if not entries:
+        raise DatasetError(f"no videos in {folder}: expected frame folders or video files")
+    return entries
+
+
+def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
+    """(source, driving) frame paths of an official pair list, each cut to the part after ``test/``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"pairs file not found: {path}")
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise InputError(f"pairs file {path} is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    if "source" not in header or "driving" not in header:
+        raise InputError(f"pairs file {path} needs a header with 'source' and 'driving' columns, got {rows[0]}")
+    si, di = header.index("source"), header.index("driving")
+    pairs = []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(si, di):
+            raise InputError(f"pairs file {path} line {n}: expected source and driving paths, got {row}")
+        pairs.append((_after_test(row[si]), _after_test(row[di])))
+    if not pairs:
+        raise InputError(f"pairs file {path} lists no pairs")
+    return pairs
+
+
+def _after_test(p: str) -> str:
+    p = p.strip().replace("\\", "/")
+    marker = "/test/"
+    if marker in "/" + p:
+        p = ("/" + p).rsplit(marker, 1)[1]
+    return p.lstrip("/")
+
+
+@dataclass
+class Item:
+    """One unit of work: a source frame and a stream of driving frames (uint8 HWC at model size)."""
+
+    name: str
+    group: str
+    source: Callable[[], np.ndarray]
+    driving: Callable[[], Iterator[np.ndarray]]
+    relative: bool
+
+
+def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Optional[PathLike] = None) -> List[Item]:
+    """The work list of a protocol, in a fixed order (the same in every process)."""
+    mf = settings.max_frames
+    if pairs is not None:
+        root = Path(data)
+        if (root / "test").is_dir():
+            root = root / "test"
+        listed = read_pairs(pairs)
+        groups: List[str] = []
+        for _, drv in listed:
+            g = drv.split("/")[0]
+            if g not in groups:
+                groups.append(g)
+        keep = set(groups[:settings.max_videos] if settings.max_videos else groups)
+        items = []
+        for n, (src, drv) in enumerate(listed):
+            group = drv.split("/")[0]
+            if group not in keep:
+                continue
+            items.append(Item(name=f"{n:05d}:{src}->{drv}", group=group,
+                              source=lambda p=root / src: read_frame(p, size),
+                              driving=lambda p=root / drv: iter([read_frame(p, size)]), relative=False))
+        return items
+    videos = list_test_videos(data)
+    if settings.max_videos:
+        videos = videos[:settings.max_videos]
+    names = [v.stem if v.is_file() else v.name for v in videos]
+    if settings.protocol == "reconstruction":
+        return [Item(name=n, group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
+                     driving=lambda v=v: iter_video_frames(v, size, mf), relative=False)
+                for v, n in zip(videos, names)]
+    if len(videos) < 2:
+        raise DatasetError("the cross-identity protocol needs at least two videos (each is driven by the next)")
+    items = []
+    for i, (v, n) in enumerate(zip(videos, names)):
+        j = (i + 1) % len(videos)
+        items.append(Item(name=f"{n}<-{names[j]}", group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
+                          driving=lambda d=videos[j]: iter_video_frames(d, size, mf), relative=True))
+    return items
+
+
+# ---------------------------------------------------------------------------------------- systems
+class ModelSystem:
+    """A DaGAN checkpoint driven through the model API (source prepared once, frames in batches)."""
+
+    def __init__(self, model, adapt_movement_scale: bool = True):
+        self.model = model.eval()
+        self.adapt = adapt_movement_scale
+
+    @torch.no_grad()
+    def start(self, source: torch.Tensor, first_driving: torch.Tensor, relative: bool) -> None:
+        from ..models.dagan import normalize_kp
+
+        self.state = self.model.prepare_source(source)
+        self.kp_initial = self.model.detect_keypoints(first_driving)
+        self.relative = relative
+        self.scale: Union[bool, float] = False
+        if relative and self.adapt:
+            _, self.scale = normalize_kp(self.state.kp, self.kp_initial, self.kp_initial, True, True)
+
+    @torch.no_grad()
+    def __call__(self, driving: torch.Tensor) -> torch.Tensor:
+        return self.model.animate_batch(self.state, driving, self.kp_initial, self.relative, self.scale)
+
+
+class RepeatSource:
+    """The trivial baseline: every output frame is the source frame."""
+
+    def start(self, source: torch.Tensor, first_driving: torch.Tensor, relative: bool) -> None:
+        self.source = source
+
+    def __call__(self, driving: torch.Tensor) -> torch.Tensor:
+        return self.source.expand(driving.shape[0], -1, -1, -1)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+@dataclass
+class MetricSuite:
+    """Which metrics run, with which third-party models, and why the others are skipped."""
+
+    protocol: str
+    settings: EvalSettings
+    lpips: Optional[M.LPIPSMetric] = None
+    landmarks: Optional[M.LandmarkDetector] = None
+    identity: Optional[M.IdentityEmbedder] = None
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def wanted(self) -> Tuple[str, ...]:
+        return RECONSTRUCTION_METRICS if self.protocol == "reconstruction" else CROSS_IDENTITY_METRICS
+
+    @property
+    def active(self) -> List[str]:
+        avail = {"lpips": self.lpips is not None, "akd": self.landmarks is not None,
+                 "aed": self.identity is not None, "csim": self.identity is not None}
+        return [m for m in self.wanted if avail.get(m, True)]
+
+    def status(self) -> Dict[str, Dict[str, object]]:
+        out: Dict[str, Dict[str, object]] = {}
+        for m in self.wanted:
+            if m not in self.active:
+                out[m] = {"status": f"skipped: {self.skipped.get(m, 'not configured')}"}
+                continue
+            info: Dict[str, object] = {"status": "ok"}
+            model = {"lpips": self.lpips, "akd": self.landmarks, "aed": self.identity, "csim": self.identity}.get(m)
+            if model is not None:
+                info["model"] = getattr(model, "name", type(model).__name__)
+                digest = getattr(model, "digest", None)
+                if digest:
+                    info["sha256"] = digest
+            if m == "ssim":
+                info.update(data_range=self.settings.ssim_data_range, window="7x7 uniform", channels="mean")
+            if m == "psnr":
+                info.update(data_range=1.0, max_db=self.settings.psnr_max_db)
+            if m == "lpips":
+                info["input_range"] = "[0, 1] (legacy)" if self.settings.lpips_legacy_range else "[-1, 1]"
+            out[m] = info
+        return out
+
+    def compute(self, pred: torch.Tensor, gt: torch.Tensor, gt_landmarks, gt_embedding, source_embedding
+                ) -> Dict[str, List[Optional[float]]]:
+        """Per-frame values of every active metric. ``pred, gt: (B, 3, H, W)`` in [0, 1]."""
+        s = self.settings
+        out: Dict[str, List[Optional[float]]] = {}
+        active = self.active
+        if "l1" in active:
+            out["l1"] = M.l1_per_frame(pred, gt).tolist()
+        if "psnr" in active:
+            out["psnr"] = M.psnr_per_frame(pred, gt, 1.0, s.psnr_max_db).tolist()
+        if "ssim" in active:
+            out["ssim"] = M.ssim_per_frame(pred, gt, s.ssim_data_range).tolist()
+        if "lpips" in active:
+            out["lpips"] = self.lpips(pred, gt).tolist()
+        if "akd" in active:
+            out["akd"] = M.akd_per_frame(self.landmarks(pred), gt_landmarks)
+        if "aed" in active or "csim" in active:
+            emb = self.identity(pred)
+            if "aed" in active:
+                out["aed"] = M.aed_per_frame(emb, gt_embedding).tolist()
+            if "csim" in active:
+                out["csim"] = M.csim_per_frame(emb, source_embedding).tolist()
+        return out
+
+
+def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str, torch.device] = "cpu",
+                       lpips: Union[str, M.LPIPSMetric, None] = "auto", landmarks: Union[str, Callable, None] = "auto",
+                       identity: Union[str, os.PathLike, Callable, None] = None) -> MetricSuite:
+    """Resolve the optional third-party metrics: ``"auto"`` loads from files on disk and records a skip reason
+    when they are absent, ``"off"``/``None`` skips, a callable is used as is (tests, custom models); for
+    ``identity`` a path to an ONNX/TorchScript file loads it."""
+    suite = MetricSuite(protocol, settings)
+    wanted = suite.wanted
+    if "lpips" in wanted:
+        if isinstance(lpips, M.LPIPSMetric):
+            suite.lpips = lpips
+        elif lpips == "auto":
+            try:
+                suite.lpips = M.LPIPSMetric.load("alex", device, settings.lpips_legacy_range)
+            except MissingWeightsError as exc:
+                suite.skipped["lpips"] = str(exc)
+        elif callable(lpips):
+            suite.lpips = M.LPIPSMetric(lpips, settings.lpips_legacy_range)
+        else:
+            suite.skipped["lpips"] = "disabled (--lpips off)"
+    if callable(landmarks):
+        suite.landmarks = landmarks
+    elif landmarks == "auto":
+        try:
+            suite.landmarks = M.FaceAlignmentLandmarks(device)
+        except MissingWeightsError as exc:
+            suite.skipped["akd"] = str(exc)
+    else:
+        suite.skipped["akd"] = "disabled (--landmarks off)"
+    if callable(identity):
+        suite.identity = identity
+    elif identity not in (None, "off"):
+        suite.identity = M.FileIdentityEmbedder(identity, device=device)
+    else:
+        reason = "no identity model given (--identity-model FILE: an ArcFace-style .onnx or TorchScript file)"
+        suite.skipped["aed"] = suite.skipped["csim"] = reason
+    return suite
+
+
+# -------------------------------------------------------------------------------------- the loop
+def _to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` frames -> ``(B, 3, H, W)`` float in [0, 1] on ``device``."""
+    x = torch.from_numpy(np.stack(frames)).to(device)
+    return x.permute(0, 3, 1, 2).float() / 255.0
+
+
+def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[List[np.ndarray]]:
+    chunk: List[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _thumb(frame: torch.Tensor, size: int = 96) -> np.ndarray:
+    """``(3, H, W)`` in [0, 1] -> ``(h, w, 3)`` uint8 no larger than ``size``."""
+    x = frame[None].float()
+    if max(x.shape[-2:]) > size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return M.to_uint8_hwc(x)[0]
+
+
+class _Thumbnails:
+    """Keep at most ``limit`` evenly spaced frames of a stream of unknown length (thinning by 2 when full)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.stride, self.kept = max(1, limit), 1, []
+
+    def offer(self, index: int, make: Callable[[], dict]) -> None:
+        if index % self.stride:
+            return
+        self.kept.append(dict(index=index, **make()))
+        if len(self.kept) > self.limit:
+            self.stride *= 2
+            self.kept = [k for k in self.kept if k["index"] % self.stride == 0]
+
+
+@torch.no_grad()
+def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, device: torch.device) -> dict:
+    """Run every system on one item; returns its per-frame rows (plain Python, picklable)."""
+    settings = suite.settings
+    source = _to_tensor([item.source()], device)
+    src_emb = suite.identity(source) if suite.identity is not None and "csim" in suite.active else None
+    values: Dict[str, Dict[str, List[Optional[float]]]] = {name: {} for name in systems}
+    no_face = {"gt": 0, **{name: 0 for name in systems}}
+    thumbs = _Thumbnails(settings.thumbnails)
+    started = False
+    index = 0
+    for chunk in _chunks(item.driving(), settings.batch_size):
+        gt = _to_tensor(chunk, device)
+        if not started:
+            for system in systems.values():
+                system.start(source, gt[:1], item.relative)
+            started = True
+        gt_lm = suite.landmarks(gt) if "akd" in suite.active else None
+        if gt_lm is not None:
+            no_face["gt"] += sum(lm is None for lm in gt_lm)
+        gt_emb = suite.identity(gt) if "aed" in suite.active else None
+        preds = {}
+        for name, system in systems.items():
+            pred = system(gt).float().clamp(0, 1)
+            if settings.quantize:
+                pred = M.quantize_8bit(pred)
+            preds[name] = pred
+            per_frame = suite.compute(pred, gt, gt_lm, gt_emb, src_emb)
+            if "akd" in per_frame and gt_lm is not None:
+                no_face[name] += sum(v is None and g is not None for v, g in zip(per_frame["akd"], gt_lm))
+            for metric, vals in per_frame.items():
+                values[name].setdefault(metric, []).extend(vals)
+        for k in range(gt.shape[0]):
+            thumbs.offer(index + k, lambda k=k: dict(gt=_thumb(gt[k]), pred={n: _thumb(p[k]) for n, p in
+                                                                             preds.items()}))
+        index += gt.shape[0]
+    if index == 0:
+        raise InputError(f"{item.name}: no driving frames")
+    return dict(name=item.name, group=item.group, frames=index, values=values, no_face=no_face,
+                source=_thumb(source[0]), thumbnails=thumbs.kept)
+
+
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(np.asarray(kept, dtype=np.float64))) if kept else None
+
+
+def aggregate(results: List[dict], systems: Sequence[str], metric_names: Sequence[str]) -> Tuple[dict, List[dict]]:
+    """Frame-pooled means, means of per-video means, and the per-video rows (in the items' order)."""
+    groups: Dict[str, List[dict]] = {}
+    for r in results:
+        groups.setdefault(r["group"], []).append(r)
+    videos = []
+    for group, rs in groups.items():
+        row = {"video": group, "items": len(rs), "frames": sum(r["frames"] for r in rs),
+               "no_face_gt": sum(r["no_face"]["gt"] for r in rs), "metrics": {}}
+        for s in systems:
+            row["metrics"][s] = {m: _mean([v for r in rs for v in r["values"][s].get(m, [])]) for m in metric_names}
+            row["metrics"][s]["no_face_pred"] = sum(r["no_face"][s] for r in rs)
+        videos.append(row)
+    overall = {}
+    for s in systems:
+        overall[s] = {}
+        for m in metric_names:
+            pooled = [v for r in results for v in r["values"][s].get(m, [])]
+            used = [v for v in pooled if v is not None]
+            per_video = [row["metrics"][s][m] for row in videos]
+            overall[s][m] = {"frame_mean": _mean(pooled), "video_mean": _mean(per_video), "frames": len(used),
+                             "frames_skipped": len(pooled) - len(used)}
+    return overall, videos
+
+
+# ------------------------------------------------------------------------------------ distributed
+def _dist_env() -> Tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def _gather(results: List[dict], rank: int, world: int) -> Optional[List[dict]]:
+    if world == 1:
+        return results
+    import torch.distributed as dist
+
+    gathered: Optional[List[List[dict]]] = [None] * world if rank == 0 else None  # type: ignore[list-item]
+    dist.gather_object(results, gathered, dst=0)
+    if rank != 0:
+        return None
+    return [r for part in gathered for r in part]  # type: ignore[union-attr]
+
+
+def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings: Optional[EvalSettings] = None,
+                   pairs: Optional[PathLike] = None, baseline: bool = True, suite: Optional[MetricSuite] = None,
+                   device: Union[str, torch.device] = "cpu", progress: bool = False, sources: Optional[dict] = None
+                   ) -> Optional[dict]:
+    """Evaluate ``models`` (name -> :class:`~dagan.DaGAN`, same image size) on ``data``.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``, process group already initialised) each rank takes every
+    ``WORLD_SIZE``-th video group and rank 0 returns the merged report; other ranks return ``None``.
+    Returns the report dict (see :func:`dagan.evaluation.report.write_report` for the files).
+    """
+    settings = settings or EvalSettings()
+    device = torch.device(device)
+    if not models and not baseline:
+        raise InputError("nothing to evaluate: give a checkpoint or keep the repeat-source baseline")
+    sizes = {m.image_size for m in models.values()}
+    if len(sizes) > 1:
+        raise InputError(f"the checkpoints work at different image sizes {sorted(sizes)}: compare models of one size")
+    size = sizes.pop() if sizes else 256
+    suite = suite or build_metric_suite(settings.protocol, settings, device)
+    torch.manual_seed(settings.seed)
+    items = build_items(data, size, settings, pairs)
+    rank, world, _ = _dist_env()
+    group_order: List[str] = []
+    for it in items:
+        if it.group not in group_order:
+            group_order.append(it.group)
+    mine = {g for k, g in enumerate(group_order) if k % world == rank}
+    local_items = [it for it in items if it.group in mine]
+    systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale)
+                                    for name, m in models.items()}
+    if baseline:
+        systems[BASELINE] = RepeatSource()
+    started = time.time()
+    results = []
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(local_items), desc="evaluate", unit="item", leave=False)
+    for it in local_items:
+        results.append(evaluate_item(it, systems, suite, device))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    merged = _gather(results, rank, world)
+    if merged is None:
+        return None
+    order = {it.name: k for k, it in enumerate(items)}
+    merged.sort(key=lambda r: order[r["name"]])
+    metric_names = suite.active
+    overall, videos = aggregate(merged, list(systems), metric_names)
+    return {
+        "format": REPORT_FORMAT,
+        "protocol": "pairs/" + settings.protocol if pairs is not None else settings.protocol,
+        "data": os.fspath(data),
+        "pairs": os.fspath(pairs) if pairs is not None else None,
+        "image_size": size,
+        "settings": asdict(settings),
+        "systems": {name: (sources or {}).get(name, {"kind": "model"}) for name in models}
+        | ({BASELINE: {"kind": "baseline", "description": "every output frame is the source frame"}}
+           if baseline else {}),
+        "metrics": suite.status(),
+        "overall": overall,
+        "videos": videos,
+        "items": len(merged),
+        "frames": sum(r["frames"] for r in merged),
+        "run": {"seconds": round(time.time() - started, 2), "world_size": world, "device": str(device),
+                "torch": torch.__version__},
+        "_results": merged,
+    }
