@@ -110,7 +110,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(1, 3, H, W)`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def tensor_to_images(frames: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,369 @@
+"""``demo.py``: animate a portrait with a driving video and write an mp4 (streaming, audio kept).
+
+With no arguments it runs the embedded default: the scikit-image astronaut driven by a generated
+head-motion clip, through the small shipped checkpoint (or a labelled untrained fallback).
+
+The flow is split into small functions (:func:`build_parser`, :func:`load_model`, :func:`prepare_source`,
+:func:`open_driving`, :func:`run`) so other front-ends (a camera ``--stream`` mode, a web app) can reuse
+them.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
+from ..errors import CheckpointError, InputError, MissingWeightsError
+from ..models.dagan import DaGAN
+from .animator import Animator
+from .faces import (DEFAULT_MARGIN, NO_FACE_HINT, BoxSmoother, DrivingCropper, FaceAlignmentDetector, FaceDetector,
+                    crop_square, largest_face, normalize_landmarks, paste_back, square_box)
+from .images import load_image, resize_image
+from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
+from .video import DepthWriter, VideoReader, VideoWriter, check_output_path, colorize_depth, is_image_path
+
+logger = logging.getLogger("dagan")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the small model shipped with the repository (own format, loaded with DaGAN.from_pretrained)
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "dagan-small"
+#: config of the untrained stand-in used while no trained weights are shipped
+FALLBACK_CONFIG = REPO_ROOT / "configs" / "dagan-tiny.yaml"
+UNTRAINED_NOTE = ("note: no trained weights are shipped yet ({path} is missing): using an untrained tiny model, "
+                  "so the output will not look like a face animation")
+
+
+def _add(group, *names, **kwargs):
+    """``group.add_argument`` accepting ``--a_b`` and ``--a-b`` alike (argument groups bypass the parser's
+    own dash/underscore handling)."""
+    flags: List[str] = []
+    for name in names:
+        for alt in (name, name.replace("_", "-")) if name.startswith("--") else (name,):
+            if alt not in flags:
+                flags.append(alt)
+    return group.add_argument(*flags, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = DashUnderscoreParser(prog="demo.py", description=__doc__.split("\n\n")[0],
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model")
+    _add(g, "--config", help="official-format (or our) config YAML; use with --checkpoint for official weights")
+    _add(g, "--checkpoint", help="official checkpoint.pth.tar (with --config), or our format: a folder "
+                   "from save_pretrained or a .pt file (config included). Default: the shipped small model")
+    _add(g, "--depth_checkpoint", nargs="+", metavar="PATH",
+                   help="face-depth weights: a folder (encoder.pth + depth.pth) or two files ENCODER DECODER; "
+                   "default: looked for next to --checkpoint")
+    _add(g, "--trust_checkpoint", action="store_true",
+                   help="allow checkpoints that hold arbitrary Python objects (only for files you trust)")
+    g = p.add_argument_group("inputs and outputs")
+    _add(g, "--source_image", help="portrait to animate (PNG/JPEG/WebP/...); default: the astronaut")
+    _add(g, "--driving_video", help="driving video (any size/fps/pixel format); default: a generated "
+                   "head-motion clip of the astronaut")
+    _add(g, "--result_video", default="result.mp4", help="output video")
+    _add(g, "--overwrite", action="store_true", help="replace existing output files")
+    _add(g, "--save_depth", metavar="PATH", help="also write the driving depth: .mp4 (colour map) or .npz "
+                   "(raw float16, key 'depth' (T, H, W)), aligned frame for frame")
+    _add(g, "--side_by_side", action="store_true", help="write source | driving | driving depth | result")
+    _add(g, "--max_frames", type=int, help="animate at most this many driving frames")
+    g = p.add_argument_group("motion")
+    mode = g.add_mutually_exclusive_group()
+    _add(mode, "--relative", dest="relative", action="store_true", default=True,
+                      help="relative keypoint motion (default)")
+    _add(mode, "--absolute", dest="relative", action="store_false", help="absolute driving keypoints")
+    scale = g.add_mutually_exclusive_group()
+    _add(scale, "--adapt_scale", dest="adapt_scale", action="store_true", default=True,
+                       help="scale relative motion by the keypoint hull areas (default on)")
+    _add(scale, "--no_adapt_scale", dest="adapt_scale", action="store_false")
+    best = g.add_mutually_exclusive_group()
+    _add(best, "--find_best_frame", action="store_true",
+                      help="anchor relative motion at the driving frame whose face landmarks best match the "
+                      "source (needs the face-alignment weights)")
+    _add(best, "--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
+    g = p.add_argument_group("faces")
+    crop = g.add_mutually_exclusive_group()
+    _add(crop, "--crop", dest="crop", action="store_true", default=False,
+                      help="detect and crop the face in the source and every driving frame (face-alignment)")
+    _add(crop, "--no_crop", dest="crop", action="store_false", help="use whole frames (default)")
+    _add(g, "--paste_back", action="store_true",
+                   help="blend the animated face back into the full-resolution source image")
+    _add(g, "--margin", type=float, default=DEFAULT_MARGIN, help="crop side / face size")
+    _add(g, "--detect_every", type=int, default=1, help="run the face detector every N driving frames")
+    _add(g, "--smoothing", type=float, default=0.2,
+                   help="driving crop box smoothing: weight of each new detection in (0, 1]")
+    g = p.add_argument_group("runtime")
+    _add(g, "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add(g, "--cpu", action="store_true", help="same as --device cpu (official flag)")
+    _add(g, "--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    _add(g, "--batch_size", type=int, default=4, help="driving frames per forward pass")
+    _add(g, "--seed", type=int, default=0, help="seed of the generated default driving clip")
+    _add(g, "--quiet", action="store_true", help="no progress bar or info lines")
+    _add(g, "--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+# --------------------------------------------------------------------------------------------- model
+def _depth_files(args) -> dict:
+    paths = args.depth_checkpoint
+    if paths:
+        if len(paths) == 1:
+            if not os.path.isdir(paths[0]):
+                raise CheckpointError(f"--depth_checkpoint {paths[0]} is not a folder: give a folder or two files "
+                                      f"(encoder decoder)")
+            return {"depth_dir": paths[0]}
+        if len(paths) == 2:
+            return {"depth_encoder": paths[0], "depth_decoder": paths[1]}
+        raise CheckpointError("--depth_checkpoint takes a folder or two files (encoder decoder)")
+    from ..checkpoints import OFFICIAL_DEPTH_FILES
+
+    folder = os.path.dirname(os.path.abspath(args.checkpoint))
+    for enc, dec in OFFICIAL_DEPTH_FILES:
+        if os.path.isfile(os.path.join(folder, enc)) and os.path.isfile(os.path.join(folder, dec)):
+            logger.info("using face-depth weights %s and %s from %s", enc, dec, folder)
+            return {"depth_encoder": os.path.join(folder, enc), "depth_decoder": os.path.join(folder, dec)}
+    return {}
+
+
+def load_model(args) -> Tuple[DaGAN, str]:
+    """The model named by ``--config/--checkpoint/--depth_checkpoint``, or the shipped default. Returns the
+    model (on the CPU) and a one-line description."""
+    trust = bool(getattr(args, "trust_checkpoint", False))
+    if args.config is None and args.checkpoint is None:
+        if DEFAULT_CHECKPOINT.exists():
+            return DaGAN.from_pretrained(DEFAULT_CHECKPOINT), f"shipped model {DEFAULT_CHECKPOINT.name}"
+        if not FALLBACK_CONFIG.exists():
+            raise MissingWeightsError(f"no model: {DEFAULT_CHECKPOINT} is missing; pass --checkpoint")
+        print(UNTRAINED_NOTE.format(path=DEFAULT_CHECKPOINT), file=sys.stderr)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = DaGAN(FALLBACK_CONFIG)
+        return model, "untrained tiny model"
+    if args.checkpoint is None:
+        raise CheckpointError("--config needs --checkpoint (the official checkpoint.pth.tar to load)")
+    if not os.path.exists(args.checkpoint):
+        raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
+    if args.config is None or os.path.isdir(args.checkpoint):
+        if args.config is not None:
+            logger.warning("%s is in our own format (config included): --config is ignored", args.checkpoint)
+        return DaGAN.from_pretrained(args.checkpoint, trust_checkpoint=trust), f"model {args.checkpoint}"
+    model = DaGAN.from_official(args.config, args.checkpoint, trust_checkpoint=trust, **_depth_files(args))
+    return model, f"official model {args.checkpoint}"
+
+
+# -------------------------------------------------------------------------------------------- inputs
+@dataclass
+class Source:
+    """The source portrait: the full image, its crop box ``(x0, y0, side)`` (or None) and the model-size
+    crop ``(S, S, 3)`` uint8 that is animated."""
+
+    full: np.ndarray
+    box: Optional[Tuple[float, float, float]]
+    image: np.ndarray
+
+
+def prepare_source(args, size: int, detector: Optional[Callable[[], FaceDetector]]) -> Source:
+    if args.source_image is None:
+        full = astronaut()
+        box = square_box(ASTRONAUT_FACE_BOX, full.shape[:2], args.margin)
+        return Source(full, box, crop_square(full, box, size))
+    full = load_image(args.source_image)
+    if args.crop:
+        face = largest_face(detector(), full, f"source image {args.source_image}")
+        box = square_box(face.box, full.shape[:2], args.margin)
+        return Source(full, box, crop_square(full, box, size))
+    return Source(full, None, resize_image(full, size))
+
+
+@dataclass
+class Driving:
+    frames: Iterator[np.ndarray]  # model-size (S, S, 3) uint8, streamed
+    fps: float
+    total: Optional[int]
+    audio_from: Optional[str]
+    audio_codec: Optional[str]
+    reader: Optional[VideoReader]
+
+
+def open_driving(args, size: int, detector: Optional[Callable[[], FaceDetector]]) -> Driving:
+    """Open the driving clip as a stream of model-size frames (cropped with a smooth box when ``--crop``)."""
+    if args.driving_video is None:
+        count = int(DEFAULT_SECONDS * DEFAULT_FPS)
+        if args.max_frames is not None:
+            count = min(count, args.max_frames)
+        return Driving(synthetic_driving(count, size=size, seed=args.seed), DEFAULT_FPS, count, None, None, None)
+    if is_image_path(args.driving_video):
+        raise InputError(f"--driving_video {args.driving_video} is an image: give a video file")
+    reader = VideoReader(args.driving_video, max_frames=args.max_frames)
+    process = _frame_processor(args, size, detector)
+    frames = (process(frame) for frame in reader)
+    audio = reader.path if reader.has_audio else None
+    return Driving(frames, reader.fps, reader.expected_frames, audio, reader.audio_codec, reader)
+
+
+def _frame_processor(args, size: int, detector) -> Callable[[np.ndarray], np.ndarray]:
+    if args.crop:
+        return DrivingCropper(detector(), size, margin=args.margin, detect_every=args.detect_every,
+                              smoother=BoxSmoother(alpha=args.smoothing))
+    return lambda frame: resize_image(frame, size)
+
+
+def find_anchor(args, size: int, source: Source, detector) -> Optional[np.ndarray]:
+    """The model-size driving frame that anchors relative motion (``--find_best_frame``/``--best_frame``),
+    found in a first streaming pass over the driving video; None = the first frame."""
+    if not (args.find_best_frame or args.best_frame is not None):
+        return None
+    if args.driving_video is None:
+        frames = synthetic_driving(int(DEFAULT_SECONDS * DEFAULT_FPS), size=size, seed=args.seed)
+        process = lambda frame: frame  # noqa: E731
+    else:
+        frames = iter(VideoReader(args.driving_video, max_frames=args.max_frames))
+        process = _frame_processor(args, size, detector)
+    if args.best_frame is not None:
+        for index, frame in enumerate(frames):
+            processed = process(frame)
+            if index == args.best_frame:
+                return processed
+        raise InputError(f"--best_frame {args.best_frame} is past the end of the driving video ({index + 1} frames)")
+    det = detector()
+    kp_source = largest_face(det, source.full, "the source image", landmarks=True).landmarks
+    if kp_source is None:
+        raise InputError(f"no landmarks found in the source image: {NO_FACE_HINT}")
+    kp_source = normalize_landmarks(kp_source)
+    best, best_dist, best_frame = -1, np.inf, None
+    for index, frame in enumerate(frames):
+        processed = process(frame)
+        faces = det.detect(frame, landmarks=True)
+        if faces and faces[0].landmarks is not None:
+            dist = float(((normalize_landmarks(faces[0].landmarks) - kp_source) ** 2).sum())
+            if dist < best_dist:
+                best, best_dist, best_frame = index, dist, processed
+    if best_frame is None:
+        raise InputError(f"no face found in any driving frame for --find_best_frame: {NO_FACE_HINT}")
+    logger.info("best matching driving frame: %d", best)
+    return best_frame
+
+
+# ------------------------------------------------------------------------------------------- output
+def compose(args, source: Source, item: dict) -> np.ndarray:
+    """The output frame for one animated item (``prediction``/``driving``/``driving_depth``)."""
+    result = item["prediction"]
+    if args.paste_back:
+        if source.box is not None:
+            result = paste_back(source.full, result, source.box)
+        else:
+            h, w = source.full.shape[:2]
+            from PIL import Image
+
+            result = np.asarray(Image.fromarray(result).resize((w, h), Image.BICUBIC))
+    if not args.side_by_side:
+        return result
+    size = item["prediction"].shape[0]
+    depth = item["driving_depth"]
+    lo, hi = float(depth.min()), float(depth.max())
+    panels = [source.image, item["driving"], colorize_depth(depth, lo, hi)]
+    if result.shape[0] != size:
+        from PIL import Image
+
+        width = max(1, int(round(result.shape[1] * size / result.shape[0])))
+        result = np.asarray(Image.fromarray(result).resize((width, size), Image.BICUBIC))
+    return np.concatenate(panels + [result], axis=1)
+
+
+def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> str:
+    """Animate and write ``args.result_video``; returns its path."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max_frames must be at least 1, got {args.max_frames}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch_size must be at least 1, got {args.batch_size}")
+    inputs = (args.source_image, args.driving_video)
+    check_output_path(args.result_video, args.overwrite, inputs)
+    if args.save_depth:
+        check_output_path(args.save_depth, args.overwrite, inputs + (args.result_video,))
+        if os.path.abspath(args.save_depth) == os.path.abspath(args.result_video):
+            raise InputError("--save_depth must differ from --result_video")
+    if args.source_image is not None and not os.path.exists(args.source_image):
+        raise InputError(f"source image not found: {args.source_image}")
+    if args.driving_video is not None and not os.path.exists(args.driving_video):
+        raise InputError(f"driving video not found: {args.driving_video}")
+
+    cached = {}
+
+    def detector() -> FaceDetector:
+        if "detector" not in cached:
+            cached["detector"] = detector_factory() if detector_factory else FaceAlignmentDetector(
+                device="cpu" if args.cpu else ("cuda" if torch.cuda.is_available() and args.device in ("auto", "cuda")
+                                               else "cpu"))
+        return cached["detector"]
+
+    device = "cpu" if args.cpu else args.device
+    model, description = load_model(args)
+    size = model.image_size
+    source = prepare_source(args, size, detector)
+    animator = Animator(model, device=device, dtype=args.dtype, relative=args.relative,
+                        adapt_movement_scale=args.adapt_scale, batch_size=args.batch_size)
+    logger.info("%s, %d px, on %s (%s)", description, size, animator.device, str(animator.dtype).replace("torch.", ""))
+    animator.set_source(source.image)
+    anchor = find_anchor(args, size, source, detector)
+    if anchor is not None:
+        animator.set_anchor(anchor)
+    driving = open_driving(args, size, detector)
+    cut = None
+    if args.max_frames is not None and driving.total is not None and driving.reader is not None:
+        declared = driving.reader.declared_frames
+        if declared is None or args.max_frames < declared:
+            cut = driving.total / driving.fps
+    progress = _progress(driving.total, args.quiet)
+    with contextlib.ExitStack() as stack:
+        depth_out = stack.enter_context(DepthWriter(args.save_depth, driving.fps)) if args.save_depth else None
+        out = stack.enter_context(VideoWriter(args.result_video, driving.fps, audio_from=driving.audio_from,
+                                              audio_codec=driving.audio_codec, max_seconds=cut))
+        for item in animator.animate_stream(driving.frames, details=True):
+            out.write(compose(args, source, item))
+            if depth_out is not None:
+                depth_out.write(item["driving_depth"])
+            progress.update(1)
+        progress.close()
+    audio = ", audio copied" if driving.audio_from else ""
+    extra = f"; depth in {args.save_depth}" if args.save_depth else ""
+    if not args.quiet:
+        print(f"wrote {args.result_video} ({out.frames_written} frames at {driving.fps:g} fps{audio}){extra}")
+    return args.result_video
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: Optional[int], quiet: bool):
+    if quiet:
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(total=total, unit="frame", desc="animating", leave=False, dynamic_ncols=True)
+
+
+def main(argv: Optional[Sequence[str]] = None, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> int:
+    """Entry point of ``demo.py``: returns the exit code (0, or 2 with one line on a user mistake)."""
+
+    def _main(args_list: List[str]) -> int:
+        args = build_parser().parse_args(args_list)
+        setup_logging(quiet=args.quiet, debug=args.debug)
+        run(args, detector_factory)
+        return 0
+
+    return run_cli(_main, argv)
