@@ -62,6 +62,13 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
+def _umask_mode() -> int:
+    """The mode a plainly created file would get (mkstemp makes 0600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write ``path`` through ``write(fh)`` into a temp file in the same folder, fsync, then rename.
 
@@ -73,6 +80,7 @@ def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> 
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -111,6 +119,7 @@ def temporary_output(path: PathLike, suffix: Optional[str] = None) -> Iterator[s
     ext = suffix if suffix is not None else os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".partial.", suffix=ext, dir=folder)
     os.close(fd)
+    os.chmod(tmp, _umask_mode())
     try:
         yield tmp
         os.replace(tmp, path)

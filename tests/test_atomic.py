@@ -73,3 +73,15 @@ def test_temporary_output_renames_only_on_success(tmp_path):
             open(tmp, "wb").write(b"half")
             raise RuntimeError("encoder crashed")
     assert sorted(os.listdir(tmp_path)) == ["result.mp4"]
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({"a": 1}, tmp_path / "c.pt")
+        with temporary_output(tmp_path / "v.mp4") as tmp:
+            open(tmp, "wb").write(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "v.mp4").stat().st_mode & 0o777 == 0o644
