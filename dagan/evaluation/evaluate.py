@@ -162,6 +162,16 @@ def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
     return pairs
 
 
+def video_name(entry: str) -> str:
+    """A video's name in the report: its file or folder name without a video extension (official frame
+    folders are called ``<id>#<yt>#<start>#<end>.mp4``)."""
+    from ..inference.video import VIDEO_EXTENSIONS
+
+    base = os.path.basename(os.path.normpath(entry))
+    root, ext = os.path.splitext(base)
+    return root if ext.lower() in VIDEO_EXTENSIONS else base
+
+
 def _after_test(p: str) -> str:
     p = p.strip().replace("\\", "/")
     marker = "/test/"
@@ -191,13 +201,13 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
         listed = read_pairs(pairs)
         groups: List[str] = []
         for _, drv in listed:
-            g = drv.split("/")[0]
+            g = video_name(drv.split("/")[0])
             if g not in groups:
                 groups.append(g)
         keep = set(groups[:settings.max_videos] if settings.max_videos else groups)
         items = []
         for n, (src, drv) in enumerate(listed):
-            group = drv.split("/")[0]
+            group = video_name(drv.split("/")[0])
             if group not in keep:
                 continue
             items.append(Item(name=f"{n:05d}:{src}->{drv}", group=group,
@@ -207,7 +217,7 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
     videos = list_test_videos(data)
     if settings.max_videos:
         videos = videos[:settings.max_videos]
-    names = [v.stem if v.is_file() else v.name for v in videos]
+    names = [video_name(v.name) for v in videos]
     if settings.protocol == "reconstruction":
         return [Item(name=n, group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
                      driving=lambda v=v: iter_video_frames(v, size, mf), relative=False)
@@ -235,7 +245,9 @@ class ModelSystem:
         from ..models.dagan import normalize_kp
 
         self.state = self.model.prepare_source(source)
-        self.kp_initial = self.model.detect_keypoints(first_driving)
+        # reconstruction drives a frame with itself: its keypoints are already known
+        same = source.shape == first_driving.shape and torch.equal(source, first_driving)
+        self.kp_initial = self.state.kp if same else self.model.detect_keypoints(first_driving)
         self.relative = relative
         self.scale: Union[bool, float] = False
         if relative and self.adapt:
@@ -499,13 +511,14 @@ def _gather(results: List[dict], rank: int, world: int) -> Optional[List[dict]]:
 
 def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings: Optional[EvalSettings] = None,
                    pairs: Optional[PathLike] = None, baseline: bool = True, suite: Optional[MetricSuite] = None,
-                   device: Union[str, torch.device] = "cpu", progress: bool = False, sources: Optional[dict] = None
-                   ) -> Optional[dict]:
+                   device: Union[str, torch.device] = "cpu", progress: bool = False, sources: Optional[dict] = None,
+                   image_size: Optional[int] = None) -> Optional[dict]:
     """Evaluate ``models`` (name -> :class:`~dagan.DaGAN`, same image size) on ``data``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``, process group already initialised) each rank takes every
     ``WORLD_SIZE``-th video group and rank 0 returns the merged report; other ranks return ``None``.
     Returns the report dict (see :func:`dagan.evaluation.report.write_report` for the files).
+    ``image_size`` is only needed without models (baseline only); frames are resized to the models' size.
     """
     settings = settings or EvalSettings()
     device = torch.device(device)
@@ -514,7 +527,9 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
     sizes = {m.image_size for m in models.values()}
     if len(sizes) > 1:
         raise InputError(f"the checkpoints work at different image sizes {sorted(sizes)}: compare models of one size")
-    size = sizes.pop() if sizes else 256
+    size = sizes.pop() if sizes else int(image_size or 256)
+    if image_size is not None and size != image_size:
+        raise InputError(f"image_size {image_size} differs from the models' {size}")
     suite = suite or build_metric_suite(settings.protocol, settings, device)
     torch.manual_seed(settings.seed)
     items = build_items(data, size, settings, pairs)
