@@ -1,0 +1,229 @@
+"""The fast per-frame path: the same :class:`~dagan.models.DaGAN` computation, rearranged for inference speed.
+
+:func:`optimize_for_inference` rewrites a model in place (or a copy) so that
+
+* every ``conv -> BatchNorm`` pair is folded into one convolution (eval-mode statistics; the
+  pre-activation residual blocks fold their second norm into their first conv);
+* the heavy convolutional bodies (depth net, keypoint hourglass, dense-motion hourglass, generator
+  encoders, attention, bottleneck and decoder) run in ``channels_last`` memory format and, optionally, in
+  ``bfloat16``/``float16`` (weights converted once, not autocast per call);
+* everything numerically delicate stays in float32: keypoint heads (softmax, soft-argmax, Jacobians),
+  Jacobian inverses, sparse motions, mask/occlusion heads, ``grid_sample`` warps and the motion
+  normalisation.
+
+The model keeps its public API (``prepare_source``, ``animate_batch``, ``animate``): source-only work is
+cached in a :class:`~dagan.models.dagan.SourceState` once per portrait, and each frame only runs the driving
+depth, the driving keypoints and :meth:`~dagan.models.generator.DepthAwareGenerator.generate`.
+
+:func:`plain_animate` is the official demo loop (one full generator forward per frame, nothing cached), kept
+as the reference the fast path is tested and benchmarked against.
+
+Example::
+
+    >>> model = optimize_for_inference(DaGAN.from_pretrained("checkpoints/dagan-tiny"), dtype="bfloat16")
+    >>> video = model.animate(source, driving)          # (1,3,H,W), (T,3,H,W) -> (T,3,H,W) float32
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable, List, Optional, Union
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .models.dagan import DaGAN, normalize_kp
+from .utils import resolve_dtype
+
+__all__ = ["optimize_for_inference", "fold_batchnorm", "LowPrecision", "plain_animate", "is_optimized"]
+
+
+# ---------------------------------------------------------------------------------------- BN folding
+def _fold(owner: nn.Module, conv_name: str, norm_name: str) -> bool:
+    conv, norm = getattr(owner, conv_name, None), getattr(owner, norm_name, None)
+    if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d) or not norm.track_running_stats:
+        return False
+    setattr(owner, conv_name, fuse_conv_bn_eval(conv.eval(), norm.eval()))
+    setattr(owner, norm_name, nn.Identity())
+    return True
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold eval-mode BatchNorms into the convolutions that feed them, in place; returns how many.
+
+    Handles the blocks whose ``forward`` is ``norm(conv(x))``: our ``SameBlock2d``/``DownBlock2d``/
+    ``UpBlock2d`` (``conv``, ``norm``), ``ResBlock2d`` (``conv1`` feeds ``norm2``; ``norm1`` acts on the
+    block input and stays), torchvision ResNets (``conv1/bn1``, ``conv2/bn2``, ``conv3/bn3``, ``downsample``).
+    The module must be in eval mode afterwards: the folded convs bake in the running statistics.
+    """
+    from .nn.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+
+    count = 0
+    for sub in list(module.modules()):
+        if isinstance(sub, (SameBlock2d, DownBlock2d, UpBlock2d)):
+            count += _fold(sub, "conv", "norm")
+        elif isinstance(sub, ResBlock2d):
+            count += _fold(sub, "conv1", "norm2")
+        else:
+            for conv_name, norm_name in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
+                count += _fold(sub, conv_name, norm_name)
+            downsample = getattr(sub, "downsample", None)
+            if isinstance(downsample, nn.Sequential) and len(downsample) == 2:
+                count += _fold(downsample, "0", "1")
+    return count
+
+
+# ------------------------------------------------------------------------------------ precision islands
+def _to_low(value: Any, dtype: torch.dtype, channels_last: bool) -> Any:
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            value = value.to(dtype)
+            if channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_low(v, dtype, channels_last) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_low(v, dtype, channels_last) for k, v in value.items()}
+    return value
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.float().contiguous() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float(v) for k, v in value.items()}
+    return value
+
+
+class LowPrecision(nn.Module):
+    """Runs ``inner`` with its weights (and floating inputs) in ``dtype`` and, optionally, ``channels_last``.
+
+    Outputs go back to float32 (contiguous) when ``restore`` is true; with ``restore=False`` they stay in
+    ``dtype`` for the next :class:`LowPrecision` island (saves a round trip between consecutive blocks).
+    Methods of ``inner`` other than ``forward`` (e.g. ``project_query``) are reachable through this wrapper
+    and get the same casting.
+    """
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bool = True,
+                 restore: bool = True):
+        super().__init__()
+        self.inner = inner.to(dtype)
+        if channels_last:
+            self.inner = self.inner.to(memory_format=torch.channels_last)
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.restore = restore
+
+    def _call(self, fn, args, kwargs):
+        out = fn(*_to_low(args, self.dtype, self.channels_last), **_to_low(kwargs, self.dtype, self.channels_last))
+        return _to_float(out) if self.restore else out
+
+    def forward(self, *args, **kwargs):
+        return self._call(self.inner, args, kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            attr = getattr(super().__getattr__("inner"), name)
+            if callable(attr) and not isinstance(attr, nn.Module):
+                return lambda *args, **kwargs: self._call(attr, args, kwargs)
+            return attr
+
+
+def _wrap(owner: nn.Module, name: str, dtype: torch.dtype, channels_last: bool, restore: bool = True) -> bool:
+    inner = getattr(owner, name, None)
+    if not isinstance(inner, nn.Module) or isinstance(inner, LowPrecision):
+        return False
+    if isinstance(inner, nn.ModuleList):  # wrap the elements: the owner iterates over the list itself
+        for i in range(len(inner)):
+            _wrap(inner, str(i), dtype, channels_last, restore)
+        return True
+    setattr(owner, name, LowPrecision(inner, dtype, channels_last, restore))
+    return True
+
+
+def _islands(model: DaGAN) -> Iterable[tuple]:
+    """``(owner, attribute, restore)`` of the heavy conv bodies; everything else stays float32."""
+    yield model, "depth_encoder", False
+    yield model, "depth_decoder", True
+    yield model.kp_detector, "predictor", True
+    gen = model.generator
+    if getattr(gen, "dense_motion_network", None) is not None:
+        yield gen.dense_motion_network, "hourglass", True
+    for name in ("first", "down_blocks", "src_first", "src_down_blocks", "AttnModule"):
+        yield gen, name, True
+    # decoder: bottleneck and up blocks hand low-precision features on, the last layer restores float32
+    yield gen, "bottleneck", False
+    yield gen, "up_blocks", False
+    yield gen, "final", True
+    yield gen, "decoder", True  # SPADE decoder
+
+
+def is_optimized(model: nn.Module) -> bool:
+    return any(isinstance(m, LowPrecision) for m in model.modules())
+
+
+def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = torch.float32,
+                           channels_last: bool = True, fuse: bool = True, inplace: bool = True,
+                           compile: bool = False) -> DaGAN:
+    """Rewrite ``model`` for fast inference (see the module docstring); returns it (or a changed copy).
+
+    Args:
+        dtype: precision of the conv bodies: ``float32``, ``bfloat16`` (CPUs with AVX-512 BF16/AMX, CUDA)
+            or ``float16`` (CUDA). Inputs and outputs of the model stay float32 either way.
+        channels_last: NHWC activations for the conv bodies (faster oneDNN / cuDNN kernels).
+        fuse: fold BatchNorms into convolutions.
+        inplace: change ``model`` itself (no second copy of the weights in memory) or a deep copy.
+        compile: additionally ``torch.compile`` the per-frame generator (needs a working C++ toolchain on
+            CPU; off by default).
+
+    The result is inference-only (``eval`` mode, no gradients through folded BatchNorms).
+    """
+    dtype = resolve_dtype(dtype)
+    if is_optimized(model):
+        raise ValueError("model is already optimized for inference")
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if fuse:
+        fold_batchnorm(model)
+    for owner, name, restore in _islands(model):
+        _wrap(owner, name, dtype, channels_last, restore)
+    if compile:
+        model.generator.generate = torch.compile(model.generator.generate, dynamic=False)
+    model.inference_dtype = dtype
+    return model
+
+
+# ------------------------------------------------------------------------------------ the plain path
+@torch.no_grad()
+def plain_animate(model: DaGAN, source: torch.Tensor, driving: Union[torch.Tensor, Iterable[torch.Tensor]],
+                  relative: bool = True, adapt_movement_scale: bool = True) -> torch.Tensor:
+    """The official demo loop, the reference for the fast path: source depth and keypoints once, then per
+    driving frame its depth, its keypoints, the motion normalisation and one **full** generator forward
+    (source encoders included).
+
+    ``source (1, 3, H, W)``, ``driving (T, 3, H, W)`` (or an iterable of ``(1, 3, H, W)``), both in [0, 1]
+    -> ``(T, 3, H, W)``.
+    """
+    source_depth = model.estimate_depth(source)
+    kp_source = model.detect_keypoints(source, source_depth)
+    frames: List[torch.Tensor] = []
+    kp_initial: Optional[dict] = None
+    iterator = driving.split(1) if isinstance(driving, torch.Tensor) else driving
+    for frame in iterator:
+        depth = model.estimate_depth(frame)
+        kp_driving = model.detect_keypoints(frame, depth)
+        if kp_initial is None:
+            kp_initial = kp_driving
+        kp_norm, _ = normalize_kp(kp_source, kp_driving, kp_initial, relative, adapt_movement_scale)
+        out = model.generator(source, kp_driving=kp_norm, kp_source=kp_source, source_depth=source_depth,
+                              driving_depth=depth)
+        frames.append(out["prediction"])
+    return torch.cat(frames)
