@@ -114,12 +114,32 @@ def test_lpips_load_reports_missing_package_or_weights(monkeypatch, tmp_path):
 def test_face_alignment_names_missing_weight_files(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "hub" / "checkpoints" / M.FACE_ALIGNMENT_FILES["detector"]).write_bytes(b"x")
+    (tmp_path / "hub" / "checkpoints" / "s3fd-619a316812.pth").write_bytes(b"x")
     with pytest.raises(MissingWeightsError) as err:
         M.FaceAlignmentLandmarks("cpu")
     msg = str(err.value)
-    assert M.FACE_ALIGNMENT_FILES["landmarks"] in msg and M.FACE_ALIGNMENT_FILES["detector"] not in msg
-    assert str(tmp_path) in msg
+    assert "2DFAN4-11f355bf06.pth.tar" in msg and "s3fd" not in msg and str(tmp_path) in msg
+
+
+def test_face_alignment_landmarks_take_the_largest_face(monkeypatch):
+    from dagan.inference.faces import Face
+
+    big, small = np.full((68, 2), 5.0), np.full((68, 2), 1.0)
+    seen = []
+
+    class FakeDetector:
+        def detect(self, image, landmarks=False):
+            seen.append((image.dtype, image.shape))
+            if image.mean() < 1:
+                return []
+            return [Face(np.array([0, 0, 30, 30.0]), 0.9, big), Face(np.array([0, 0, 5, 5.0]), 0.9, small)]
+
+    lm = M.FaceAlignmentLandmarks.__new__(M.FaceAlignmentLandmarks)
+    lm.detector = FakeDetector()
+    frames = torch.stack([torch.full((3, 32, 32), 0.5), torch.zeros(3, 32, 32)])
+    out = lm(frames)
+    assert out[0] is big and out[1] is None
+    assert seen[0] == (np.uint8, (32, 32, 3))
 
 
 class _TinyEmbedder(torch.nn.Module):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
@@ -38,8 +39,7 @@ Landmarks = Optional[np.ndarray]  # (68, 2) pixel coordinates, or None when no f
 LandmarkDetector = Callable[[torch.Tensor], List[Landmarks]]
 IdentityEmbedder = Callable[[torch.Tensor], torch.Tensor]
 
-#: file names the third-party packages look for under ``torch.hub.get_dir()/checkpoints``
-FACE_ALIGNMENT_FILES = {"detector": "s3fd-619a316812.pth", "landmarks": "2DFAN4-11f355bf06.pth.tar"}
+#: torchvision backbone files ``lpips`` looks for under ``torch.hub.get_dir()/checkpoints``
 LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
                         "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 
@@ -182,34 +182,29 @@ def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
 
 
 class FaceAlignmentLandmarks:
-    """68 2-D landmarks of the first detected face (S3FD + 2D-FAN-4 from ``face_alignment``), as the
-    pose-evaluation scripts computed them. Call with ``(B, 3, H, W)`` in [0, 1]; returns one ``(68, 2)``
-    array (pixels) or ``None`` per frame."""
+    """68 2-D landmarks of the largest detected face (S3FD + 2D-FAN-4 from ``face_alignment``, loaded by
+    :class:`dagan.inference.faces.FaceAlignmentDetector`), as the pose-evaluation scripts computed them.
+    Call with ``(B, 3, H, W)`` in [0, 1]; returns one ``(68, 2)`` array (pixels) or ``None`` per frame."""
 
     name = "face-alignment 2D-FAN-4 + S3FD"
 
     def __init__(self, device: Union[str, torch.device] = "cpu"):
-        folder = hub_checkpoint_dir()
-        paths = {k: os.path.join(folder, f) for k, f in FACE_ALIGNMENT_FILES.items()}
-        missing = [os.path.basename(p) for p in paths.values() if not os.path.exists(p)]
+        from ..inference.faces import (FACE_ALIGNMENT_FILES, FaceAlignmentDetector, face_alignment_weights_dir,
+                                       missing_face_alignment_files)
+
+        folder = face_alignment_weights_dir()
+        missing = missing_face_alignment_files()
         if missing:
-            raise MissingWeightsError(f"face-alignment weights missing: put {' and '.join(missing)} in {folder} "
+            raise MissingWeightsError(f"AKD needs the face-alignment weights {' and '.join(missing)} in {folder} "
                                       f"(or set TORCH_HOME)")
-        try:
-            import face_alignment
-        except ImportError:
-            raise MissingWeightsError("the face_alignment package is not installed (pip install face-alignment)"
-                                      ) from None
-        self.digest = ",".join(file_digest(p) for p in paths.values())
-        self.fa = face_alignment.FaceAlignment(face_alignment.LandmarksType.TWO_D, device=str(device),
-                                               face_detector="sfd", compile=False,
-                                               face_detector_kwargs={"path_to_detector": paths["detector"]})
+        self.digest = ",".join(file_digest(os.path.join(folder, f)) for f in FACE_ALIGNMENT_FILES)
+        self.detector = FaceAlignmentDetector(str(device))
 
     def __call__(self, frames: torch.Tensor) -> List[Landmarks]:
         out: List[Landmarks] = []
         for image in to_uint8_hwc(frames):
-            found = self.fa.get_landmarks_from_image(image)
-            out.append(None if not found else np.asarray(found[0][:, :2], dtype=np.float64))
+            faces = self.detector.detect(image, landmarks=True)
+            out.append(faces[0].landmarks if faces and faces[0].landmarks is not None else None)
         return out
 
 
@@ -268,7 +263,9 @@ class FileIdentityEmbedder:
             size = inp.shape[-1] if isinstance(inp.shape[-1], int) else None
         else:
             try:
-                self.module = torch.jit.load(path, map_location=self.device).eval()
+                with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the portable format
+                    warnings.simplefilter("ignore", FutureWarning)
+                    self.module = torch.jit.load(path, map_location=self.device).eval()
             except (RuntimeError, ValueError) as exc:
                 raise InputError(f"cannot load identity model {path} as TorchScript or ONNX: "
                                  f"{str(exc).splitlines()[0][:200]}") from None
