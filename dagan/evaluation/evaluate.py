@@ -531,6 +531,9 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
     if image_size is not None and size != image_size:
         raise InputError(f"image_size {image_size} differs from the models' {size}")
     suite = suite or build_metric_suite(settings.protocol, settings, device)
+    if not suite.active:
+        logger.warning("no %s metric can run (%s): the report will only hold the frame grids",
+                       settings.protocol, "; ".join(f"{k}: {v}" for k, v in suite.skipped.items()))
     torch.manual_seed(settings.seed)
     items = build_items(data, size, settings, pairs)
     rank, world, _ = _dist_env()
