@@ -114,6 +114,8 @@ def read_frame(path: Path, size: int) -> np.ndarray:
             if index >= source.num_frames():
                 raise InputError(f"{path}: frame {index} is past the end of {video} ({source.num_frames()} frames)")
             return source.frame(index)
+    except InputError:
+        raise
     except ValueError:
         raise InputError(f"{path}: cannot read it or parse a frame number from {path.name!r}") from None
     except OSError as exc:
