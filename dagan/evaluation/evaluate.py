@@ -301,7 +301,7 @@ class MetricSuite:
             info: Dict[str, object] = {"status": "ok"}
             model = {"lpips": self.lpips, "akd": self.landmarks, "aed": self.identity, "csim": self.identity}.get(m)
             if model is not None:
-                info["model"] = getattr(model, "name", type(model).__name__)
+                info["model"] = getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
                 digest = getattr(model, "digest", None)
                 if digest:
                     info["sha256"] = digest
