@@ -59,6 +59,8 @@ def build_parser() -> DashUnderscoreParser:
                         "TorchScript file; skipped when not given")
     p.add_argument("--no_baseline", action="store_true", help="leave out the repeat-source baseline")
     p.add_argument("--no_figures", action="store_true", help="write JSON/CSV only")
+    p.add_argument("--save_frames", action="store_true",
+                   help="also save every generated frame as 8-bit PNG under <out>/frames/<system>/<video>/")
     p.add_argument("--trust_checkpoint", action="store_true",
                    help="allow pickled Python objects in checkpoints (only for files you trust)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, errors only")
@@ -127,7 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    landmarks="auto" if args.landmarks == "auto" else "off",
                                    identity=args.identity_model)
         report = run_evaluation(models, args.data, settings, pairs=args.pairs, baseline=not args.no_baseline,
-                                suite=suite, device=device, progress=not args.quiet, sources=sources)
+                                suite=suite, device=device, progress=not args.quiet, sources=sources,
+                                frames_dir=os.path.join(args.out, "frames") if args.save_frames else None)
         if report is not None:
             paths = write_report(report, args.out, figures=not args.no_figures)
             if not args.quiet:

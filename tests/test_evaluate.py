@@ -158,6 +158,19 @@ def test_cross_identity_keeps_identity_for_the_baseline(dataset, tiny_model):
                                                                             rel=1e-6)
 
 
+def test_saved_frames_score_what_was_scored(dataset, tiny_model, tmp_path):
+    settings = _settings(max_videos=1, max_frames=3, batch_size=2)
+    suite = build_metric_suite("reconstruction", settings, landmarks="off", lpips="off")
+    report = run_evaluation({"tiny": tiny_model}, dataset, settings, suite=suite, frames_dir=tmp_path / "frames")
+    saved = sorted((tmp_path / "frames" / "tiny" / "a_moving").iterdir())
+    gt = sorted((dataset / "test" / "a_moving.mp4").iterdir())[:3]
+    assert [p.name for p in saved] == ["0000000.png", "0000001.png", "0000002.png"]
+    l1 = [np.abs(np.asarray(Image.open(p), dtype=np.float64) - np.asarray(Image.open(g), dtype=np.float64)).mean()
+          / 255 for p, g in zip(saved, gt)]
+    assert report["_results"][0]["values"]["tiny"]["l1"] == pytest.approx(l1, rel=1e-6)
+    assert len(list((tmp_path / "frames" / BASELINE / "a_moving").iterdir())) == 3
+
+
 def test_same_seed_same_numbers(dataset, tiny_model):
     settings = _settings(max_videos=1, max_frames=2, seed=3)
     suite = build_metric_suite("reconstruction", settings, landmarks="off", lpips="off")

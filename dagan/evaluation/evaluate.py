@@ -191,6 +191,7 @@ class Item:
     source: Callable[[], np.ndarray]
     driving: Callable[[], Iterator[np.ndarray]]
     relative: bool
+    folder: str = ""  # where --save-frames puts this item's outputs (relative to <out>/frames/<system>/)
 
 
 def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Optional[PathLike] = None) -> List[Item]:
@@ -214,7 +215,8 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
                 continue
             items.append(Item(name=f"{n:05d}:{src}->{drv}", group=group,
                               source=lambda p=root / src: read_frame(p, size),
-                              driving=lambda p=root / drv: iter([read_frame(p, size)]), relative=False))
+                              driving=lambda p=root / drv: iter([read_frame(p, size)]), relative=False,
+                              folder=f"pairs/{n:05d}"))
         return items
     videos = list_test_videos(data)
     if settings.max_videos:
@@ -222,7 +224,7 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
     names = [video_name(v.name) for v in videos]
     if settings.protocol == "reconstruction":
         return [Item(name=n, group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
-                     driving=lambda v=v: iter_video_frames(v, size, mf), relative=False)
+                     driving=lambda v=v: iter_video_frames(v, size, mf), relative=False, folder=n)
                 for v, n in zip(videos, names)]
     if len(videos) < 2:
         raise DatasetError("the cross-identity protocol needs at least two videos (each is driven by the next)")
@@ -230,7 +232,8 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
     for i, (v, n) in enumerate(zip(videos, names)):
         j = (i + 1) % len(videos)
         items.append(Item(name=f"{n}<-{names[j]}", group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
-                          driving=lambda d=videos[j]: iter_video_frames(d, size, mf), relative=True))
+                          driving=lambda d=videos[j]: iter_video_frames(d, size, mf), relative=True,
+                          folder=f"{n}_by_{names[j]}"))
     return items
 
 
@@ -419,9 +422,25 @@ class _Thumbnails:
             self.kept = [k for k in self.kept if k["index"] % self.stride == 0]
 
 
+def _save_frames(folder: str, first_index: int, frames: torch.Tensor) -> None:
+    """Write ``(B, 3, H, W)`` frames in [0, 1] as ``<folder>/<index:07d>.png`` (8 bit, truncated like
+    :func:`~dagan.evaluation.metrics.quantize_8bit`, so a saved frame scores what was scored)."""
+    from PIL import Image
+
+    from ..utils import atomic_write
+
+    os.makedirs(folder, exist_ok=True)
+    images = (frames.detach().float().clamp(0, 1) * 255.0).floor().byte().permute(0, 2, 3, 1).cpu().numpy()
+    for k, image in enumerate(images):
+        atomic_write(os.path.join(folder, f"{first_index + k:07d}.png"),
+                     lambda fh, image=image: Image.fromarray(image).save(fh, format="PNG"))
+
+
 @torch.no_grad()
-def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, device: torch.device) -> dict:
-    """Run every system on one item; returns its per-frame rows (plain Python, picklable)."""
+def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, device: torch.device,
+                  frames_dir: Optional[PathLike] = None) -> dict:
+    """Run every system on one item; returns its per-frame rows (plain Python, picklable). With ``frames_dir``
+    every output frame is also saved as ``<frames_dir>/<system>/<item folder>/<index>.png``."""
     settings = suite.settings
     source = _to_tensor([item.source()], device)
     src_emb = suite.identity(source) if suite.identity is not None and "csim" in suite.active else None
@@ -446,6 +465,8 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
             if settings.quantize:
                 pred = M.quantize_8bit(pred)
             preds[name] = pred
+            if frames_dir is not None:
+                _save_frames(os.path.join(os.fspath(frames_dir), name, item.folder), index, pred)
             per_frame = suite.compute(pred, gt, gt_lm, gt_emb, src_emb)
             if "akd" in per_frame and gt_lm is not None:
                 no_face[name] += sum(v is None and g is not None for v, g in zip(per_frame["akd"], gt_lm))
@@ -514,13 +535,14 @@ def _gather(results: List[dict], rank: int, world: int) -> Optional[List[dict]]:
 def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings: Optional[EvalSettings] = None,
                    pairs: Optional[PathLike] = None, baseline: bool = True, suite: Optional[MetricSuite] = None,
                    device: Union[str, torch.device] = "cpu", progress: bool = False, sources: Optional[dict] = None,
-                   image_size: Optional[int] = None) -> Optional[dict]:
+                   image_size: Optional[int] = None, frames_dir: Optional[PathLike] = None) -> Optional[dict]:
     """Evaluate ``models`` (name -> :class:`~dagan.DaGAN`, same image size) on ``data``.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``, process group already initialised) each rank takes every
     ``WORLD_SIZE``-th video group and rank 0 returns the merged report; other ranks return ``None``.
     Returns the report dict (see :func:`dagan.evaluation.report.write_report` for the files).
     ``image_size`` is only needed without models (baseline only); frames are resized to the models' size.
+    ``frames_dir``: also save every output frame as PNG there (``<system>/<video>/<index>.png``).
     """
     settings = settings or EvalSettings()
     device = torch.device(device)
@@ -557,7 +579,7 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
 
         bar = tqdm(total=len(local_items), desc="evaluate", unit="item", leave=False)
     for it in local_items:
-        results.append(evaluate_item(it, systems, suite, device))
+        results.append(evaluate_item(it, systems, suite, device, frames_dir))
         if bar is not None:
             bar.update(1)
     if bar is not None:
