@@ -110,15 +110,17 @@ def test_vgg19_missing_weights_message(tmp_path, monkeypatch):
 
 
 def test_vgg19_loads_from_hub_cache_and_measures(tmp_path, monkeypatch):
-    from torchvision.models import vgg19
+    from torchvision.models.vgg import cfgs, make_layers
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     torch.manual_seed(0)
-    reference = vgg19(weights=None)
+    reference = make_layers(cfgs["E"])  # random weights saved under torchvision's file name
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / L.VGG19_FILE)
+    torch.save({"features." + k: v for k, v in reference.state_dict().items()},
+               tmp_path / "hub" / "checkpoints" / L.VGG19_FILE)
     vgg = L.Vgg19Features()
-    assert torch.equal(vgg.slices[0][0].weight, reference.features[0].weight)
+    assert torch.equal(vgg.slices[0][0].weight, reference[0].weight)
+    assert torch.equal(vgg.slices[4][-2].weight, reference[28].weight)
     assert all(not p.requires_grad for p in vgg.parameters())
     pyr = L.ImagePyramid([1])
     x = torch.rand(1, 3, 32, 32)

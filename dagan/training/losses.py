@@ -65,13 +65,14 @@ class Vgg19Features(nn.Module):
 
     def __init__(self, weights_path: Optional[str] = None, load: bool = True):
         super().__init__()
-        from torchvision.models import vgg19
+        from torchvision.models.vgg import cfgs, make_layers
 
-        features = vgg19(weights=None).features
-        if load:
+        path = vgg19_weights_path(weights_path) if load else None
+        features = make_layers(cfgs["E"])  # VGG19's conv trunk (the classifier is not needed)
+        if path is not None:
             from ..checkpoints import load_file
 
-            state = load_file(vgg19_weights_path(weights_path))
+            state = load_file(path)
             features.load_state_dict({k[len("features."):]: v for k, v in state.items()
                                       if k.startswith("features.")})
         self.slices = nn.ModuleList([features[a:b] for a, b in self.SLICES])
