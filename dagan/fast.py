@@ -35,7 +35,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .models.dagan import DaGAN, normalize_kp
 from .utils import resolve_dtype
 
-__all__ = ["optimize_for_inference", "fold_batchnorm", "LowPrecision", "plain_animate", "is_optimized"]
+__all__ = ["optimize_for_inference", "fold_batchnorm", "LowPrecision", "plain_animate", "plain_frame", "is_optimized"]
 
 
 # ---------------------------------------------------------------------------------------- BN folding
@@ -202,12 +202,29 @@ def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = 
 
 
 # ------------------------------------------------------------------------------------ the plain path
+def plain_frame(model: DaGAN, source: torch.Tensor, source_depth: torch.Tensor, kp_source: dict,
+                kp_initial: Optional[dict], frame: torch.Tensor, relative: bool = True,
+                adapt_movement_scale: bool = True):
+    """One iteration of the official demo loop: the driving ``frame (B, 3, H, W)``'s depth and keypoints,
+    the motion normalisation (convex hulls included) and a **full** generator forward (source encoders
+    included). ``kp_initial`` None makes this frame the anchor. Returns ``(prediction, kp_initial)``."""
+    depth = model.estimate_depth(frame)
+    kp_driving = model.detect_keypoints(frame, depth)
+    if kp_initial is None:
+        kp_initial = {k: v[:1] for k, v in kp_driving.items()}
+    kp_norm, _ = normalize_kp(kp_source, kp_driving, kp_initial, relative, adapt_movement_scale)
+    b = frame.shape[0]
+    out = model.generator(source.expand(b, -1, -1, -1), kp_driving=kp_norm,
+                          kp_source={k: v.expand(b, *v.shape[1:]) for k, v in kp_source.items()},
+                          source_depth=source_depth.expand(b, -1, -1, -1), driving_depth=depth)
+    return out["prediction"], kp_initial
+
+
 @torch.no_grad()
 def plain_animate(model: DaGAN, source: torch.Tensor, driving: Union[torch.Tensor, Iterable[torch.Tensor]],
                   relative: bool = True, adapt_movement_scale: bool = True) -> torch.Tensor:
-    """The official demo loop, the reference for the fast path: source depth and keypoints once, then per
-    driving frame its depth, its keypoints, the motion normalisation and one **full** generator forward
-    (source encoders included).
+    """The official demo loop, the reference for the fast path: source depth and keypoints once, then
+    :func:`plain_frame` for every driving frame (nothing else cached).
 
     ``source (1, 3, H, W)``, ``driving (T, 3, H, W)`` (or an iterable of ``(1, 3, H, W)``), both in [0, 1]
     -> ``(T, 3, H, W)``.
@@ -218,12 +235,7 @@ def plain_animate(model: DaGAN, source: torch.Tensor, driving: Union[torch.Tenso
     kp_initial: Optional[dict] = None
     iterator = driving.split(1) if isinstance(driving, torch.Tensor) else driving
     for frame in iterator:
-        depth = model.estimate_depth(frame)
-        kp_driving = model.detect_keypoints(frame, depth)
-        if kp_initial is None:
-            kp_initial = kp_driving
-        kp_norm, _ = normalize_kp(kp_source, kp_driving, kp_initial, relative, adapt_movement_scale)
-        out = model.generator(source, kp_driving=kp_norm, kp_source=kp_source, source_depth=source_depth,
-                              driving_depth=depth)
-        frames.append(out["prediction"])
+        prediction, kp_initial = plain_frame(model, source, source_depth, kp_source, kp_initial, frame, relative,
+                                             adapt_movement_scale)
+        frames.append(prediction)
     return torch.cat(frames)

@@ -1,0 +1,378 @@
+"""Inference speed and memory of DaGAN: the plain official per-frame path against the fast path.
+
+Prints one JSON document (and writes it with ``--out``): frames/s of every variant, measured round-robin in
+one process so that load from other processes hits all variants alike (ratios are what to compare),
+achieved GFLOP/s against a large 3x3 convolution measured in the same run, a per-sub-network profile,
+the fast path's difference/PSNR against the plain path, and peak RSS of a streaming run per variant
+(each in its own child process, at the start and at the end of the video: it must stay flat).
+
+Variants (``cached``: source-only work done once; ``opt``: folded BatchNorm + channels_last +
+``dtype`` conv bodies, see :mod:`dagan.fast`):
+
+====================  ======  =====  =====  ===========================================================
+name                  dtype   batch  cache  what
+====================  ======  =====  =====  ===========================================================
+plain                 fp32    1      no     the official demo loop (full generator forward per frame)
+plain_opt_fp32        fp32    1      no     same loop on the optimised model
+plain_opt_bf16        bf16    1      no     same loop, bf16 conv bodies
+cached_fp32           fp32    1      yes    source caching only (no other optimisation)
+fast_fp32             fp32    1      yes    the fast per-frame path
+fast_fp32_batch       fp32    B      yes    batched frames
+fast_bf16             bf16    1      yes    the fast per-frame path in bf16
+fast_bf16_batch       bf16    B      yes    batched frames in bf16
+====================  ======  =====  =====  ===========================================================
+
+Usage::
+
+    python benchmarks/inference.py --config configs/dagan-vox-256.yaml --out bench.json
+    python benchmarks/inference.py --config configs/dagan-tiny.yaml --frames 2 --rounds 1   # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dagan import DaGAN, load_config  # noqa: E402
+from dagan.fast import optimize_for_inference, plain_frame  # noqa: E402
+from dagan.models.dagan import normalize_kp  # noqa: E402
+
+ALL_VARIANTS = ("plain", "plain_opt_fp32", "plain_opt_bf16", "cached_fp32", "fast_fp32", "fast_fp32_batch",
+                "fast_bf16", "fast_bf16_batch")
+PROFILE_GROUPS = {
+    "depth_net": ("depth_encoder", "depth_decoder"),
+    "kp_detector": ("kp_detector",),
+    "source_encoders": ("generator.first", "generator.down_blocks", "generator.src_first",
+                        "generator.src_down_blocks"),
+    "dense_motion": ("generator.dense_motion_network",),
+    "attention": ("generator.AttnModule",),
+    "bottleneck_decoder": ("generator.bottleneck", "generator.up_blocks", "generator.final", "generator.decoder"),
+}
+
+
+def _proc_status(field: str) -> Optional[float]:
+    """A ``/proc/self/status`` memory field in MiB (Linux), None elsewhere."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident set size in MiB."""
+    value = _proc_status("VmRSS")
+    return value if value is not None else peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process image in MiB. ``VmHWM`` rather than ``ru_maxrss``: the
+    latter survives ``exec`` on Linux, so a child would report its parent's peak."""
+    value = _proc_status("VmHWM")
+    if value is not None:
+        return value
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
+
+
+# ------------------------------------------------------------------------------------------ variants
+class Variant:
+    """A way of turning driving frames into output frames, with all per-source work already done."""
+
+    def __init__(self, name: str, model: DaGAN, source: torch.Tensor, first_frame: torch.Tensor, cached: bool,
+                 batch: int, dtype: str):
+        self.name, self.model, self.cached, self.batch, self.dtype = name, model, cached, batch, dtype
+        with torch.no_grad():
+            self.source = source
+            self.source_depth = model.estimate_depth(source)
+            self.kp_source = model.detect_keypoints(source, self.source_depth)
+            self.kp_initial = model.detect_keypoints(first_frame)
+            if cached:
+                self.state = model.prepare_source(source)
+                _, self.scale = normalize_kp(self.state.kp, self.kp_initial, self.kp_initial)
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.cached:
+            return self.model.animate_batch(self.state, frames, self.kp_initial, adapt_movement_scale=self.scale)
+        outs = [plain_frame(self.model, self.source, self.source_depth, self.kp_source, self.kp_initial, f)[0]
+                for f in frames.split(self.batch)]
+        return torch.cat(outs)
+
+
+def build_models(config, names, seed: int = 0) -> Dict[str, DaGAN]:
+    """One model per precision setting, all with the same random weights (built on demand)."""
+    models: Dict[str, DaGAN] = {}
+    torch.manual_seed(seed)
+    base = DaGAN(config.model).eval()
+    needs = {"plain": any(n in ("plain", "cached_fp32") for n in names),
+             "fp32": any(n in ("plain_opt_fp32", "fast_fp32", "fast_fp32_batch") for n in names),
+             "bf16": any(n in ("plain_opt_bf16", "fast_bf16", "fast_bf16_batch") for n in names)}
+    keys = [k for k in ("plain", "fp32", "bf16") if needs[k]]
+    state = {k: v.clone() for k, v in base.state_dict().items()} if len(keys) > 1 else {}
+    for i, key in enumerate(keys):
+        # the last one takes the base model itself: a single-variant run holds one copy of the weights
+        model = base if i == len(keys) - 1 else DaGAN(config.model).eval()
+        if model is not base:
+            model.load_state_dict(state)
+        models[key] = model if key == "plain" else optimize_for_inference(
+            model, dtype="float32" if key == "fp32" else "bfloat16")
+    return models
+
+
+def make_variant(name: str, models: Dict[str, DaGAN], source, first_frame, batch: int) -> Variant:
+    table = {
+        "plain": ("plain", False, 1), "plain_opt_fp32": ("fp32", False, 1), "plain_opt_bf16": ("bf16", False, 1),
+        "cached_fp32": ("plain", True, 1), "fast_fp32": ("fp32", True, 1), "fast_fp32_batch": ("fp32", True, batch),
+        "fast_bf16": ("bf16", True, 1), "fast_bf16_batch": ("bf16", True, batch),
+    }
+    key, cached, b = table[name]
+    return Variant(name, models[key], source, first_frame, cached, b, "bf16" if key == "bf16" else "fp32")
+
+
+# ---------------------------------------------------------------------------------------- measuring
+def time_call(fn: Callable[[], object], repeat: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def reference_conv(threads: int) -> Dict[str, float]:
+    """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 4 x 64 x 64, channels_last): the
+    practical ceiling of this machine for conv-heavy networks."""
+    out: Dict[str, float] = {}
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(4, 256, 64, 64).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 4 * 64 * 64 * 256 * 256 * 9
+    with torch.no_grad():
+        for dtype, key in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            c, xx = conv.to(dtype), x.to(dtype)
+            out[f"{key}_gflops"] = round(flops / time_call(lambda: c(xx)) / 1e9, 1)
+    return out
+
+
+def count_flops(variant: Variant, frames: torch.Tensor) -> Optional[float]:
+    """FLOPs (multiply-adds x 2) of convs, matmuls and attention for ``frames``, per frame."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:  # old torch
+        return None
+    counter = FlopCounterMode(display=False)
+    with counter:
+        variant(frames)
+    return counter.get_total_flops() / frames.shape[0]
+
+
+def profile(variant: Variant, frames: torch.Tensor) -> Dict[str, float]:
+    """Wall-clock ms per frame of each sub-network group (forward hooks), plus the rest."""
+    model = variant.model
+    totals = {group: 0.0 for group in PROFILE_GROUPS}
+    handles, starts = [], {}
+    for group, paths in PROFILE_GROUPS.items():
+        for path in paths:
+            module = model
+            for part in path.split("."):
+                module = getattr(module, part, None)
+                if module is None:
+                    break
+            if module is None:
+                continue
+            subs = list(module) if isinstance(module, torch.nn.ModuleList) else [module]
+            for sub in subs:
+                def pre(_m, _a, key=id(sub)):
+                    starts[key] = time.perf_counter()
+
+                def post(_m, _a, _o, key=id(sub), group=group):
+                    totals[group] += time.perf_counter() - starts[key]
+
+                handles += [sub.register_forward_pre_hook(pre), sub.register_forward_hook(post)]
+    variant(frames[:1] if variant.batch == 1 else frames)  # warm-up
+    for g in totals:
+        totals[g] = 0.0
+    start = time.perf_counter()
+    n = 0
+    for chunk in frames.split(variant.batch):
+        variant(chunk)
+        n += chunk.shape[0]
+    total = time.perf_counter() - start
+    for h in handles:
+        h.remove()
+    result = {g: round(1000 * t / n, 1) for g, t in totals.items()}
+    result["other"] = round(1000 * total / n - sum(result.values()), 1)
+    result["total"] = round(1000 * total / n, 1)
+    return result
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return float("inf") if mse == 0 else round(10 * torch.log10(torch.tensor(1.0 / mse)).item(), 2)
+
+
+# ------------------------------------------------------------------------------------------- RSS child
+def rss_child(args) -> Dict[str, float]:
+    """Stream ``--rss-frames`` frames through one variant and report resident memory (own process)."""
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    args.import_rss = rss_mb()  # the torch/torchvision runtime alone, before any model exists
+    config = load_config(args.config)
+    size = config.model.image_size
+    models = build_models(config, [args.child], args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    source = torch.rand(1, 3, size, size, generator=gen)
+    variant = make_variant(args.child, models, source, torch.rand(1, 3, size, size, generator=gen), args.batch)
+    after_load = rss_mb()
+    early = None
+    done = 0
+    while done < args.rss_frames:
+        frames = torch.rand(variant.batch, 3, size, size, generator=gen)
+        variant(frames)
+        done += variant.batch
+        if early is None and done >= min(5, args.rss_frames):
+            early = rss_mb()
+    return {"variant": args.child, "frames": done, "rss_after_load_mb": round(after_load, 1),
+            "rss_early_mb": round(early or rss_mb(), 1), "rss_end_mb": round(rss_mb(), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "rss_import_torch_mb": round(args.import_rss, 1),
+            "rss_anon_end_mb": round(_proc_status("RssAnon") or 0, 1),
+            "rss_file_end_mb": round(_proc_status("RssFile") or 0, 1)}
+
+
+def measure_rss(args, names: List[str]) -> Dict[str, dict]:
+    out = {}
+    for name in names:
+        cmd = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--child", name, "--rss-frames",
+               str(args.rss_frames), "--threads", str(args.threads), "--batch", str(args.batch), "--seed",
+               str(args.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out[name] = {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+        else:
+            out[name] = json.loads(proc.stdout)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- main
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    config = load_config(args.config)
+    size = config.model.image_size
+    names = [n for n in args.variants if n in ALL_VARIANTS]
+    gen = torch.Generator().manual_seed(args.seed)
+    source = torch.rand(1, 3, size, size, generator=gen)
+    pool = torch.rand(max(args.frames, args.batch), 3, size, size, generator=gen)
+    models = build_models(config, names, args.seed)
+    variants = {n: make_variant(n, models, source, pool[:1], args.batch) for n in names}
+
+    report: dict = {
+        "config": args.config, "image_size": size, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "frames_per_round": args.frames, "rounds": args.rounds, "batch": args.batch,
+    }
+    report["reference_conv"] = reference_conv(args.threads)
+
+    # accuracy of the fast paths against the plain one, same frames
+    with torch.no_grad():
+        acc_frames = pool[:args.batch]
+        baseline = variants["plain"](acc_frames) if "plain" in variants else None
+        if baseline is not None:
+            accuracy = {}
+            for n, v in variants.items():
+                if n != "plain":
+                    out = v(acc_frames)
+                    accuracy[n] = {"max_abs_diff": float((out - baseline).abs().max()), "psnr_db": psnr(out, baseline)}
+            report["accuracy_vs_plain"] = accuracy
+
+    # round-robin timing: every round times every variant on the same frames
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    for _ in range(args.rounds):
+        for n, v in variants.items():
+            frames = pool[:max(args.frames // v.batch, 1) * v.batch]
+            v(frames[:v.batch])  # warm
+            start = time.perf_counter()
+            for chunk in frames.split(v.batch):
+                v(chunk)
+            samples[n].append((time.perf_counter() - start) / frames.shape[0])
+
+    flop_frames = pool[:1]
+    results = {}
+    for n, v in variants.items():
+        sec = statistics.median(samples[n])
+        flops = count_flops(v, pool[:v.batch]) if v.batch > 1 else count_flops(v, flop_frames)
+        results[n] = {"dtype": v.dtype, "batch": v.batch, "cached": v.cached, "ms_per_frame": round(1000 * sec, 1),
+                      "frames_per_s": round(1 / sec, 3), "samples_ms": [round(1000 * s, 1) for s in samples[n]]}
+        if flops:
+            results[n]["gflop_per_frame"] = round(flops / 1e9, 2)
+            results[n]["achieved_gflops"] = round(flops / sec / 1e9, 1)
+    report["variants"] = results
+    if "plain" in results:
+        plain_fps = results["plain"]["frames_per_s"]
+        report["speedup_vs_plain"] = {n: round(r["frames_per_s"] / plain_fps, 2) for n, r in results.items()}
+
+    if args.profile:
+        report["profile_ms_per_frame"] = {n: profile(variants[n], pool[:args.frames])
+                                          for n in ("plain", "fast_fp32", "fast_bf16") if n in variants}
+    del variants, models
+    if args.rss_frames > 0:
+        report["memory"] = measure_rss(args, [n for n in args.rss_variants if n in names])
+    report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    speed = report.get("speedup_vs_plain", {})
+    peaks = [m.get("peak_rss_mb", 0) for m in report.get("memory", {}).values()]
+    report["targets"] = {
+        "fast_fp32_ge_2x_plain": speed.get("fast_fp32", 0) >= 2,
+        "fast_bf16_ge_4x_plain": speed.get("fast_bf16", 0) >= 4,
+        "peak_rss_lt_1GiB": bool(peaks) and max(peaks) < 1024,
+    }
+    return report
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "dagan-vox-256.yaml"))
+    p.add_argument("--frames", type=int, default=4, help="frames per variant and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4, help="batch size of the *_batch variants")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--variants", nargs="+", default=list(ALL_VARIANTS), choices=ALL_VARIANTS)
+    p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--rss-frames", type=int, default=30, help="frames streamed per memory child (0: skip)")
+    p.add_argument("--rss-variants", nargs="+", default=["plain", "fast_fp32", "fast_bf16", "fast_bf16_batch"],
+                   choices=ALL_VARIANTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--child", choices=ALL_VARIANTS, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    report = rss_child(args) if args.child else run(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        from dagan.utils import atomic_write_bytes
+
+        atomic_write_bytes(args.out, (text + "\n").encode())
+
+
+if __name__ == "__main__":
+    main()
