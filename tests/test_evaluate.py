@@ -128,10 +128,10 @@ def test_landmark_misses_are_skipped_and_counted(tmp_path):
 
 def test_pairs_protocol_uses_the_path_after_test(dataset):
     pairs = dataset / "pairs.csv"
-    pairs.write_text("source,driving,frame\n"
-                     "/data/x/vox1_frames/test/a_moving.mp4/0000003.png,/data/x/vox1_frames/test/a_moving.mp4/0000001.png\n"
-                     "/data/x/vox1_frames/test/c_short.mp4/0000000.png,/data/x/vox1_frames/test/c_short.mp4/0000001.png\n"
-                     "/data/x/vox1_frames/test/a_moving.mp4/0000000.png,/data/x/vox1_frames/test/a_moving.mp4/0000002.png\n")
+    prefix = "/data/x/vox1_frames/test/"
+    rows = [("a_moving.mp4/0000003.png", "a_moving.mp4/0000001.png"), ("c_short.mp4/0000000.png", "c_short.mp4/0000001.png"),
+            ("a_moving.mp4/0000000.png", "a_moving.mp4/0000002.png")]
+    pairs.write_text("source,driving,frame\n" + "".join(f"{prefix}{s},{prefix}{d}\n" for s, d in rows))
     settings = _settings()
     suite = build_metric_suite("reconstruction", settings, landmarks="off", lpips="off")
     report = run_evaluation({}, dataset / "test", settings, pairs=pairs, suite=suite, image_size=SIZE)
