@@ -148,7 +148,7 @@ def test_cross_identity_keeps_identity_for_the_baseline(dataset, tiny_model):
     suite = build_metric_suite("cross-identity", settings, landmarks=_mean_brightness_landmarks,
                                identity=_mean_colour_embedding)
     report = run_evaluation({"tiny": tiny_model}, dataset, settings, suite=suite)
-    assert report["items"] == 2 and set(report["overall"]["tiny"]) == {"csim", "akd"}
+    assert report["items"] == 2 and set(report["overall"]["tiny"]) == {"csim", "akd", "akd_motion"}
     assert report["overall"][BASELINE]["csim"]["frame_mean"] == pytest.approx(1.0)
     assert report["overall"]["tiny"]["csim"]["frame_mean"] < 1.0
     # b_static (3 frames) drives a_moving's frame 0: the baseline's AKD is the brightness gap, by construction
@@ -156,6 +156,11 @@ def test_cross_identity_keeps_identity_for_the_baseline(dataset, tiny_model):
     drv = _smooth_frames(1, 1)[0].astype(np.float64) / 255
     assert report["videos"][0]["metrics"][BASELINE]["akd"] == pytest.approx(abs(100 * src.mean() - 100 * drv.mean()),
                                                                             rel=1e-6)
+    # a_moving drives b_static's frame 0: the frozen baseline misses all of the driving landmarks' motion
+    moving = [f.astype(np.float64).mean() / 255 for f in _smooth_frames(0, 4)]
+    expected = np.mean([abs(100 * m - 100 * moving[0]) for m in moving])
+    assert report["videos"][1]["metrics"][BASELINE]["akd_motion"] == pytest.approx(expected, rel=1e-6)
+    assert report["videos"][0]["metrics"][BASELINE]["akd_motion"] == 0.0  # static driving: nothing to follow
 
 
 def test_saved_frames_score_what_was_scored(dataset, tiny_model, tmp_path):

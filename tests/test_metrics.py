@@ -75,6 +75,18 @@ def test_akd_is_mean_absolute_coordinate_difference_and_skips_missing_faces():
     assert M.akd_per_frame([gt[0]], [None]) == [None]
 
 
+def test_motion_akd_compares_displacements_from_the_first_frame():
+    rng = np.random.default_rng(1)
+    g0 = rng.uniform(0, 64, (68, 2))
+    p0 = g0 * 0.5 + 10  # another face shape
+    move = np.zeros((68, 2))
+    move[:, 0] = 4.0
+    gt = [g0, g0 + move, None]
+    pred = [p0, p0 + move / 2, p0]
+    assert M.motion_akd_per_frame(pred, gt, p0, g0) == pytest.approx([0.0, 1.0, None])  # |2 - 4| and 0 -> mean 1
+    assert M.motion_akd_per_frame(pred, gt, None, g0) == [None, None, None]
+
+
 def test_aed_is_squared_distance_of_unit_embeddings_and_csim_is_cosine():
     a = torch.tensor([[3.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
     b = torch.tensor([[0.0, 5.0], [1.0, 1.0], [-1.0, -1.0]])

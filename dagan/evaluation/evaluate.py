@@ -39,10 +39,10 @@ logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
 PROTOCOLS = ("reconstruction", "cross-identity")
 RECONSTRUCTION_METRICS = ("l1", "psnr", "ssim", "lpips", "akd", "aed", "csim")
-CROSS_IDENTITY_METRICS = ("csim", "akd")
+CROSS_IDENTITY_METRICS = ("csim", "akd", "akd_motion")
 #: for each metric, whether larger is better (used to pick the worst videos and in the figure)
-HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True, "lpips": False, "akd": False, "aed": False,
-                    "csim": True}
+HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True, "lpips": False, "akd": False, "akd_motion": False,
+                    "aed": False, "csim": True}
 BASELINE = "repeat_source"
 REPORT_FORMAT = "dagan-eval-1"
 
@@ -292,7 +292,7 @@ class MetricSuite:
     @property
     def active(self) -> List[str]:
         avail = {"lpips": self.lpips is not None, "akd": self.landmarks is not None,
-                 "aed": self.identity is not None, "csim": self.identity is not None}
+                 "akd_motion": self.landmarks is not None, "aed": self.identity is not None, "csim": self.identity is not None}
         return [m for m in self.wanted if avail.get(m, True)]
 
     def status(self) -> Dict[str, Dict[str, object]]:
@@ -302,7 +302,8 @@ class MetricSuite:
                 out[m] = {"status": f"skipped: {self.skipped.get(m, 'not configured')}"}
                 continue
             info: Dict[str, object] = {"status": "ok"}
-            model = {"lpips": self.lpips, "akd": self.landmarks, "aed": self.identity, "csim": self.identity}.get(m)
+            model = {"lpips": self.lpips, "akd": self.landmarks, "akd_motion": self.landmarks, "aed": self.identity,
+                     "csim": self.identity}.get(m)
             if model is not None:
                 info["model"] = getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
                 digest = getattr(model, "digest", None)
@@ -317,9 +318,10 @@ class MetricSuite:
             out[m] = info
         return out
 
-    def compute(self, pred: torch.Tensor, gt: torch.Tensor, gt_landmarks, gt_embedding, source_embedding
-                ) -> Dict[str, List[Optional[float]]]:
-        """Per-frame values of every active metric. ``pred, gt: (B, 3, H, W)`` in [0, 1]."""
+    def compute(self, pred: torch.Tensor, gt: torch.Tensor, gt_landmarks, gt_embedding, source_embedding,
+                anchors: Optional[dict] = None) -> Dict[str, List[Optional[float]]]:
+        """Per-frame values of every active metric. ``pred, gt: (B, 3, H, W)`` in [0, 1]; ``anchors`` keeps the
+        first frame's landmarks of one (item, system) across batches for AKD-motion."""
         s = self.settings
         out: Dict[str, List[Optional[float]]] = {}
         active = self.active
@@ -331,8 +333,15 @@ class MetricSuite:
             out["ssim"] = M.ssim_per_frame(pred, gt, s.ssim_data_range).tolist()
         if "lpips" in active:
             out["lpips"] = self.lpips(pred, gt).tolist()
-        if "akd" in active:
-            out["akd"] = M.akd_per_frame(self.landmarks(pred), gt_landmarks)
+        if "akd" in active or "akd_motion" in active:
+            lm = self.landmarks(pred)
+            if "akd" in active:
+                out["akd"] = M.akd_per_frame(lm, gt_landmarks)
+            if "akd_motion" in active:
+                anchors = {} if anchors is None else anchors
+                if "pred" not in anchors:
+                    anchors.update(pred=lm[0], gt=gt_landmarks[0])
+                out["akd_motion"] = M.motion_akd_per_frame(lm, gt_landmarks, anchors["pred"], anchors["gt"])
         if "aed" in active or "csim" in active:
             emb = self.identity(pred)
             if "aed" in active:
@@ -447,6 +456,7 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
     values: Dict[str, Dict[str, List[Optional[float]]]] = {name: {} for name in systems}
     no_face = {"gt": 0, **{name: 0 for name in systems}}
     thumbs = _Thumbnails(settings.thumbnails)
+    anchors: Dict[str, dict] = {name: {} for name in systems}
     started = False
     index = 0
     for chunk in _chunks(item.driving(), settings.batch_size):
@@ -455,7 +465,7 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
             for system in systems.values():
                 system.start(source, gt[:1], item.relative)
             started = True
-        gt_lm = suite.landmarks(gt) if "akd" in suite.active else None
+        gt_lm = suite.landmarks(gt) if suite.landmarks is not None and "akd" in suite.active else None
         if gt_lm is not None:
             no_face["gt"] += sum(lm is None for lm in gt_lm)
         gt_emb = suite.identity(gt) if "aed" in suite.active else None
@@ -467,7 +477,7 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
             preds[name] = pred
             if frames_dir is not None:
                 _save_frames(os.path.join(os.fspath(frames_dir), name, item.folder), index, pred)
-            per_frame = suite.compute(pred, gt, gt_lm, gt_emb, src_emb)
+            per_frame = suite.compute(pred, gt, gt_lm, gt_emb, src_emb, anchors[name])
             if "akd" in per_frame and gt_lm is not None:
                 no_face[name] += sum(v is None and g is not None for v, g in zip(per_frame["akd"], gt_lm))
             for metric, vals in per_frame.items():

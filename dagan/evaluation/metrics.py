@@ -10,6 +10,7 @@ SSIM       scikit-image ``structural_similarity`` (7x7 uniform window, sample co
            with an explicit ``data_range``; the papers' old ``compare_ssim`` silently used 2.0 for floats
 LPIPS      ``lpips`` v0.1 (AlexNet by default), when the package and its backbone weights are installed
 AKD        mean absolute difference of the 68x2 face-alignment landmark coordinates, in pixels
+AKD-motion the same on landmark displacements from the first frame (cross-identity pose/expression agreement)
 AED        squared L2 distance between unit identity embeddings of prediction and ground truth
 CSIM       cosine similarity between the identity embeddings of the source and the prediction
 =========  ==============================================================================================
@@ -223,6 +224,17 @@ def akd_per_frame(lm_pred: Sequence[Landmarks], lm_gt: Sequence[Landmarks]) -> L
             raise InputError(f"landmark arrays differ in shape: {p.shape} vs {g.shape}")
         out.append(float(np.abs(p - g).mean()))
     return out
+
+
+def motion_akd_per_frame(lm_pred: Sequence[Landmarks], lm_gt: Sequence[Landmarks], pred_anchor: Landmarks,
+                         gt_anchor: Landmarks) -> List[Optional[float]]:
+    """AKD of landmark *motion*: mean ``|(p_t - p_0) - (g_t - g_0)|`` over the 68x2 coordinates, where
+    ``p_0``/``g_0`` are the landmarks of the first output/driving frame. Cross-identity outputs keep the source's
+    face shape, so this measures whether the pose and expression changes follow the driving video."""
+    if pred_anchor is None or gt_anchor is None:
+        return [None] * len(lm_pred)
+    return akd_per_frame([None if p is None else np.asarray(p) - pred_anchor for p in lm_pred],
+                         [None if g is None else np.asarray(g) - gt_anchor for g in lm_gt])
 
 
 # ----------------------------------------------------------------------------------- identity, AED
