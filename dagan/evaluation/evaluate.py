@@ -5,7 +5,8 @@
   Metrics: L1, PSNR, SSIM, LPIPS, AKD, AED, and CSIM to the source frame.
 * **cross-identity**: video ``i``'s frame 0 is animated by video ``i + 1`` (relative motion, adapted scale,
   anchored at the first driving frame, as the demo does). There is no ground truth, so the metrics are
-  CSIM (identity kept from the source) and AKD against the driving frames (pose/expression followed).
+  CSIM (identity kept from the source), AKD against the driving frames, and AKD-motion (landmark
+  displacements from the first frame compared, i.e. pose/expression followed regardless of face shape).
 * **pairs** (``pairs=list.csv``, the official ``vox_evaluation.csv`` / ``vox_cross_id_evaluation.csv``
   layout): one (source frame, driving frame) pair per row, absolute keypoints; the paths' part after
   ``test/`` is looked up under the data folder. Same-identity lists use the reconstruction metrics with the
