@@ -144,7 +144,7 @@ def metrics_figure(report: dict, panel: Tuple[int, int] = (200, 190)) -> Image.I
         vmax = max([abs(v) for v in finite] + [1e-12])
         base_y, bar_h = top + ph - 25, ph - 55
         draw.line([left + 10, base_y, left + pw - 10, base_y], fill="grey")
-        bw = max(8, (pw - 30) // max(1, len(systems)) - 6)
+        bw = min(60, max(8, (pw - 30) // max(1, len(systems)) - 6))
         for k, v in enumerate(vals):
             bx = left + 15 + k * (bw + 6)
             if v is None:
