@@ -155,8 +155,25 @@ def load_model(args) -> Tuple[DaGAN, str]:
         if args.config is not None:
             logger.warning("%s is in our own format (config included): --config is ignored", args.checkpoint)
         return DaGAN.from_pretrained(args.checkpoint, trust_checkpoint=trust), f"model {args.checkpoint}"
-    model = DaGAN.from_official(args.config, args.checkpoint, trust_checkpoint=trust, **_depth_files(args))
+    try:
+        model = DaGAN.from_official(args.config, args.checkpoint, trust_checkpoint=trust, **_depth_files(args))
+    except CheckpointError:
+        if not _is_own_format(args.checkpoint, trust):
+            raise
+        # a single-file checkpoint of ours (e.g. a training checkpoint) carries its config: use that
+        logger.warning("%s is in our own format (config included): --config is ignored", args.checkpoint)
+        return DaGAN.from_pretrained(args.checkpoint, trust_checkpoint=trust), f"model {args.checkpoint}"
     return model, f"official model {args.checkpoint}"
+
+
+def _is_own_format(path: str, trust: bool) -> bool:
+    from ..checkpoints import load_file
+
+    try:
+        ckpt = load_file(path, "cpu", trust)
+    except CheckpointError:
+        return False
+    return isinstance(ckpt, dict) and "config" in ckpt and "state_dict" in ckpt
 
 
 # -------------------------------------------------------------------------------------------- inputs
