@@ -72,7 +72,9 @@ class VideoReader:
         self.check_complete = check_complete
         self.frames_read = 0
         try:
-            gen = imageio_ffmpeg.read_frames(self.path, pix_fmt="rgb24")
+            # passthrough: one output frame per decoded frame (variable frame rate clips are not resampled
+            # to a constant rate, which would duplicate frames)
+            gen = imageio_ffmpeg.read_frames(self.path, pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
             meta = next(gen)
         except (IOError, OSError, RuntimeError, StopIteration) as exc:
             raise InputError(f"cannot read video {self.path}: not a video file or no video stream "
