@@ -46,6 +46,8 @@ def build_parser() -> DashUnderscoreParser:
     p.add_argument("--ssim_data_range", type=float, default=1.0,
                    help="SSIM data range (1.0 for [0, 1] frames; 2.0 reproduces the old skimage default the "
                         "papers' scripts used)")
+    p.add_argument("--exclude_source_frame", action="store_true",
+                   help="reconstruction: leave frame 0 (the source itself) out of the means; the papers keep it")
     p.add_argument("--no_quantize", action="store_true",
                    help="score float outputs (default: rounded down to 8 bits as the papers' saved frames)")
     p.add_argument("--lpips", choices=("auto", "off"), default="auto",
@@ -104,7 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = EvalSettings(protocol=args.protocol, batch_size=args.batch_size,
                             ssim_data_range=args.ssim_data_range, quantize=not args.no_quantize,
                             lpips_legacy_range=args.lpips_legacy_range, max_videos=args.max_videos,
-                            max_frames=args.max_frames, seed=args.seed)
+                            max_frames=args.max_frames, seed=args.seed,
+                            exclude_source_frame=args.exclude_source_frame)
     rank, world, local = _dist_env()
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1:

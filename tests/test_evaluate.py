@@ -100,6 +100,14 @@ def test_reconstruction_report_and_means(dataset, tiny_model, tmp_path):
     assert report["overall"][BASELINE]["l1"]["frame_mean"] != pytest.approx(
         report["overall"][BASELINE]["l1"]["video_mean"])
 
+    # --exclude-source-frame: frame 0 of each video leaves the means, nothing else changes
+    suite_wo = build_metric_suite("reconstruction", _settings(exclude_source_frame=True), lpips="off",
+                                  landmarks="off")
+    without = run_evaluation({}, dataset, suite_wo.settings, suite=suite_wo, image_size=SIZE)
+    assert without["overall"][BASELINE]["l1"]["frames"] == 9 - 3
+    assert without["overall"][BASELINE]["l1"]["frame_mean"] == pytest.approx(np.sum(
+        [float(r["l1"]) for r in rows if r["system"] == BASELINE]) / 6, rel=1e-5)
+
     # every file is written and parses
     assert set(out) == set(FILES) and all(os.path.getsize(p) > 0 for p in out.values())
     saved = json.load(open(out["metrics.json"]))

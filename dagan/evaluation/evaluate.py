@@ -63,6 +63,8 @@ class EvalSettings:
     max_frames: Optional[int] = None
     seed: int = 0
     thumbnails: int = 6
+    # leave the source frame itself out of the means (the papers keep it; a copy of it scores perfectly)
+    exclude_source_frame: bool = False
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -193,6 +195,7 @@ class Item:
     driving: Callable[[], Iterator[np.ndarray]]
     relative: bool
     folder: str = ""  # where --save-frames puts this item's outputs (relative to <out>/frames/<system>/)
+    source_frame: Optional[int] = None  # index of the source inside the driving stream (reconstruction: 0)
 
 
 def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Optional[PathLike] = None) -> List[Item]:
@@ -225,7 +228,7 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
     names = [video_name(v.name) for v in videos]
     if settings.protocol == "reconstruction":
         return [Item(name=n, group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
-                     driving=lambda v=v: iter_video_frames(v, size, mf), relative=False, folder=n)
+                     driving=lambda v=v: iter_video_frames(v, size, mf), relative=False, folder=n, source_frame=0)
                 for v, n in zip(videos, names)]
     if len(videos) < 2:
         raise DatasetError("the cross-identity protocol needs at least two videos (each is driven by the next)")
@@ -489,6 +492,10 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
         index += gt.shape[0]
     if index == 0:
         raise InputError(f"{item.name}: no driving frames")
+    if settings.exclude_source_frame and item.source_frame is not None and item.source_frame < index:
+        for per_system in values.values():
+            for vals in per_system.values():
+                vals[item.source_frame] = None
     return dict(name=item.name, group=item.group, frames=index, values=values, no_face=no_face,
                 source=_thumb(source[0]), thumbnails=thumbs.kept)
 
