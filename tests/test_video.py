@@ -89,6 +89,9 @@ def test_truncated_video_is_noticed(shared_data):
         for _ in reader:
             pass
     assert 0 < reader.frames_read < 200
+    with pytest.raises(InputError, match="truncated"):
+        VideoReader(shared_data / "corrupt.mp4").check_integrity()  # fast, before decoding
+    assert VideoReader(shared_data / "corrupt.mp4", max_frames=50).check_integrity() == 73
     # stopping early on purpose is not a truncation
     assert len(list(VideoReader(shared_data / "corrupt.mp4", max_frames=10))) == 10
 

@@ -26,7 +26,7 @@ from ..errors import CheckpointError, InputError, MissingWeightsError
 from ..models.dagan import DaGAN
 from .animator import Animator
 from .faces import (DEFAULT_MARGIN, NO_FACE_HINT, BoxSmoother, DrivingCropper, FaceAlignmentDetector, FaceDetector,
-                    crop_square, largest_face, normalize_landmarks, paste_back, square_box)
+                    crop_square, find_best_frame, largest_face, paste_back, square_box)
 from .images import load_image, resize_image
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
 from .video import DepthWriter, VideoReader, VideoWriter, check_output_path, colorize_depth, is_image_path
@@ -220,6 +220,7 @@ def open_driving(args, size: int, detector: Optional[Callable[[], FaceDetector]]
     if is_image_path(args.driving_video):
         raise InputError(f"--driving_video {args.driving_video} is an image: give a video file")
     reader = VideoReader(args.driving_video, max_frames=args.max_frames)
+    reader.check_integrity()
     process = _frame_processor(args, size, detector)
     frames = (process(frame) for frame in reader)
     audio = reader.path if reader.has_audio else None
@@ -235,38 +236,28 @@ def _frame_processor(args, size: int, detector) -> Callable[[np.ndarray], np.nda
 
 def find_anchor(args, size: int, source: Source, detector) -> Optional[np.ndarray]:
     """The model-size driving frame that anchors relative motion (``--find_best_frame``/``--best_frame``),
-    found in a first streaming pass over the driving video; None = the first frame."""
+    found in streaming passes over the driving video; None = the first frame."""
     if not (args.find_best_frame or args.best_frame is not None):
         return None
-    if args.driving_video is None:
-        frames = synthetic_driving(int(DEFAULT_SECONDS * DEFAULT_FPS), size=size, seed=args.seed)
-        process = lambda frame: frame  # noqa: E731
-    else:
-        frames = iter(VideoReader(args.driving_video, max_frames=args.max_frames))
-        process = _frame_processor(args, size, detector)
-    if args.best_frame is not None:
-        for index, frame in enumerate(frames):
-            processed = process(frame)
-            if index == args.best_frame:
-                return processed
-        raise InputError(f"--best_frame {args.best_frame} is past the end of the driving video ({index + 1} frames)")
-    det = detector()
-    kp_source = largest_face(det, source.full, "the source image", landmarks=True).landmarks
-    if kp_source is None:
-        raise InputError(f"no landmarks found in the source image: {NO_FACE_HINT}")
-    kp_source = normalize_landmarks(kp_source)
-    best, best_dist, best_frame = -1, np.inf, None
-    for index, frame in enumerate(frames):
-        processed = process(frame)
-        faces = det.detect(frame, landmarks=True)
-        if faces and faces[0].landmarks is not None:
-            dist = float(((normalize_landmarks(faces[0].landmarks) - kp_source) ** 2).sum())
-            if dist < best_dist:
-                best, best_dist, best_frame = index, dist, processed
-    if best_frame is None:
-        raise InputError(f"no face found in any driving frame for --find_best_frame: {NO_FACE_HINT}")
-    logger.info("best matching driving frame: %d", best)
-    return best_frame
+
+    def raw_frames() -> Iterator[np.ndarray]:
+        if args.driving_video is None:
+            count = int(DEFAULT_SECONDS * DEFAULT_FPS)
+            return synthetic_driving(count if args.max_frames is None else min(count, args.max_frames), size=size,
+                                     seed=args.seed)
+        return iter(VideoReader(args.driving_video, max_frames=args.max_frames))
+
+    index = args.best_frame
+    if index is None:
+        index = find_best_frame(detector(), source.full, raw_frames())
+        logger.info("best matching driving frame: %d", index)
+    process = (lambda frame: frame) if args.driving_video is None else _frame_processor(args, size, detector)
+    count = 0
+    for count, frame in enumerate(raw_frames(), start=1):
+        processed = process(frame)  # every frame: the crop box is smoothed exactly as in the main pass
+        if count - 1 == index:
+            return processed
+    raise InputError(f"--best_frame {index} is past the end of the driving video ({count} frames)")
 
 
 # ------------------------------------------------------------------------------------------- output

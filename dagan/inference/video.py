@@ -123,6 +123,27 @@ class VideoReader:
             gen.close()
         self._check_length()
 
+    def check_integrity(self) -> int:
+        """Count the video packets without decoding (fast) and raise :class:`InputError` when there are none
+        or fewer than the header declares (a truncated file), before any work is spent on it. Returns the
+        count. Iteration checks again on the decoded frames."""
+        import imageio_ffmpeg
+
+        try:
+            count, _ = imageio_ffmpeg.count_frames_and_secs(self.path)
+        except (RuntimeError, IOError, ValueError) as exc:
+            raise InputError(f"video {self.path} is corrupt: {_first_line(exc)}") from None
+        if count == 0:
+            raise InputError(f"video {self.path} has no decodable frames")
+        needed = self.expected_frames
+        if self.check_complete and needed:
+            slack = 0 if self.max_frames is not None and needed == self.max_frames else \
+                max(TRUNCATION_TOLERANCE[0], int(TRUNCATION_TOLERANCE[1] * needed))
+            if count < needed - slack:
+                raise InputError(f"video {self.path} is truncated or corrupt: only {count} of the "
+                                 f"{self.declared_frames} frames its header declares are present")
+        return count
+
     def _check_length(self) -> None:
         if self.frames_read == 0:
             raise InputError(f"video {self.path} has no decodable frames")

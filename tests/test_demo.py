@@ -1,0 +1,186 @@
+"""demo.py end to end (in-process ``main(argv)`` with tiny models and a few frames; two subprocess runs
+for the exit codes)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from dagan.inference import cli, faces
+from dagan.inference.images import load_image, resize_image
+from dagan.inference.video import VideoReader, probe
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_detector_weights(tmp_path, monkeypatch):
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+class BoxDetector:
+    """Injected detector: the face is a fixed fraction of the frame (or absent)."""
+
+    def __init__(self, frac=(0.3, 0.2, 0.7, 0.6), found=True):
+        self.frac, self.found, self.calls = frac, found, 0
+
+    def detect(self, image, landmarks=False):
+        self.calls += 1
+        if not self.found:
+            return []
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = self.frac
+        box = np.array([x0 * w, y0 * h, x1 * w, y1 * h])
+        lm = None
+        if landmarks:  # a landmark shape that depends on the picture, so frames differ
+            rng = np.random.default_rng(int(image.mean() * 10))
+            lm = rng.normal(size=(68, 2)) * 10 + box[:2]
+        return [faces.Face(box, 0.99, lm)]
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsys, no_detector_weights):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(faces, "FaceAlignmentDetector", None)  # the default must never need a detector
+    assert cli.main(["--max-frames", "4"]) == 0
+    info = probe(tmp_path / "result.mp4")
+    model_size = 64 if not cli.DEFAULT_CHECKPOINT.exists() else None
+    assert info["frames"] == 4 and info["fps"] == 25 and info["audio_codec"] is None
+    if model_size:
+        assert info["size"] == (64, 64)
+    out = capsys.readouterr()
+    assert "result.mp4" in out.out
+    if not cli.DEFAULT_CHECKPOINT.exists():
+        assert "untrained" in out.err
+    assert _listing(tmp_path) == ["result.mp4", "torch_home"]
+
+
+def test_official_files_shared_clip_audio_depth_and_side_by_side(tmp_path, reference_dir, shared_data):
+    result, depth = tmp_path / "out.mp4", tmp_path / "depth.npz"
+    driving = shared_data / "drv_lp_d9_audio_256.mp4"
+    rc = cli.main(["--config", str(reference_dir / "config.yaml"), "--checkpoint",
+                   str(reference_dir / "checkpoint.pth.tar"), "--source_image",
+                   str(shared_data / "source_lp_d6frame0_256.png"), "--driving_video", str(driving),
+                   "--result_video", str(result), "--max_frames", "4", "--save-depth", str(depth), "--side-by-side",
+                   "--batch-size", "2", "--quiet"])
+    assert rc == 0
+    info = probe(result)
+    assert info["frames"] == 4 and info["fps"] == 25 and info["size"] == (4 * 64, 64)
+    assert info["audio_codec"] == "aac"
+    saved = np.load(depth)["depth"]
+    assert saved.shape == (4, 64, 64) and saved.dtype == np.float16
+    # the exported depth is the official depth network's output for those frames (depth files found next
+    # to the checkpoint)
+    from dagan import DaGAN
+
+    model = DaGAN.from_official(reference_dir / "config.yaml", reference_dir / "checkpoint.pth.tar",
+                                depth_encoder=reference_dir / "depth_encoder.pth",
+                                depth_decoder=reference_dir / "depth_decoder.pth")
+    frames = [resize_image(f, 64) for f in VideoReader(driving, max_frames=4)]
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        expected = model.estimate_depth(x)[:, 0].numpy()
+    assert np.abs(saved.astype(np.float32) - expected).max() < 2e-3
+
+
+def test_crop_and_paste_back_keep_source_resolution(tmp_path, shared_data):
+    result = tmp_path / "pasted.mp4"
+    source = shared_data / "source_astronaut.png"
+    detector = BoxDetector(frac=(0.4, 0.3, 0.6, 0.5))  # crop box on the astronaut: x 164..348, y 112..296
+    rc = cli.main(["--source_image", str(source), "--driving_video", str(shared_data / "drv_lp_d13_orig_720x1280.mp4"),
+                   "--result_video", str(result), "--crop", "--paste-back", "--max-frames", "3", "--quiet"],
+                  detector_factory=lambda: detector)
+    assert rc == 0 and detector.calls == 1 + 3
+    frames = list(VideoReader(result))
+    full = load_image(source)
+    assert len(frames) == 3 and frames[0].shape == full.shape
+    # outside the crop box the source is unchanged (up to H.264 rounding)
+    assert np.abs(frames[0][:100, :150].astype(int) - full[:100, :150]).mean() < 6
+    assert np.abs(frames[0][190:220, 240:270].astype(int) - full[190:220, 240:270]).mean() > 10  # the new face
+
+
+def test_find_best_frame_anchors_on_the_chosen_frame(tmp_path, monkeypatch):
+    chosen = {}
+    monkeypatch.setattr(cli, "find_best_frame", lambda det, src, frames: chosen.setdefault("index", 2))
+    anchors = []
+    original = cli.Animator.set_anchor
+
+    def record(self, frame):
+        anchors.append(frame.copy())
+        return original(self, frame)
+
+    monkeypatch.setattr(cli.Animator, "set_anchor", record)
+    rc = cli.main(["--find_best_frame", "--result_video", str(tmp_path / "r.mp4"), "--max-frames", "4", "--quiet"],
+                  detector_factory=BoxDetector)
+    assert rc == 0 and chosen["index"] == 2
+    from dagan.inference.synthetic import synthetic_driving
+
+    size = anchors[0].shape[0]
+    assert np.array_equal(anchors[0], list(synthetic_driving(4, size=size))[2])
+
+
+def test_error_cases_exit_2_with_one_line_and_no_output(tmp_path, shared_data, capsys, no_detector_weights):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = str(out / "r.mp4")
+    cases = [
+        (["--driving_video", str(shared_data / "corrupt.mp4")], "truncated", None),  # found before animating
+        (["--source_image", str(shared_data / "no_face.png"), "--crop"], "--no-crop", lambda: BoxDetector(found=False)),
+        (["--source_image", str(shared_data / "no_face.png"), "--crop"], "2DFAN4-11f355bf06.pth.tar", None),
+        (["--source_image", str(tmp_path / "missing.png")], "not found", None),
+        (["--driving_video", str(shared_data / "source_astronaut_256.png")], "is an image", None),
+    ]
+    for argv, message, factory in cases:
+        assert cli.main(argv + ["--result_video", result, "--quiet"], factory) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error:") and message in err[-1], (argv, err)
+        assert "Traceback" not in "\n".join(err)
+        assert _listing(out) == [], argv
+
+
+def test_checkpoint_that_does_not_fit_the_config(tmp_path, reference_dir, capsys):
+    import yaml
+
+    cfg = yaml.safe_load((reference_dir / "config.yaml").read_text())
+    cfg["model_params"]["kp_detector_params"]["block_expansion"] = 8
+    (tmp_path / "wrong.yaml").write_text(yaml.safe_dump(cfg))
+    rc = cli.main(["--config", str(tmp_path / "wrong.yaml"), "--checkpoint", str(reference_dir / "checkpoint.pth.tar"),
+                   "--result_video", str(tmp_path / "r.mp4"), "--quiet"])
+    assert rc == 2 and "does not fit" in capsys.readouterr().err
+    assert not (tmp_path / "r.mp4").exists()
+
+
+def test_existing_result_is_not_overwritten(tmp_path, capsys):
+    result = tmp_path / "r.mp4"
+    result.write_bytes(b"precious")
+    assert cli.main(["--result_video", str(result), "--max-frames", "2", "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and result.read_bytes() == b"precious"
+    assert cli.main(["--result_video", str(result), "--max-frames", "2", "--quiet", "--overwrite"]) == 0
+    assert probe(result)["frames"] == 2
+
+
+def test_demo_script_exit_codes(tmp_path):
+    cmd = [sys.executable, str(REPO / "demo.py"), "--source_image", str(tmp_path / "nope.png"),
+           "--result_video", str(tmp_path / "r.mp4")]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "nope.png" in lines[0], run.stderr
+    run = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode != 0 and "Traceback" in run.stderr and "InputError" in run.stderr
+    assert _listing(tmp_path) == []
