@@ -164,6 +164,7 @@ class _TinyEmbedder(torch.nn.Module):
         return self.conv(x).mean(dim=(2, 3))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_torchscript_identity_model_loads_offline_and_preprocesses(tmp_path):
     net = _TinyEmbedder().eval()
     path = tmp_path / "id.pt"
