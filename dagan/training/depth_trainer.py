@@ -390,8 +390,10 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
 
     batches = _sample_numbers(start_step, total_steps, tc.batch_size, rank, world)
     workers = cfg.dataset.num_workers if num_workers is None else num_workers
+    # its own generator: creating the iterator must not draw from the global RNG that a resume restores
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=False)
+                                         pin_memory=device.type == "cuda", persistent_workers=False,
+                                         generator=torch.Generator().manual_seed(tc.seed + start_step))
     writer = None
     if is_main and tensorboard:
         from torch.utils.tensorboard import SummaryWriter
