@@ -450,6 +450,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
 
         bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
     params_g = [p for group in gen_groups for p in group["params"]]
+    guarded_buffers = list(model.buffers()) + list(discriminator.buffers())
     autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if use_amp else nullcontext
     t_start = time.time()
     try:
@@ -457,6 +458,8 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
             source = data["source"].to(dev, non_blocking=True)
             driving = data["driving"].to(dev, non_blocking=True)
             skipped_total += int(data["skipped"].sum())
+            # batch-norm statistics are updated by the forward pass itself: keep a copy to undo a bad step
+            saved_buffers = [b.detach().clone() for b in guarded_buffers]
             # ------------------------------------------------------------- generator + keypoints
             discriminator.requires_grad_(False)
             with autocast():
@@ -488,9 +491,12 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
                 bad_in_row += 1
                 opt_g.zero_grad(set_to_none=True)
                 opt_d.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for buf, saved in zip(guarded_buffers, saved_buffers):
+                        buf.copy_(saved)
                 scaler.update()
                 logger.warning("step %d: non-finite loss or gradient (%s) -- step skipped (%d in a row)", step,
-                               {k: float(v) for k, v in losses.items()}, bad_in_row)
+                               {k: float(v.detach()) for k, v in losses.items()}, bad_in_row)
                 if bad_in_row >= tc.max_bad_steps:
                     raise TrainingError(f"{bad_in_row} non-finite steps in a row at step {step}: stopping. The last "
                                         f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'none'}; "

@@ -1,0 +1,155 @@
+"""Generator trainer: a short run writes a loadable checkpoint and TensorBoard events; exact resume;
+NaN guard; bf16 autocast; the train.py CLI against the shared clips."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dagan import DaGAN
+from dagan.checkpoints import load_file
+from dagan.errors import TrainingError
+from dagan.training.trainer import train
+
+from conftest import REPO
+
+
+class ShiftedPairs(torch.utils.data.Dataset):
+    """Smooth random images and a shifted copy; ``ds[n]`` seeded by ``n`` (the trainer's convention).
+    Sample numbers from ``nan_from`` on hold NaNs."""
+
+    def __init__(self, size=64, length=8, nan_from=None):
+        self.size, self.length, self.nan_from = size, length, nan_from
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, n):
+        g = torch.Generator().manual_seed(int(n))
+        base = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(self.size, self.size), mode="bilinear",
+                             align_corners=False)[0]
+        driving = torch.roll(base, shifts=(int(n) % 5 - 2, 2), dims=(1, 2))
+        if self.nan_from is not None and n >= self.nan_from:
+            driving = driving * float("nan")
+        return {"source": base, "driving": driving, "skipped": torch.tensor(0)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the loop is many small ops: one thread avoids OpenMP oversubscription on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cfg(tiny_config):
+    c = tiny_config
+    c.model.depth.num_layers = 10
+    c.train.batch_size = 2
+    c.train.log_every = 1
+    c.train.image_every = 2
+    c.train.save_every = 2
+    c.train.loss_weights.equivariance_value = 10
+    c.train.loss_weights.equivariance_jacobian = 10
+    c.train.train_depth = False
+    return c
+
+
+def _all_tensors(path):
+    ckpt = load_file(path)
+    return {**{"g." + k: v for k, v in ckpt["state_dict"].items()},
+            **{"d." + k: v for k, v in ckpt["discriminator"].items()}}
+
+
+def test_short_run_writes_checkpoint_and_events(cfg, tmp_path):
+    result = train(cfg, ShiftedPairs(), tmp_path, device="cpu", max_steps=3, progress=False)
+    assert result["step"] == 3
+    ckpt_path = tmp_path / "checkpoint.pt"
+    ckpt = load_file(ckpt_path)
+    assert ckpt["format_version"] == 1 and ckpt["step"] == 3
+    assert set(ckpt) >= {"config", "state_dict", "discriminator", "optimizers", "schedulers", "rng", "epoch"}
+    assert not any(k.startswith("module.") for k in ckpt["state_dict"])
+    model = DaGAN.from_pretrained(ckpt_path)  # the training checkpoint is a model checkpoint too
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k])
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3]
+    assert {"l1_pyramid", "generator_gan", "feature_matching", "equivariance_value", "discriminator"} <= set(lines[0])
+    # the frozen depth network did not move, the keypoint detector and the discriminator did
+    init = DaGAN(cfg.model)
+    torch.manual_seed(cfg.train.seed)
+    init = DaGAN(cfg.model)
+    assert torch.equal(init.depth_encoder.encoder.conv1.weight, model.depth_encoder.encoder.conv1.weight)
+    assert not torch.equal(init.kp_detector.kp.weight, model.kp_detector.kp.weight)
+
+
+def test_resume_is_exact(cfg, tmp_path):
+    data = ShiftedPairs()
+    train(cfg, data, tmp_path / "full", device="cpu", max_steps=4, progress=False)
+    train(cfg, data, tmp_path / "part", device="cpu", max_steps=2, progress=False)
+    train(cfg, data, tmp_path / "part", device="cpu", max_steps=4, progress=False,
+          resume=tmp_path / "part" / "checkpoint.pt")
+    full, resumed = _all_tensors(tmp_path / "full" / "checkpoint.pt"), _all_tensors(tmp_path / "part" / "checkpoint.pt")
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    first = _all_tensors(tmp_path / "part" / "checkpoint.pt")
+    two = train(cfg, data, tmp_path / "other", device="cpu", max_steps=2, progress=False)
+    assert two["step"] == 2 and not all(torch.equal(first[k], v) for k, v in _all_tensors(two["checkpoint"]).items())
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(cfg, tmp_path):
+    cfg.train.max_bad_steps = 2
+    cfg.train.save_every = 1
+    with pytest.raises(TrainingError, match="non-finite"):
+        train(cfg, ShiftedPairs(nan_from=4), tmp_path, device="cpu", max_steps=6, progress=False)
+    ckpt = load_file(tmp_path / "checkpoint.pt")
+    # steps 0, 1 trained; step 2 read NaN frames and was skipped (weights untouched, checkpoint written as
+    # step 3 so a resume does not re-read that batch); step 3 was the second bad one in a row: stop
+    assert ckpt["step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_bf16_autocast_on_cpu(cfg, tmp_path):
+    cfg.train.amp = True
+    result = train(cfg, ShiftedPairs(), tmp_path, device="cpu", max_steps=2, progress=False)
+    assert result["step"] == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["losses"].values())
+    ckpt = load_file(tmp_path / "checkpoint.pt")
+    assert all(v.dtype != torch.bfloat16 for v in ckpt["state_dict"].values())
+
+
+def _train_cli():
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_py_on_shared_clips(shared_data, tmp_path, capsys):
+    cli = _train_cli()
+    out = tmp_path / "run"
+    code = cli.main(["--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data", str(shared_data),
+                     "--max-steps", "2", "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0
+    assert (out / "checkpoint.pt").is_file() and load_file(out / "checkpoint.pt")["step"] == 2
+    assert "trained 2 steps" in capsys.readouterr().out
+
+
+def test_train_py_user_errors(tmp_path, capsys):
+    from dagan.cliutil import run_cli
+
+    cli = _train_cli()
+    code = run_cli(cli.main, ["--config", str(REPO / "configs" / "tiny-cpu.yaml"), "--data",
+                              str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "dataset folder not found" in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o" / "checkpoint.pt")
