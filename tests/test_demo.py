@@ -57,7 +57,7 @@ def _listing(folder):
 
 def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsys, no_detector_weights):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(faces, "FaceAlignmentDetector", None)  # the default must never need a detector
+    monkeypatch.setattr(cli, "FaceAlignmentDetector", None)  # the default must never need a detector
     assert cli.main(["--max-frames", "4"]) == 0
     info = probe(tmp_path / "result.mp4")
     model_size = 64 if not cli.DEFAULT_CHECKPOINT.exists() else None

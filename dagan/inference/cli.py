@@ -24,8 +24,9 @@ import torch
 from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
 from ..errors import CheckpointError, InputError, MissingWeightsError
 from ..models.dagan import DaGAN
+from ..utils import resolve_device
 from .animator import Animator
-from .faces import (DEFAULT_MARGIN, NO_FACE_HINT, BoxSmoother, DrivingCropper, FaceAlignmentDetector, FaceDetector,
+from .faces import (DEFAULT_MARGIN, BoxSmoother, DrivingCropper, FaceAlignmentDetector, FaceDetector,
                     crop_square, find_best_frame, largest_face, paste_back, square_box)
 from .images import load_image, resize_image
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
@@ -261,8 +262,11 @@ def find_anchor(args, size: int, source: Source, detector) -> Optional[np.ndarra
 
 
 # ------------------------------------------------------------------------------------------- output
-def compose(args, source: Source, item: dict) -> np.ndarray:
-    """The output frame for one animated item (``prediction``/``driving``/``driving_depth``)."""
+def compose(args, source: Source, item: dict, depth_range: Optional[List[float]] = None) -> np.ndarray:
+    """The output frame for one animated item (``prediction``/``driving``/``driving_depth``).
+
+    ``depth_range``: a list that holds the colour-map range of the depth panel; empty on the first call,
+    where it is set from the first frame, so colours keep their meaning over the whole clip."""
     result = item["prediction"]
     if args.paste_back:
         if source.box is not None:
@@ -276,8 +280,12 @@ def compose(args, source: Source, item: dict) -> np.ndarray:
         return result
     size = item["prediction"].shape[0]
     depth = item["driving_depth"]
-    lo, hi = float(depth.min()), float(depth.max())
-    panels = [source.image, item["driving"], colorize_depth(depth, lo, hi)]
+    depth_range = [] if depth_range is None else depth_range
+    if not depth_range:
+        lo, hi = np.percentile(depth, [1, 99])
+        pad = 0.1 * max(float(hi - lo), 1e-3)
+        depth_range.extend([float(lo) - pad, float(hi) + pad])
+    panels = [source.image, item["driving"], colorize_depth(depth, *depth_range)]
     if result.shape[0] != size:
         from PIL import Image
 
@@ -303,16 +311,14 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> 
     if args.driving_video is not None and not os.path.exists(args.driving_video):
         raise InputError(f"driving video not found: {args.driving_video}")
 
+    device = resolve_device("cpu" if args.cpu else args.device)
     cached = {}
 
     def detector() -> FaceDetector:
         if "detector" not in cached:
-            cached["detector"] = detector_factory() if detector_factory else FaceAlignmentDetector(
-                device="cpu" if args.cpu else ("cuda" if torch.cuda.is_available() and args.device in ("auto", "cuda")
-                                               else "cpu"))
+            cached["detector"] = detector_factory() if detector_factory else FaceAlignmentDetector(device=str(device))
         return cached["detector"]
 
-    device = "cpu" if args.cpu else args.device
     model, description = load_model(args)
     size = model.image_size
     source = prepare_source(args, size, detector)
@@ -334,8 +340,9 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> 
         depth_out = stack.enter_context(DepthWriter(args.save_depth, driving.fps)) if args.save_depth else None
         out = stack.enter_context(VideoWriter(args.result_video, driving.fps, audio_from=driving.audio_from,
                                               audio_codec=driving.audio_codec, max_seconds=cut))
+        depth_range: List[float] = []
         for item in animator.animate_stream(driving.frames, details=True):
-            out.write(compose(args, source, item))
+            out.write(compose(args, source, item, depth_range))
             if depth_out is not None:
                 depth_out.write(item["driving_depth"])
             progress.update(1)
