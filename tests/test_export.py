@@ -1,0 +1,104 @@
+"""ONNX / TorchScript export of the source graph and the per-frame graph, checked against PyTorch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dagan import DaGAN
+from dagan.config import config_to_dict
+from dagan.config import load_config
+from dagan.export import (FrameGraph, OnnxAnimator, example_inputs, export_onnx, export_torchscript, main,
+                          movement_scale)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model with non-trivial Jacobians, attention and BatchNorm statistics, saved in our format."""
+    cfg = config_to_dict(load_config(REPO / "configs" / "dagan-tiny.yaml"))
+    cfg["model"]["depth"]["num_layers"] = 10  # light depth backbone: the graphs stay small and quick
+    torch.manual_seed(0)
+    model = DaGAN(cfg).eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.generator.AttnModule.gamma.fill_(0.7)
+        jac = model.kp_detector.jacobian
+        jac.weight.copy_(torch.randn(jac.weight.shape, generator=gen) * 0.01)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.rand(mod.running_mean.shape, generator=gen) * 0.2 - 0.1)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=gen) + 0.5)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(model_dir, tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path_factory.mktemp("export")
+    assert main(["--checkpoint", str(model_dir), "--format", "onnx", "--quiet", str(out)]) == 0
+    return out
+
+
+def test_cli_writes_graphs_and_verifies(onnx_dir):
+    assert (onnx_dir / "source.onnx").is_file() and (onnx_dir / "frame.onnx").is_file()
+    meta = json.loads((onnx_dir / "export.json").read_text())
+    diffs = meta["onnxruntime_max_abs_diff"]
+    assert set(diffs) >= {"source/appearance", "source/query", "frame/prediction", "frame/kp_driving_jacobian"}
+    assert max(diffs.values()) <= 1e-4
+    assert meta["opset"] >= 16 and meta["relative"] is True
+    assert not list(onnx_dir.glob("*.partial*"))  # temp files renamed or removed
+
+
+@torch.no_grad()
+def test_onnx_animator_matches_pytorch_with_dynamic_batch(onnx_dir, model_dir):
+    model = DaGAN.from_pretrained(model_dir)
+    gen = torch.Generator().manual_seed(5)
+    source = torch.rand(1, 3, 64, 64, generator=gen)
+    driving = torch.rand(5, 3, 64, 64, generator=gen)
+    expected = model.animate(source, driving).numpy()  # first frame anchors, adapt scale from convex hulls
+    anim = OnnxAnimator(onnx_dir, threads=1)
+    anim.set_source(source.numpy())
+    got = np.concatenate([anim(driving[:1].numpy()), anim(driving[1:4].numpy()), anim(driving[4:].numpy())])
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-4
+    state = model.prepare_source(source)
+    kp0 = model.detect_keypoints(driving[:1])
+    assert anim.anchor["scale"][0] == pytest.approx(movement_scale(state.kp["value"].numpy(), kp0["value"].numpy()))
+    assert anim.anchor["scale"][0] != pytest.approx(1.0)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated in favour of torch.export
+@torch.no_grad()
+def test_torchscript_roundtrip(model_dir, tmp_path):
+    model = DaGAN.from_pretrained(model_dir)
+    paths = export_torchscript(model, tmp_path)
+    source, frame_inputs = example_inputs(model, batch=3, seed=7)
+    depth, kp_value = torch.jit.load(paths["source"])(source)[:2]
+    assert torch.allclose(depth, model.estimate_depth(source), atol=1e-5)
+    assert torch.allclose(kp_value, model.detect_keypoints(source)["value"], atol=1e-5)
+    prediction = torch.jit.load(paths["frame"])(*frame_inputs)[0]
+    assert prediction.shape == (3, 3, 64, 64)
+    assert torch.allclose(prediction, FrameGraph(model)(*frame_inputs)[0], atol=1e-5)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from dagan.cliutil import run_cli
+
+    assert run_cli(main, ["--checkpoint", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not found" in err and len(err.splitlines()) == 1
+
+
+def test_low_opset_refused(tiny_model, tmp_path):
+    from dagan.errors import InputError
+
+    with pytest.raises(InputError, match="opset"):
+        export_onnx(tiny_model, tmp_path, opset=15)
