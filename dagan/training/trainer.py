@@ -326,7 +326,8 @@ def _check_config(cfg: Config) -> None:
 def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.device] = "auto",
           resume: Optional[PathLike] = None, max_steps: Optional[int] = None, num_workers: Optional[int] = None,
           progress: bool = True, vgg: Optional[nn.Module] = None) -> Dict[str, Any]:
-    """Train the DaGAN generator. Returns ``{"step", "losses" (last), "checkpoint", "out_dir"}``.
+    """Train the DaGAN generator. Returns ``{"step", "epoch", "losses" (last logged, rank 0), "checkpoint",
+    "out_dir", "skipped_samples", "model", "discriminator"}`` (the trained modules, on ``device``).
 
     ``dataset[n]`` must give ``{"source", "driving"}`` for any global sample number ``n`` (see
     :mod:`dagan.training.datasets`). ``resume`` is a training checkpoint to continue from exactly.
@@ -542,7 +543,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
         if distributed and dist.is_initialized():
             dist.barrier()
     return {"step": step, "epoch": epoch, "losses": last, "checkpoint": ckpt_path, "out_dir": out_dir,
-            "skipped_samples": skipped_total}
+            "skipped_samples": skipped_total, "model": model, "discriminator": discriminator}
 
 
 def main(cfg: Config, args) -> Dict[str, Any]:
