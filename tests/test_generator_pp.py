@@ -75,6 +75,10 @@ def test_per_level_shapes_and_cache(generator, pp_config):
         assert cache[f"appearance_{level}"].shape == (2, channels, size, size)
         assert cache[f"depth_feat_{level}"].shape == (2, channels, size, size)
         assert cache[f"query_{level}"].shape[0] == 2  # batch first, so a batch-1 cache broadcasts
+    # generate needs exactly the advertised entries (the depth features are kept for inspection only)
+    needed = {k: cache[k] for k in generator.cache_keys}
+    torch.testing.assert_close(generator.generate(needed, kp_s, kp_d)["prediction"],
+                               generator.generate(cache, kp_s, kp_d)["prediction"])
     levels = generator.level_features(cache, kp_s, kp_d)
     assert [tuple(f.shape) for f in levels] == [
         (2, min(g.max_features, g.block_expansion * 2 ** level), 64 // 2 ** level, 64 // 2 ** level)

@@ -153,6 +153,13 @@ class DaGANPPGenerator(DepthAwareGenerator):
         """The attention block of ``level`` (0 = full resolution, ``num_down_blocks`` = bottleneck)."""
         return self.AttnModule if level == self.num_down_blocks else self.skip_attention[level]
 
+    @property
+    def cache_keys(self) -> Tuple[str, ...]:
+        """The :meth:`encode_source` entries :meth:`generate` reads, in a fixed order (for exporters)."""
+        levels = range(self.num_levels)
+        keys = ("source_image", *(f"appearance_{lv}" for lv in levels), *(f"query_{lv}" for lv in levels))
+        return keys + (("source_small",) if self.dense_motion_network is not None else ())
+
     def set_attention_impl(self, impl: str) -> None:
         """Switch every level between ``"sdpa"``, ``"chunked"`` and ``"plain"`` (same weights, same maths)."""
         for level in range(self.num_levels):
