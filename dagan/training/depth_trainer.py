@@ -81,6 +81,15 @@ class DepthTrainingModel(nn.Module):
         self.depth_encoder = DepthEncoder(depth_cfg.num_layers, depth_cfg.pretrained_encoder)
         self.depth_decoder = DepthDecoder(self.depth_encoder.num_ch_enc, scales=depth_cfg.scales)
         self.pose_net = PoseNet(depth_cfg.num_layers, depth_cfg.pretrained_encoder, uncertainty=self.uncertainty)
+        # parameters the loss never reaches are frozen, so DDP needs no unused-parameter search: the ResNet
+        # classifiers, the disparity heads of scales the loss skips, the K heads when K is fixed
+        unused = [self.depth_encoder.encoder.fc, self.pose_net.encoder.encoder.fc]
+        unused += [self.depth_decoder.decoder[i] for s, i in self.depth_decoder._dispconv.items()
+                   if s not in self.scales]
+        if train_cfg.intrinsics != "learned":
+            unused += [self.pose_net.decoder.focal, self.pose_net.decoder.offset]
+        for module in unused:
+            module.requires_grad_(False)
 
     def depth_state(self) -> Dict[str, Dict[str, torch.Tensor]]:
         return {"depth_encoder": self.depth_encoder.state_dict(), "depth_decoder": self.depth_decoder.state_dict()}
@@ -348,7 +357,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
 
     torch.manual_seed(tc.seed)
     model = DepthTrainingModel(cfg.model, tc).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
     amp_dtype = _amp_dtype(tc.amp_dtype, device) if tc.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
@@ -385,8 +394,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                           find_unused_parameters=tc.intrinsics != "learned")
+        train_module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     batches = _sample_numbers(start_step, total_steps, tc.batch_size, rank, world)
     workers = cfg.dataset.num_workers if num_workers is None else num_workers
@@ -452,7 +460,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
             scaler.scale(loss).backward()
             if tc.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             step += 1
