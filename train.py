@@ -26,6 +26,9 @@ def parser() -> DashUnderscoreParser:
     p.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: config)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="only write the model of --checkpoint as a from_pretrained directory DIR, then exit")
+    p.add_argument("--half", action="store_true", help="with --export: store the weights as float16")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
@@ -41,6 +44,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
+    if args.export:
+        if not args.checkpoint:
+            raise ConfigError("--export needs --checkpoint (the training checkpoint to export)")
+        from dagan.training.trainer import export_pretrained
+
+        print(f"wrote {export_pretrained(args.checkpoint, args.export, half=args.half)}")
+        return 0
     if args.out is None:
         args.out = os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])
     if cfg.task == "generator":

@@ -91,6 +91,20 @@ def test_short_run_writes_checkpoint_and_events(cfg, tmp_path):
     assert not torch.equal(init.kp_detector.kp.weight, model.kp_detector.kp.weight)
 
 
+def test_export_half(cfg, tmp_path):
+    from dagan.training.trainer import export_pretrained
+
+    train(cfg, ShiftedPairs(), tmp_path / "run", device="cpu", max_steps=1, progress=False)
+    full = export_pretrained(tmp_path / "run" / "checkpoint.pt", tmp_path / "full")
+    half = export_pretrained(tmp_path / "run" / "checkpoint.pt", tmp_path / "half", half=True)
+    size = lambda d: os.path.getsize(os.path.join(d, "model.pt"))  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    a, b = DaGAN.from_pretrained(full), DaGAN.from_pretrained(half)
+    for k, v in a.state_dict().items():
+        assert b.state_dict()[k].dtype == v.dtype
+        assert torch.allclose(b.state_dict()[k].float(), v.float(), rtol=1e-3, atol=1e-4)
+
+
 def test_resume_is_exact(cfg, tmp_path):
     data = ShiftedPairs()
     train(cfg, data, tmp_path / "full", device="cpu", max_steps=4, progress=False)

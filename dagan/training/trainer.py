@@ -546,6 +546,22 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
             "skipped_samples": skipped_total, "model": model, "discriminator": discriminator}
 
 
+def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = False) -> str:
+    """Write the model of a training checkpoint as a ``save_pretrained`` directory (config + weights only).
+
+    ``half`` stores floating-point tensors as float16 (half the size; they load back into the float32
+    model, so the precision loss is the fp16 rounding of the weights).
+    """
+    model = DaGAN.from_pretrained(checkpoint)
+    path = model.save_pretrained(out_dir)
+    if half:
+        weights = os.path.join(path, "model.pt")
+        ckpt = load_file(weights)
+        ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        atomic_torch_save(ckpt, weights)
+    return path
+
+
 def main(cfg: Config, args) -> Dict[str, Any]:
     """``train.py`` entry for ``task: generator``: reads ``data``, ``out``, ``device``, ``checkpoint``,
     ``max_steps``, ``num_workers``, ``no_progress`` from ``args``."""
