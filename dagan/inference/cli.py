@@ -55,8 +55,10 @@ def _add(group, *names, **kwargs):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = DashUnderscoreParser(prog="demo.py", description=__doc__.split("\n\n")[0],
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = DashUnderscoreParser(
+        prog="demo.py", description="Animate a portrait with a driving video and write an mp4 (streaming, the "
+        "driving audio is kept). With no arguments: the built-in astronaut demo. Every option accepts dashes or "
+        "underscores (--source-image = --source_image).")
     g = p.add_argument_group("model")
     _add(g, "--config", help="official-format (or our) config YAML; use with --checkpoint for official weights")
     _add(g, "--checkpoint", help="official checkpoint.pth.tar (with --config), or our format: a folder "
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(g, "--source_image", help="portrait to animate (PNG/JPEG/WebP/...); default: the astronaut")
     _add(g, "--driving_video", help="driving video (any size/fps/pixel format); default: a generated "
                    "head-motion clip of the astronaut")
-    _add(g, "--result_video", default="result.mp4", help="output video")
+    _add(g, "--result_video", default="result.mp4", help="output video (default: result.mp4)")
     _add(g, "--overwrite", action="store_true", help="replace existing output files")
     _add(g, "--save_depth", metavar="PATH", help="also write the driving depth: .mp4 (colour map) or .npz "
                    "(raw float16, key 'depth' (T, H, W)), aligned frame for frame")
@@ -97,18 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add(crop, "--no_crop", dest="crop", action="store_false", help="use whole frames (default)")
     _add(g, "--paste_back", action="store_true",
                    help="blend the animated face back into the full-resolution source image")
-    _add(g, "--margin", type=float, default=DEFAULT_MARGIN, help="crop side / face size")
-    _add(g, "--detect_every", type=int, default=1, help="run the face detector every N driving frames")
+    _add(g, "--margin", type=float, default=DEFAULT_MARGIN, help="crop side / face size (default: 1.8)")
+    _add(g, "--detect_every", type=int, default=1, help="run the face detector every N driving frames (default: 1)")
     _add(g, "--smoothing", type=float, default=0.2,
-                   help="driving crop box smoothing: weight of each new detection in (0, 1]")
+                   help="driving crop box smoothing: weight of each new detection in (0, 1] (default: 0.2)")
     g = p.add_argument_group("runtime")
-    _add(g, "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    _add(g, "--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     _add(g, "--cpu", action="store_true", help="same as --device cpu (official flag)")
-    _add(g, "--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    _add(g, "--batch_size", type=int, default=4, help="driving frames per forward pass")
+    _add(g, "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+         help="float32 (default), or bfloat16/float16 under autocast")
+    _add(g, "--batch_size", type=int, default=4, help="driving frames per forward pass (default: 4)")
     _add(g, "--seed", type=int, default=0, help="seed of the generated default driving clip")
     _add(g, "--quiet", action="store_true", help="no progress bar or info lines")
     _add(g, "--debug", action="store_true", help="show tracebacks")
+    g = p.add_argument_group("realtime streaming")
+    _add(g, "--stream", action="store_true", help="realtime mode: --driving_video may be a camera (0, /dev/videoN) "
+         "or a file played at its fps; late frames are dropped (see dagan.inference.pipeline)")
+    _add(g, "--latency_budget_ms", type=float, default=200.0,
+         help="with --stream: drop a frame that waited longer than this (0: never; default: 200)")
     return p
 
 
@@ -296,6 +304,10 @@ def compose(args, source: Source, item: dict, depth_range: Optional[List[float]]
 
 def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> str:
     """Animate and write ``args.result_video``; returns its path."""
+    if getattr(args, "stream", False):
+        from .pipeline import run_stream
+
+        return run_stream(args, detector_factory)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max_frames must be at least 1, got {args.max_frames}")
     if args.batch_size < 1:
