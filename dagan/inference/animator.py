@@ -178,17 +178,22 @@ class Animator:
         return tensor_to_images(out)[0]
 
     def animate_stream(self, frames: Iterable[Frame], batch_size: Optional[int] = None,
-                       details: bool = False) -> Iterator[Any]:
+                       details: bool = False, progress: bool = False) -> Iterator[Any]:
         """Animate an iterable of driving frames lazily, ``batch_size`` at a time (default: the
         Animator's), yielding one result per frame in order.
 
         With ``details=False`` each item is what :meth:`__call__` returns; with ``details=True`` it is a
         dict ``{"prediction": (S, S, 3) uint8, "driving": (S, S, 3) uint8, "driving_depth": (S, S) float32}``.
-        Batched and per-frame results are equal (up to float rounding).
+        Batched and per-frame results are equal (up to float rounding). ``progress=True`` shows a tqdm bar
+        (silent by default).
         """
         size = self.batch_size if batch_size is None else int(batch_size)
         if size < 1:
             raise InputError(f"batch size must be at least 1, got {size}")
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, total=len(frames) if hasattr(frames, "__len__") else None, unit="frame")
         batch: List[Frame] = []
         for frame in frames:
             batch.append(frame)
