@@ -184,3 +184,14 @@ def test_demo_script_exit_codes(tmp_path):
     run = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode != 0 and "Traceback" in run.stderr and "InputError" in run.stderr
     assert _listing(tmp_path) == []
+
+
+def test_depth_checkpoint_flag_forms(tmp_path, reference_dir, capsys):
+    base = ["--config", str(reference_dir / "config.yaml"), "--checkpoint", str(reference_dir / "checkpoint.pth.tar"),
+            "--max-frames", "2", "--quiet"]
+    files = [str(reference_dir / "depth_encoder.pth"), str(reference_dir / "depth_decoder.pth")]
+    assert cli.main(base + ["--depth-checkpoint", *files, "--result_video", str(tmp_path / "a.mp4")]) == 0
+    assert cli.main(base + ["--depth_checkpoint", str(reference_dir), "--result_video", str(tmp_path / "b.mp4")]) == 0
+    assert np.array_equal(np.stack(list(VideoReader(tmp_path / "a.mp4"))), np.stack(list(VideoReader(tmp_path / "b.mp4"))))
+    assert cli.main(base + ["--depth_checkpoint", files[0], "--result_video", str(tmp_path / "c.mp4")]) == 2
+    assert "not a folder" in capsys.readouterr().err and not (tmp_path / "c.mp4").exists()
