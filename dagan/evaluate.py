@@ -48,6 +48,8 @@ def build_parser() -> DashUnderscoreParser:
                         "papers' scripts used)")
     p.add_argument("--exclude_source_frame", action="store_true",
                    help="reconstruction: leave frame 0 (the source itself) out of the means; the papers keep it")
+    p.add_argument("--skip_bad_videos", action="store_true",
+                   help="list unreadable or truncated videos in the report instead of stopping with an error")
     p.add_argument("--no_quantize", action="store_true",
                    help="score float outputs (default: rounded down to 8 bits as the papers' saved frames)")
     p.add_argument("--lpips", choices=("auto", "off"), default="auto",
@@ -107,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             ssim_data_range=args.ssim_data_range, quantize=not args.no_quantize,
                             lpips_legacy_range=args.lpips_legacy_range, max_videos=args.max_videos,
                             max_frames=args.max_frames, seed=args.seed,
-                            exclude_source_frame=args.exclude_source_frame)
+                            exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos)
     rank, world, local = _dist_env()
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1:
@@ -154,6 +156,8 @@ def _print_summary(report: dict, where: str) -> None:
     for s, vals in report["overall"].items():
         cells = [vals[m]["frame_mean"] for m in names]
         print(s[:23].ljust(24) + "".join(("-" if v is None else f"{v:.4f}").rjust(10) for v in cells))
+    for bad in report["skipped_items"]:
+        print(f"skipped {bad['item']}: {bad['error']}")
     for m, info in report["metrics"].items():
         if info["status"] != "ok":
             print(f"{m}: {info['status']}")

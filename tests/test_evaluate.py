@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dagan.errors import InputError
 from dagan.evaluation.evaluate import BASELINE, EvalSettings, build_metric_suite, run_evaluation
 from dagan.evaluation.report import FILES, public_report, write_report
 from conftest import REPO
@@ -182,6 +183,18 @@ def test_saved_frames_score_what_was_scored(dataset, tiny_model, tmp_path):
           / 255 for p, g in zip(saved, gt)]
     assert report["_results"][0]["values"]["tiny"]["l1"] == pytest.approx(l1, rel=1e-6)
     assert len(list((tmp_path / "frames" / BASELINE / "a_moving").iterdir())) == 3
+
+
+def test_bad_videos_stop_or_are_listed(dataset, shared_data):
+    os.symlink(shared_data / "corrupt.mp4", dataset / "test" / "bad.mp4")
+    settings = _settings(max_frames=None)
+    suite = build_metric_suite("reconstruction", settings, landmarks="off", lpips="off")
+    with pytest.raises(InputError, match="bad.mp4"):
+        run_evaluation({}, dataset, settings, suite=suite, image_size=SIZE)
+    settings = _settings(skip_bad_videos=True)
+    report = run_evaluation({}, dataset, settings, suite=suite, image_size=SIZE)
+    assert [s["video"] for s in report["skipped_items"]] == ["bad"] and "truncated" in report["skipped_items"][0]["error"]
+    assert [v["video"] for v in report["videos"]] == ["a_moving", "b_static", "c_short"]
 
 
 def test_same_seed_same_numbers(dataset, tiny_model):

@@ -65,6 +65,7 @@ class EvalSettings:
     thumbnails: int = 6
     # leave the source frame itself out of the means (the papers keep it; a copy of it scores perfectly)
     exclude_source_frame: bool = False
+    skip_bad_videos: bool = False  # record unreadable/truncated videos in the report instead of stopping
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -597,7 +598,13 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
 
         bar = tqdm(total=len(local_items), desc="evaluate", unit="item", leave=False)
     for it in local_items:
-        results.append(evaluate_item(it, systems, suite, device, frames_dir))
+        try:
+            results.append(evaluate_item(it, systems, suite, device, frames_dir))
+        except InputError as exc:
+            if not settings.skip_bad_videos:
+                raise
+            logger.warning("skipping %s: %s", it.name, exc)
+            results.append({"name": it.name, "group": it.group, "error": str(exc)})
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -607,6 +614,10 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
         return None
     order = {it.name: k for k, it in enumerate(items)}
     merged.sort(key=lambda r: order[r["name"]])
+    failed = [{"item": r["name"], "video": r["group"], "error": r["error"]} for r in merged if "error" in r]
+    merged = [r for r in merged if "error" not in r]
+    if not merged:
+        raise DatasetError(f"no item could be evaluated ({len(failed)} failed; first: {failed[0]['error']})")
     metric_names = suite.active
     overall, videos = aggregate(merged, list(systems), metric_names)
     return {
@@ -623,6 +634,7 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
         "overall": overall,
         "videos": videos,
         "items": len(merged),
+        "skipped_items": failed,
         "frames": sum(r["frames"] for r in merged),
         "run": {"seconds": round(time.time() - started, 2), "world_size": world, "device": str(device),
                 "torch": torch.__version__},
