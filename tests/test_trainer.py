@@ -105,6 +105,40 @@ def test_export_half(cfg, tmp_path):
         assert torch.allclose(b.state_dict()[k].float(), v.float(), rtol=1e-3, atol=1e-4)
 
 
+def test_fine_tune_from_official_files(reference_dir, tmp_path):
+    from dagan.checkpoints import strip_prefix
+    from dagan.config import load_config
+    from dagan.training.trainer import load_depth_checkpoint, load_init_checkpoint
+
+    cfg = load_config(reference_dir / "config.yaml")
+    official = load_file(reference_dir / "checkpoint.pth.tar")
+    model = DaGAN(cfg.model)
+    from dagan.models.dagan import build_discriminator
+
+    load_init_checkpoint(model, build_discriminator(cfg.model), reference_dir / "checkpoint.pth.tar")
+    load_depth_checkpoint(model, reference_dir)
+    for k, v in strip_prefix(official["kp_detector"]).items():
+        assert torch.equal(model.kp_detector.state_dict()[k], v)
+    for k, v in strip_prefix(official["generator"]).items():
+        assert torch.equal(model.generator.state_dict()[k], v)
+    encoder = load_file(reference_dir / "depth_encoder.pth")
+    assert torch.equal(model.depth_encoder.encoder.conv1.weight, encoder["encoder.conv1.weight"])
+    # and the trainer uses them: a 1-step fine-tune starts from the official weights
+    cfg.train.init_checkpoint = str(reference_dir / "checkpoint.pth.tar")
+    cfg.train.depth_checkpoint = str(reference_dir)
+    cfg.train.batch_size = 2
+    cfg.train.perceptual_backbone = "none"
+    cfg.train.loss_weights.perceptual = [0, 0, 0, 0, 0]
+    cfg.train.loss_weights.l1_pyramid = 10
+    cfg.train.scales = [1, 0.5]
+    cfg.train.loss_weights.feature_matching = [10, 10]
+    result = train(cfg, ShiftedPairs(), tmp_path, device="cpu", max_steps=1, progress=False)
+    tuned = result["model"]
+    assert torch.equal(tuned.depth_encoder.encoder.conv1.weight, encoder["encoder.conv1.weight"])  # frozen
+    delta = (tuned.kp_detector.kp.weight - strip_prefix(official["kp_detector"])["kp.weight"]).abs().max()
+    assert 0 < float(delta) < 1e-2  # one Adam step (lr 2e-4) away from the official weights
+
+
 def test_resume_is_exact(cfg, tmp_path):
     data = ShiftedPairs()
     train(cfg, data, tmp_path / "full", device="cpu", max_steps=4, progress=False)
