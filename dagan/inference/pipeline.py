@@ -1,0 +1,399 @@
+"""Overlapped video pipelines and a realtime streaming mode.
+
+* :func:`prefetch` decodes ahead in a reader thread and :class:`BackgroundWriter` encodes in a writer thread,
+  both through bounded queues, so decode, inference and encode overlap (ffmpeg and numpy release the GIL)
+  and memory stays flat however long the video is.
+* :func:`stream` is the realtime mode for cameras or any frame iterator: each frame carries its arrival
+  time, only the newest pending frame is kept (older ones are dropped when inference falls behind), and a
+  frame that has already waited longer than the latency budget is dropped instead of animated. It yields a
+  :class:`StreamFrame` per animated frame and fills :class:`StreamStats` (p50/p95 latency, frames/s, drops).
+* :func:`open_camera` reads ``0`` / ``/dev/videoN`` (Linux v4l2, macOS avfoundation, Windows dshow) as an
+  iterator of RGB frames through ffmpeg; :func:`run_stream` is ``demo.py --stream``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+logger = logging.getLogger("dagan")
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+# ------------------------------------------------------------------------------------- overlap helpers
+def prefetch(items: Iterable[Any], depth: int = 4) -> Iterator[Any]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead; errors re-raise here.
+
+    Stopping the consumer early (``break``/``close()``) stops the thread at its next item.
+    """
+    if depth < 1:
+        raise InputError(f"prefetch depth must be at least 1, got {depth}")
+    buffer: "queue.Queue[Any]" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            _put_final(buffer, _DONE, stop)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            _put_final(buffer, _Failure(exc), stop)
+
+    thread = threading.Thread(target=produce, name="dagan-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _put_final(buffer: "queue.Queue[Any]", item: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            buffer.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class BackgroundWriter:
+    """Call ``write(item)`` in a writer thread; :meth:`put` blocks when ``depth`` items are pending.
+
+    Use as a context manager: leaving it waits for the queue to drain and re-raises the first error of
+    the writer thread (an error also surfaces at the next :meth:`put`).
+    """
+
+    def __init__(self, write: Callable[[Any], None], depth: int = 4):
+        self._write = write
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, depth))
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="dagan-writer", daemon=True)
+        self.written = 0
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self._write(item)
+                    self.written += 1
+                except BaseException as exc:  # kept and re-raised in the caller's thread
+                    self._error = exc
+
+    def __enter__(self) -> "BackgroundWriter":
+        self._thread.start()
+        return self
+
+    def put(self, item: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        if self._error is not None and exc is None:
+            raise self._error
+
+
+# ------------------------------------------------------------------------------------------ streaming
+@dataclass
+class StreamFrame:
+    index: int  # position of the driving frame in the input
+    output: Any  # what the animator returned
+    latency: float  # seconds from the frame's arrival to its result
+
+
+@dataclass
+class StreamStats:
+    """Per-frame latencies (arrival -> result) and drop counts of a :func:`stream` run."""
+
+    latencies: List[float] = field(default_factory=list)
+    arrived: int = 0
+    dropped_stale: int = 0  # replaced by a newer frame before inference could take it
+    dropped_late: int = 0  # waited longer than the latency budget
+    wall: float = 0.0
+
+    @property
+    def animated(self) -> int:
+        return len(self.latencies)
+
+    def summary(self) -> dict:
+        lat = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        return {"frames_in": self.arrived, "frames_out": self.animated, "dropped_stale": self.dropped_stale,
+                "dropped_late": self.dropped_late, "latency_p50_ms": round(float(np.percentile(lat, 50)), 1),
+                "latency_p95_ms": round(float(np.percentile(lat, 95)), 1),
+                "latency_max_ms": round(float(lat.max()), 1),
+                "frames_per_s": round(self.animated / self.wall, 2) if self.wall > 0 else 0.0}
+
+
+class _Latest:
+    """A one-slot mailbox: a new frame replaces an unread one (which counts as dropped)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item: Optional[Tuple[int, float, Any]] = None
+        self._done = False
+        self._error: Optional[BaseException] = None
+        self.replaced = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.replaced += 1
+            self._item = item
+            self._cond.notify()
+
+    def finish(self, error: Optional[BaseException] = None) -> None:
+        with self._cond:
+            self._done, self._error = True, error
+            self._cond.notify()
+
+    def get(self):
+        with self._cond:
+            while self._item is None and not self._done:
+                self._cond.wait()
+            if self._item is not None:
+                item, self._item = self._item, None
+                return item
+            if self._error is not None:
+                raise self._error
+            return None
+
+
+def stream(animate: Callable[[Any], Any], frames: Iterable[Any], fps: Optional[float] = None,
+           budget_ms: Optional[float] = None, drop_stale: Optional[bool] = None,
+           stats: Optional[StreamStats] = None, clock: Callable[[], float] = time.perf_counter
+           ) -> Iterator[StreamFrame]:
+    """Animate a live stream of frames, dropping frames when inference cannot keep up.
+
+    Args:
+        animate: per-frame function, e.g. an :class:`~dagan.Animator` (frame -> output frame).
+        frames: any iterable of frames (a camera, :class:`~dagan.inference.video.VideoReader`, a list).
+        fps: pace the input like a camera at this rate (a file played in real time); ``None`` takes frames
+            as fast as the iterable gives them (a camera paces itself).
+        budget_ms: drop a frame instead of animating it once it has waited longer than this.
+        drop_stale: keep only the newest pending frame (default: on when ``fps`` is given, else off,
+            i.e. every frame is animated in order, which measures pure throughput and latency).
+        stats: filled with latencies and drop counts (also returned through the generator's life).
+
+    Yields :class:`StreamFrame` for every animated frame, in order.
+    """
+    stats = stats if stats is not None else StreamStats()
+    if fps is not None and fps <= 0:
+        raise InputError(f"stream fps must be positive, got {fps}")
+    if budget_ms is not None and budget_ms <= 0:
+        raise InputError(f"latency budget must be positive, got {budget_ms} ms")
+    drop_stale = fps is not None if drop_stale is None else drop_stale
+    mailbox: Any = _Latest() if drop_stale else queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        start = clock()
+        try:
+            for index, frame in enumerate(frames):
+                if stop.is_set():
+                    break
+                if fps is not None:  # release frame i at its camera time
+                    delay = start + index / fps - clock()
+                    if delay > 0:
+                        time.sleep(delay)
+                stats.arrived += 1
+                item = (index, clock(), frame)
+                if drop_stale:
+                    mailbox.put(item)
+                else:
+                    while not stop.is_set():
+                        try:
+                            mailbox.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+        except BaseException as exc:
+            _finish(exc)
+            return
+        _finish(None)
+
+    def _finish(error: Optional[BaseException]) -> None:
+        if drop_stale:
+            mailbox.finish(error)
+        else:
+            _put_final(mailbox, _Failure(error) if error is not None else _DONE, stop)
+
+    def take():
+        if drop_stale:
+            return mailbox.get()
+        item = mailbox.get()
+        if item is _DONE:
+            return None
+        if isinstance(item, _Failure):
+            raise item.exc
+        return item
+
+    thread = threading.Thread(target=produce, name="dagan-stream-reader", daemon=True)
+    begin = clock()
+    thread.start()
+    try:
+        while True:
+            ready = clock()
+            item = take()
+            if item is None:
+                break
+            index, arrived, frame = item
+            if not drop_stale and fps is None:
+                # an unpaced file: frames queue up only because the reader runs ahead; latency counts from
+                # when inference could take the frame
+                arrived = max(arrived, ready)
+            if budget_ms is not None and (clock() - arrived) * 1000 > budget_ms:
+                stats.dropped_late += 1
+                continue
+            output = animate(frame)
+            latency = clock() - arrived
+            stats.latencies.append(latency)
+            stats.wall = clock() - begin
+            yield StreamFrame(index, output, latency)
+    finally:
+        stop.set()
+        if drop_stale:
+            stats.dropped_stale = mailbox.replaced
+        stats.wall = clock() - begin
+        thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------- camera
+def camera_input(spec: str) -> Optional[Tuple[str, List[str]]]:
+    """``(ffmpeg input, input options)`` when ``spec`` names a camera (``"0"``, ``"/dev/video2"``), else None."""
+    spec = str(spec)
+    if spec.isdigit():
+        if sys.platform.startswith("linux"):
+            return f"/dev/video{spec}", ["-f", "v4l2"]
+        if sys.platform == "darwin":
+            return spec, ["-f", "avfoundation", "-framerate", "30"]
+        if sys.platform.startswith("win"):
+            return f"video={spec}", ["-f", "dshow"]
+        raise InputError(f"camera {spec}: unsupported platform {sys.platform}; give a device path or a file")
+    if spec.startswith("/dev/video"):
+        return spec, ["-f", "v4l2"]
+    return None
+
+
+def open_camera(spec: str, size: Optional[Tuple[int, int]] = None) -> Iterator[np.ndarray]:
+    """Frames ``(H, W, 3)`` uint8 RGB from a camera (see :func:`camera_input`) through ffmpeg."""
+    import imageio_ffmpeg
+
+    target = camera_input(spec)
+    if target is None:
+        raise InputError(f"{spec} is not a camera (use 0, 1, ... or /dev/videoN)")
+    path, options = target
+    if path.startswith("/dev/") and not os.path.exists(path):
+        raise InputError(f"camera {path} not found")
+    try:
+        gen = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24", input_params=options)
+        meta = next(gen)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        raise InputError(f"cannot open camera {spec}: {str(exc).strip().splitlines()[-1] if str(exc) else exc}") \
+            from None
+    width, height = meta["size"]
+    frame_bytes = width * height * 3
+    try:
+        for raw in gen:
+            if len(raw) != frame_bytes:
+                break
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+    finally:
+        with contextlib.suppress(Exception):
+            gen.close()
+
+
+# ---------------------------------------------------------------------------------------- demo --stream
+def run_stream(args, detector_factory=None) -> str:
+    """``demo.py --stream``: animate a camera (``--driving_video 0``/``/dev/videoN``) or a file played at its
+    own frame rate, dropping frames that would exceed ``--latency_budget_ms``; the animated frames go to
+    ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
+    from ..fast import optimize_for_inference
+    from ..utils import resolve_device
+    from .animator import Animator
+    from .cli import load_model, prepare_source
+    from .images import resize_image
+    from .video import VideoReader, VideoWriter, check_output_path
+
+    if args.driving_video is None:
+        raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")
+    camera = camera_input(args.driving_video) is not None
+    check_output_path(args.result_video, args.overwrite, (args.source_image,) + (() if camera else
+                                                                                   (args.driving_video,)))
+    if args.source_image is not None and not os.path.exists(args.source_image):
+        raise InputError(f"source image not found: {args.source_image}")
+    if args.crop:
+        raise InputError("--stream does not support --crop yet: give a face-centred driving stream")
+    device = resolve_device("cpu" if args.cpu else args.device)
+    model, description = load_model(args)
+    size = model.image_size
+    source = prepare_source(args, size, detector_factory)
+    # the fast path: BN folded, channels_last, conv bodies in --dtype (inputs/outputs stay float32)
+    model = optimize_for_inference(model.to(device), dtype=args.dtype)
+    animator = Animator(model, device=device, relative=args.relative, adapt_movement_scale=args.adapt_scale)
+    animator.set_source(source.image)
+    animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
+    animator.reset()
+    if camera:
+        frames: Iterable[np.ndarray] = open_camera(args.driving_video)
+        fps, audio = 30.0, None
+    else:
+        reader = VideoReader(args.driving_video, max_frames=args.max_frames)
+        frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
+    if args.max_frames is not None:
+        frames = (f for i, f in zip(range(args.max_frames), frames))
+    budget = args.latency_budget_ms if args.latency_budget_ms and args.latency_budget_ms > 0 else None
+    stats = StreamStats()
+    logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, size, animator.device,
+                fps, f"{budget:g} ms" if budget else "none")
+    resized = (resize_image(f, size) for f in frames)
+    last: Optional[np.ndarray] = None
+    with VideoWriter(args.result_video, fps, audio_from=audio) as out:
+        for item in stream(animator, resized, fps=fps, budget_ms=budget, drop_stale=True, stats=stats):
+            while last is not None and out.frames_written < item.index:  # fill dropped slots
+                out.write(last)
+            last = item.output
+            out.write(last)
+        while last is not None and out.frames_written < stats.arrived:
+            out.write(last)
+    if last is None:
+        raise InputError("no frame could be animated within the latency budget")
+    summary = stats.summary()
+    if not args.quiet:
+        print(f"wrote {args.result_video}: {summary['frames_out']} of {summary['frames_in']} frames animated, "
+              f"latency p50 {summary['latency_p50_ms']} ms / p95 {summary['latency_p95_ms']} ms, "
+              f"{summary['frames_per_s']} frames/s")
+    return args.result_video
