@@ -39,6 +39,9 @@ def test_round_trip_keeps_count_fps_and_content(tmp_path):
     err = np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, back)])
     assert err < 12  # lossy H.264 of blocky noise, but the same pictures
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of the temporary file
 
 
 def test_odd_frame_size_is_padded_to_even(tmp_path):

@@ -292,6 +292,7 @@ class VideoWriter:
             if exc_type is None:
                 if self.frames_written == 0:
                     raise OutputError(f"no frames were written to {self.path}")
+                _default_permissions(self._tmp)
                 os.replace(self._tmp, self.path)
                 self._tmp = None
         finally:
@@ -312,6 +313,14 @@ def probe(path: PathLike) -> dict:
     frames, seconds = imageio_ffmpeg.count_frames_and_secs(path)
     return {"frames": frames, "seconds": seconds, "fps": meta.get("fps"), "size": tuple(meta["size"]),
             "audio_codec": meta.get("audio_codec")}
+
+
+def _default_permissions(path: str) -> None:
+    """Temporary files are created 0600; give results the permissions a plain ``open()`` would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~umask)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -415,3 +424,4 @@ class DepthWriter:
                     np.lib.format.write_array(member, np.asarray(self.fps, dtype=np.float64))
 
         atomic_write(self.path, write)
+        _default_permissions(self.path)
