@@ -315,12 +315,19 @@ def probe(path: PathLike) -> dict:
             "audio_codec": meta.get("audio_codec")}
 
 
+def _read_umask() -> int:
+    umask = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _default_permissions(path: str) -> None:
     """Temporary files are created 0600; give results the permissions a plain ``open()`` would."""
-    umask = os.umask(0)
-    os.umask(umask)
     with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
+        os.chmod(path, 0o666 & ~_UMASK)
 
 
 def _first_line(exc: BaseException) -> str:
