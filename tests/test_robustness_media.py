@@ -194,3 +194,34 @@ def test_fuzz_array_conversion(shape, dtype):
     except InputError:
         return
     assert img.dtype == np.uint8 and img.shape == (shape[0], shape[1], 3)
+
+
+def test_ctrl_c_leaves_no_half_written_result(media, tmp_path):
+    """SIGINT in the middle of a long animation: exit code 130, nothing under the final name, no temp files."""
+    import signal
+    import time
+
+    long_clip = tmp_path / "long.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25", "-t", "60",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(long_clip)], check=True)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "result.mp4"
+    proc = subprocess.Popen([sys.executable, str(REPO / "demo.py"), "--checkpoint", str(media / "model"),
+                             "--source_image", str(media / "rgb.png"), "--driving_video", str(long_clip),
+                             "--result_video", str(out), "--quiet"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not any(".partial." in p for p in os.listdir(out_dir)):  # the writer has started
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert os.listdir(out_dir) == [], os.listdir(out_dir)
