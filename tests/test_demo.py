@@ -181,9 +181,14 @@ def test_demo_script_exit_codes(tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1 and "nope.png" in lines[0], run.stderr
-    run = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert run.returncode != 0 and "Traceback" in run.stderr and "InputError" in run.stderr
     assert _listing(tmp_path) == []
+
+
+def test_debug_shows_the_exception(tmp_path):
+    from dagan.errors import InputError
+
+    with pytest.raises(InputError, match="nope.png"):
+        cli.main(["--source_image", str(tmp_path / "nope.png"), "--result_video", str(tmp_path / "r.mp4"), "--debug"])
 
 
 def test_depth_checkpoint_flag_forms(tmp_path, reference_dir, capsys):
