@@ -290,7 +290,7 @@ def load_depth_checkpoint(model: DaGAN, path: PathLike) -> None:
     """Depth weights from our checkpoint (file or dir), a depth-training run, or the official pair."""
     path = os.fspath(path)
     if os.path.isfile(path):
-        ckpt = load_file(path, "cpu", trust=False) if not path.endswith(".pt") else _load_any(path)
+        ckpt = load_file(path, "cpu")
         if isinstance(ckpt, Mapping) and "state_dict" in ckpt and "depth_encoder" not in ckpt:
             state = strip_prefix(ckpt["state_dict"])
             for name in ("depth_encoder", "depth_decoder"):
@@ -302,13 +302,6 @@ def load_depth_checkpoint(model: DaGAN, path: PathLike) -> None:
     from .depth_trainer import load_depth_weights
 
     load_depth_weights(model, path)
-
-
-def _load_any(path: str) -> Any:
-    try:
-        return load_file(path, "cpu")
-    except CheckpointError:  # a depth-training checkpoint stores numpy RNG states; it is our own file
-        return load_file(path, "cpu", trust=True)
 
 
 # ---------------------------------------------------------------------------------------- the trainer
@@ -393,7 +386,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
     total_steps = int(max_steps or tc.max_steps or steps_per_epoch * tc.num_epochs)
     step, epoch = 0, 0
     if resume:
-        ckpt = _load_any(os.fspath(resume))
+        ckpt = load_file(os.fspath(resume), "cpu")
         if not isinstance(ckpt, Mapping) or "optimizers" not in ckpt:
             raise CheckpointError(f"{resume} is not a generator-training checkpoint (no optimiser state)")
         check_and_load(model, ckpt["state_dict"], f"weights in {resume}")
