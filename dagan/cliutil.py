@@ -10,18 +10,39 @@ from typing import Callable, List, Optional, Sequence
 from .errors import DaganError
 
 
+def _aliases(names) -> list:
+    """``("--source_image",)`` -> ``["--source_image", "--source-image"]``."""
+    flags = list(names)
+    for name in names:
+        if name.startswith("--"):
+            body = name[2:]
+            for alt in ("--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
+                if alt not in flags:
+                    flags.append(alt)
+    return flags
+
+
+def _accept_both_spellings(container):
+    """Make ``container.add_argument`` (a parser, group or exclusive group) register both spellings."""
+    add_argument = container.add_argument
+    add_exclusive = container.add_mutually_exclusive_group
+    container.add_argument = lambda *names, **kwargs: add_argument(*_aliases(names), **kwargs)
+    container.add_mutually_exclusive_group = lambda **kw: _accept_both_spellings(add_exclusive(**kw))
+    return container
+
+
 class DashUnderscoreParser(argparse.ArgumentParser):
-    """An ArgumentParser where ``--source_image`` and ``--source-image`` are the same option."""
+    """An ArgumentParser where ``--source_image`` and ``--source-image`` are the same option, in argument
+    groups and mutually exclusive groups too."""
 
     def add_argument(self, *names, **kwargs):
-        flags = list(names)
-        for name in names:
-            if name.startswith("--"):
-                body = name[2:]
-                for alt in ("--" + body.replace("_", "-"), "--" + body.replace("-", "_")):
-                    if alt not in flags:
-                        flags.append(alt)
-        return super().add_argument(*flags, **kwargs)
+        return super().add_argument(*_aliases(names), **kwargs)
+
+    def add_argument_group(self, *args, **kwargs):
+        return _accept_both_spellings(super().add_argument_group(*args, **kwargs))
+
+    def add_mutually_exclusive_group(self, **kwargs):
+        return _accept_both_spellings(super().add_mutually_exclusive_group(**kwargs))
 
     def error(self, message: str):  # argparse's own usage errors: exit 2 with one line after the usage
         self.print_usage(sys.stderr)
