@@ -227,7 +227,12 @@ def _distributed() -> Tuple[int, int, int]:
 
 
 def _rng_state(device: torch.device) -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states as tensors and plain containers, so the checkpoint loads with ``weights_only=True``."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "python": random.getstate()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -235,8 +240,11 @@ def _rng_state(device: torch.device) -> Dict[str, Any]:
 
 def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached"]))
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
@@ -260,8 +268,7 @@ def _load_checkpoint(path: PathLike) -> Dict[str, Any]:
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_NAME)
-    # our own file, written by this trainer: it holds numpy RNG states, which weights_only refuses
-    ckpt = load_file(path, "cpu", trust=True)
+    ckpt = load_file(path, "cpu")
     if not isinstance(ckpt, Mapping) or ckpt.get("task") != "depth" or "depth_encoder" not in ckpt:
         raise CheckpointError(f"{path} is not a depth-training checkpoint (expected 'task': 'depth' and depth weights)")
     return dict(ckpt)
