@@ -135,8 +135,8 @@ def test_demo_stream_writes_every_time_slot(shared_data, tmp_path, tiny_model):
 
     tiny_model.save_pretrained(tmp_path / "model")
     out = tmp_path / "live.mp4"
-    code = main(["--stream", "--checkpoint", str(tmp_path / "model"), "--driving_video", str(shared_data / "drv_lp_d0_256.mp4"), "--source_image",
-                 str(shared_data / "source_lp_d6frame0_256.png"), "--result_video", str(out), "--max_frames", "8",
+    code = main(["--stream", "--checkpoint", str(tmp_path / "model"), "--driving_video",
+                 str(shared_data / "drv_lp_d0_256.mp4"), "--source_image", str(shared_data / "source_lp_d6frame0_256.png"), "--result_video", str(out), "--max_frames", "8",
                  "--latency_budget_ms", "0", "--quiet"])
     assert code == 0
     info = probe(out)
