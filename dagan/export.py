@@ -51,6 +51,22 @@ FRAME_INPUTS = ("driving", "source_image", "appearance", "query", "source_small"
                 "kp_source_jacobian", "kp_initial_value", "kp_initial_jacobian", "scale")
 FRAME_OUTPUTS = ("prediction", "kp_driving_value", "kp_driving_jacobian")
 FORMATS = ("onnx", "torchscript", "all")
+_KP_INPUTS = ("kp_source_value", "kp_source_jacobian", "kp_initial_value", "kp_initial_jacobian", "scale")
+
+
+def cache_names(model: DaGAN) -> Tuple[str, ...]:
+    """The cached source tensors the frame graph takes besides ``source_image``: DaGAN's ``appearance``,
+    ``query``, ``source_small``, or the generator's own ``cache_keys`` (DaGAN++: one of each per level)."""
+    keys = getattr(model.generator, "cache_keys", ("source_image",) + SOURCE_OUTPUTS[3:])
+    return tuple(k for k in keys if k != "source_image")
+
+
+def source_outputs(model: DaGAN) -> Tuple[str, ...]:
+    return SOURCE_OUTPUTS[:3] + cache_names(model)
+
+
+def frame_inputs_names(model: DaGAN) -> Tuple[str, ...]:
+    return ("driving", "source_image") + cache_names(model) + _KP_INPUTS
 
 
 def movement_scale(kp_source_value: np.ndarray, kp_initial_value: np.ndarray) -> float:
@@ -64,18 +80,20 @@ def movement_scale(kp_source_value: np.ndarray, kp_initial_value: np.ndarray) ->
 
 # ---------------------------------------------------------------------------------------- the graphs
 class SourceGraph(nn.Module):
-    """Source-only work of :class:`DaGAN` as one module: ``source (B, 3, H, W)`` -> :data:`SOURCE_OUTPUTS`."""
+    """Source-only work of :class:`DaGAN` as one module: ``source (B, 3, H, W)`` -> the tensors named by
+    :func:`source_outputs` (DaGAN: :data:`SOURCE_OUTPUTS`)."""
 
     def __init__(self, model: DaGAN):
         super().__init__()
         self.model = model
+        self.cache_names = cache_names(model)
         self.eval()  # exporters restore the wrapper's training flag afterwards: it must be eval too
 
     def forward(self, source: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         depth = self.model.estimate_depth(source)
         kp = self.model.detect_keypoints(source, depth)
         cache = self.model.generator.encode_source(source, depth)
-        return (depth, kp["value"], kp["jacobian"], cache["appearance"], cache["query"], cache["source_small"])
+        return (depth, kp["value"], kp["jacobian"], *(cache[k] for k in self.cache_names))
 
 
 class FrameGraph(nn.Module):
@@ -89,10 +107,13 @@ class FrameGraph(nn.Module):
         super().__init__()
         self.model = model
         self.relative = relative
+        self.cache_names = cache_names(model)
         self.eval()
 
-    def forward(self, driving, source_image, appearance, query, source_small, kp_source_value, kp_source_jacobian,
-                kp_initial_value, kp_initial_jacobian, scale) -> Tuple[torch.Tensor, ...]:
+    def forward(self, driving, source_image, *cached_and_kp) -> Tuple[torch.Tensor, ...]:
+        """Inputs in the order of :func:`frame_inputs_names` (DaGAN: :data:`FRAME_INPUTS`)."""
+        n = len(self.cache_names)
+        kp_source_value, kp_source_jacobian, kp_initial_value, kp_initial_jacobian, scale = cached_and_kp[n:]
         depth = self.model.estimate_depth(driving)
         kp_driving = self.model.detect_keypoints(driving, depth)
         kp_source = {"value": kp_source_value, "jacobian": kp_source_jacobian}
@@ -103,8 +124,7 @@ class FrameGraph(nn.Module):
             kp_norm = {"value": value, "jacobian": jacobian}
         else:
             kp_norm = kp_driving
-        cache = {"source_image": source_image, "appearance": appearance, "query": query,
-                 "source_small": source_small}
+        cache = {"source_image": source_image, **dict(zip(self.cache_names, cached_and_kp[:n]))}
         out = self.model.generator.generate(cache, kp_source, kp_norm)
         return out["prediction"], kp_driving["value"], kp_driving["jacobian"]
 
@@ -119,7 +139,7 @@ def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0) -> Tuple[torch.T
         src = SourceGraph(model)(source)
         kp0 = model.detect_keypoints(driving[:1])
     scale = torch.tensor([movement_scale(src[1].numpy(), kp0["value"].numpy())], dtype=torch.float32)
-    frame_inputs = (driving, source, src[3], src[4], src[5], src[1], src[2], kp0["value"], kp0["jacobian"], scale)
+    frame_inputs = (driving, source, *src[3:], src[1], src[2], kp0["value"], kp0["jacobian"], scale)
     return source, frame_inputs
 
 
@@ -161,11 +181,11 @@ def export_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], opset: int = 17,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    batch_axis = {"source": {0: "batch"}, **{name: {0: "batch"} for name in SOURCE_OUTPUTS}}
+    batch_axis = {"source": {0: "batch"}, **{name: {0: "batch"} for name in source_outputs(model)}}
     frame_axes = {"driving": {0: "batch"}, **{name: {0: "batch"} for name in FRAME_OUTPUTS}}
-    jobs = [("source", SourceGraph(model), (source,), ["source"], list(SOURCE_OUTPUTS), batch_axis),
-            ("frame", FrameGraph(model, relative), frame_inputs, list(FRAME_INPUTS), list(FRAME_OUTPUTS),
-             frame_axes)]
+    jobs = [("source", SourceGraph(model), (source,), ["source"], list(source_outputs(model)), batch_axis),
+            ("frame", FrameGraph(model, relative), frame_inputs, list(frame_inputs_names(model)),
+             list(FRAME_OUTPUTS), frame_axes)]
     for name, graph, args, inputs, outputs, axes in jobs:
         path = out_dir / f"{name}.onnx"
         with temporary_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
@@ -242,7 +262,7 @@ class OnnxAnimator:
         """Encode a ``(1, 3, H, W)`` float32 source once; resets the motion anchor."""
         source = np.ascontiguousarray(source, dtype=np.float32)
         outs = self.source_session.run(None, {"source": source})
-        self.source = dict(zip(SOURCE_OUTPUTS, outs))
+        self.source = dict(zip([o.name for o in self.source_session.get_outputs()], outs))
         self.source["source_image"] = source
         self.anchor = None
         return self.source
@@ -263,7 +283,7 @@ class OnnxAnimator:
         if anchor is None:  # keypoints of the anchor only: any anchor works for them
             anchor = {"kp_initial_value": src["kp_source_value"], "kp_initial_jacobian": src["kp_source_jacobian"],
                       "scale": np.ones(1, np.float32)}
-        feeds = {"driving": driving, **{k: src[k] for k in FRAME_INPUTS[1:7]}, **anchor}
+        feeds = {"driving": driving, **src, **anchor}  # _used drops what the frame graph does not take
         return self.frame_session.run(None, _used(self.frame_session, feeds))
 
 
@@ -278,9 +298,10 @@ def verify_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], batch: int = 3, 
         ref_frame = FrameGraph(model, relative)(*frame_inputs)
     sess = ort.InferenceSession(str(Path(out_dir) / "source.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"source": source.numpy()})
-    diffs = {f"source/{n}": float(np.abs(g - r.numpy()).max()) for n, g, r in zip(SOURCE_OUTPUTS, got, ref_source)}
+    diffs = {f"source/{n}": float(np.abs(g - r.numpy()).max())
+             for n, g, r in zip(source_outputs(model), got, ref_source)}
     sess = ort.InferenceSession(str(Path(out_dir) / "frame.onnx"), providers=["CPUExecutionProvider"])
-    got = sess.run(None, _used(sess, {n: t.numpy() for n, t in zip(FRAME_INPUTS, frame_inputs)}))
+    got = sess.run(None, _used(sess, {n: t.numpy() for n, t in zip(frame_inputs_names(model), frame_inputs)}))
     diffs.update({f"frame/{n}": float(np.abs(g - r.numpy()).max()) for n, g, r in zip(FRAME_OUTPUTS, got, ref_frame)})
     return diffs
 
@@ -318,7 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "tensors and anchor keypoints of the frame graph, which take batch 1", "files": {}}
     if args.format in ("onnx", "all"):
         meta["files"]["onnx"] = export_onnx(model, out_dir, args.opset, relative)
-        meta.update(opset=args.opset, source_outputs=list(SOURCE_OUTPUTS), frame_inputs=list(FRAME_INPUTS),
+        meta.update(opset=args.opset, source_outputs=list(source_outputs(model)),
+                    frame_inputs=list(frame_inputs_names(model)),
                     frame_outputs=list(FRAME_OUTPUTS))
         if not args.no_verify:
             try:
