@@ -275,3 +275,21 @@ def test_three_training_steps_train_attention_at_every_level(tmp_path, pp_config
         assert gamma != 0.0 and gamma == gamma, f"level {level} attention did not train (gamma {gamma})"
     video = model.animate(torch.rand(1, 3, 64, 64), torch.rand(2, 3, 64, 64))
     assert torch.isfinite(video).all()
+
+
+def test_onnx_export_of_per_level_caches(tmp_path, pp_config):
+    pytest.importorskip("onnxruntime")
+    from dagan.export import OnnxAnimator, export_onnx, source_outputs
+
+    torch.manual_seed(0)
+    model = DaGAN(pp_config.model).eval()
+    with torch.no_grad():
+        for level in range(model.generator.num_levels):
+            model.generator.level_attention(level).gamma.fill_(0.5)
+    assert {f"query_{level}" for level in range(model.generator.num_levels)} <= set(source_outputs(model))
+    export_onnx(model, tmp_path)
+    source, driving = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    anim = OnnxAnimator(tmp_path)
+    anim.set_source(source.numpy())
+    got = torch.from_numpy(anim(driving.numpy()))
+    torch.testing.assert_close(got, model.animate(source, driving), atol=1e-4, rtol=1e-4)
