@@ -261,6 +261,7 @@ def measure_rss(args, names: List[str]) -> Dict[str, dict]:
         cmd = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--child", name, "--rss-frames",
                str(args.rss_frames), "--threads", str(args.threads), "--batch", str(args.batch), "--seed",
                str(args.seed)]
+        _log(f"memory: {name}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             out[name] = {"error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
@@ -270,6 +271,18 @@ def measure_rss(args, names: List[str]) -> Dict[str, dict]:
 
 
 # --------------------------------------------------------------------------------------------- main
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _partial(args, report: dict) -> None:
+    """Write what is measured so far (``--out``), so a long run on a busy machine is never all lost."""
+    if args.out:
+        from dagan.utils import atomic_write_bytes
+
+        atomic_write_bytes(args.out, (json.dumps(dict(report, partial=True), indent=2) + "\n").encode())
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -288,6 +301,7 @@ def run(args) -> dict:
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "frames_per_round": args.frames, "rounds": args.rounds, "batch": args.batch,
     }
+    _log("reference conv")
     report["reference_conv"] = reference_conv(args.threads)
 
     # accuracy of the fast paths against the plain one, same frames
@@ -304,8 +318,9 @@ def run(args) -> dict:
 
     # round-robin timing: every round times every variant on the same frames
     samples: Dict[str, List[float]] = {n: [] for n in names}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for n, v in variants.items():
+            _log(f"round {r + 1}/{args.rounds}: {n}")
             frames = pool[:max(args.frames // v.batch, 1) * v.batch]
             v(frames[:v.batch])  # warm
             start = time.perf_counter()
@@ -328,9 +343,11 @@ def run(args) -> dict:
         plain_fps = results["plain"]["frames_per_s"]
         report["speedup_vs_plain"] = {n: round(r["frames_per_s"] / plain_fps, 2) for n, r in results.items()}
 
+    _partial(args, report)
     if args.profile:
         report["profile_ms_per_frame"] = {n: profile(variants[n], pool[:args.frames])
                                           for n in ("plain", "fast_fp32", "fast_bf16") if n in variants}
+    _partial(args, report)
     del variants, models
     if args.rss_frames > 0:
         report["memory"] = measure_rss(args, [n for n in args.rss_variants if n in names])
@@ -354,7 +371,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--variants", nargs="+", default=list(ALL_VARIANTS), choices=ALL_VARIANTS)
     p.add_argument("--no-profile", dest="profile", action="store_false")
-    p.add_argument("--rss-frames", type=int, default=30, help="frames streamed per memory child (0: skip)")
+    p.add_argument("--rss-frames", type=int, default=12, help="frames streamed per memory child (0: skip)")
     p.add_argument("--rss-variants", nargs="+", default=["plain", "fast_fp32", "fast_bf16", "fast_bf16_batch"],
                    choices=ALL_VARIANTS)
     p.add_argument("--seed", type=int, default=0)
