@@ -207,6 +207,7 @@ def main(argv=None) -> int:
                         help="also measure the plain (materialised) attention at the smallest size")
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--no-frame", action="store_true", help="only the per-level attention measurements")
+    parser.add_argument("--no-attention", action="store_true", help="skip the per-level attention measurements")
     parser.add_argument("--max-full-gflops", type=float, default=100.0,
                         help="measure full (unwindowed) attention at a level only below this cost")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
@@ -232,7 +233,8 @@ def main(argv=None) -> int:
         for size in args.sizes:
             row = {"attention": attention_levels(model, size)}
             for level_row in row["attention"]:
-                level_row["measured"] = measure_attention(name, size, level_row, args)
+                if not args.no_attention:
+                    level_row["measured"] = measure_attention(name, size, level_row, args)
             if not args.no_frame:
                 frame_flops, gen_flops = flops(model, size, device)
                 row.update(gflops_per_frame=round(frame_flops / 1e9, 2), generator_gflops=round(gen_flops / 1e9, 2),
