@@ -180,12 +180,13 @@ def test_run_folder_loads_into_dagan_and_exports(tmp_path, tiny_model):
 # --------------------------------------------------------------------------------- data errors
 def test_bad_dataset_paths_give_clear_errors(tmp_path, capsys):
     cfg = load_config(REPO / "configs" / "depth-tiny.yaml")
+    cfg.dataset.test_videos, cfg.dataset.exclude_videos = [], []
     with pytest.raises(DatasetError, match="not found"):
         build_dataset(cfg, root=tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no videos"):
         build_dataset(cfg, root=tmp_path / "empty")
-    short = tmp_path / "short" / "clip"
+    short = tmp_path / "short" / "train" / "clip"
     short.mkdir(parents=True)
     import imageio.v3 as iio
 
