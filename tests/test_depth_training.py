@@ -3,8 +3,6 @@ exact resume, run-folder outputs that DaGAN loads, and clear dataset errors."""
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
