@@ -139,3 +139,21 @@ def test_generator_registry_rejects_unknown_type():
     cfg.generator.type = "Nope"
     with pytest.raises(ValueError):
         build_generator(cfg)
+
+
+def test_sdpa_attention_never_materialises_the_score_matrix():
+    """At N = 128^2 positions the fp32 scores alone would take 1 GiB; the fused path must stay far below."""
+    import subprocess
+    import sys
+
+    code = ("import resource, torch\n"
+            "from dagan.models.attention import cross_attention\n"
+            "torch.set_num_threads(1)\n"
+            "n, d, c = 128 * 128, 32, 256\n"
+            "q, k, v = torch.rand(1, n, d), torch.rand(1, n, d), torch.randn(1, n, c)\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "cross_attention(q, k, v, 'sdpa')\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    grown_mib = float(out.stdout.strip().splitlines()[-1])
+    assert grown_mib < 256, f"attention grew the process by {grown_mib:.0f} MiB"

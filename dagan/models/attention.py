@@ -4,8 +4,9 @@ the warped appearance features.
 ``G = F + gamma * softmax(relu(Wq D)^T relu(Wk F)) relu(Wv F)``, softmax over key positions and **no**
 1/sqrt(d) scaling (the official formula). Three interchangeable implementations:
 
-* ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale=1.0``; fused kernels
-  (flash / memory-efficient on CUDA, flash on CPU) never materialise the ``HW x HW`` matrix;
+* ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale=1.0``; queries and keys
+  are zero-padded to the value width so a fused kernel (flash on CPU, flash / memory-efficient on CUDA)
+  applies and the ``HW x HW`` matrix is never materialised;
 * ``"chunked"``: the plain formula over blocks of queries (bounded memory on any backend);
 * ``"plain"``: the literal official formula, kept as the reference.
 """
@@ -27,6 +28,13 @@ def cross_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     Shapes: ``query (B, N, d)``, ``key (B, M, d)``, ``value (B, M, C)`` -> ``(B, N, C)``.
     """
     if impl == "sdpa":
+        # Fused kernels (flash on CPU) need equal query/value widths; with DaGAN's C/8 queries PyTorch would
+        # fall back to the math path, which materialises the N x N scores (2.3 GiB at N = 128^2). Zero
+        # channels leave every q.k product unchanged and let the fused kernel run in O(N) memory.
+        width = value.shape[-1]
+        if query.shape[-1] < width:
+            query = F.pad(query, (0, width - query.shape[-1]))
+            key = F.pad(key, (0, width - key.shape[-1]))
         return F.scaled_dot_product_attention(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1),
                                               scale=1.0).squeeze(1)
     if impl == "plain":
