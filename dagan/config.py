@@ -329,8 +329,9 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("type", f"must be one of {MODEL_TYPES}, got {obj.type!r}")
         if obj.num_kp < 1:
             bad("num_kp", f"must be >= 1, got {obj.num_kp}")
-        if obj.image_size < 32 or obj.image_size % 32:
-            bad("image_size", f"must be a multiple of 32 (the depth network needs it), got {obj.image_size}")
+        if obj.image_size < 64 or obj.image_size % 32:
+            bad("image_size", f"must be a multiple of 32 and at least 64 (the depth network needs it), "
+                              f"got {obj.image_size}")
         if obj.num_channels != 3:
             bad("num_channels", f"only RGB (3) is supported, got {obj.num_channels}")
         if obj.type == "daganpp" and obj.generator.type != "DaGANPPGenerator":

@@ -56,6 +56,7 @@ def test_reads_official_format(tmp_path):
     ({"model": {"num_kp": "ten"}}, "model.num_kp"),
     ({"model": {"num_kp": 0}}, "model.num_kp"),
     ({"model": {"image_size": 100}}, "model.image_size"),
+    ({"model": {"image_size": 32}}, "model.image_size"),
     ({"model": {"generator": {"type": "Bogus"}}}, "model.generator.type"),
     ({"model": {"kp_detector": {"temperature": -1.0}}}, "model.kp_detector.temperature"),
     ({"model": {"estimate_jacobian": "yes"}}, "model.estimate_jacobian"),

@@ -152,8 +152,9 @@ class DaGAN(nn.Module):
         """Face depth (sigmoid disparity, larger = nearer) of ``(B, 3, H, W)`` frames in [0, 1] ->
         ``(B, 1, H, W)`` in (0, 1). ``H`` and ``W`` must be multiples of 32."""
         frames = _check_frames(frames, "frames")
-        if frames.shape[2] % 32 or frames.shape[3] % 32:
-            raise InputError(f"frame size must be a multiple of 32 for the depth network, got {tuple(frames.shape[2:])}")
+        if frames.shape[2] % 32 or frames.shape[3] % 32 or min(frames.shape[2:]) < 64:
+            raise InputError(f"frame size must be a multiple of 32 and at least 64 for the depth network, got "
+                             f"{tuple(frames.shape[2:])}")
         return self.depth_decoder(self.depth_encoder(frames))[("disp", 0)]
 
     def detect_keypoints(self, frames: torch.Tensor, depth: Optional[torch.Tensor] = None) -> KP:
