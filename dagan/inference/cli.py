@@ -29,6 +29,7 @@ from .animator import Animator
 from .faces import (DEFAULT_MARGIN, BoxSmoother, DrivingCropper, FaceAlignmentDetector, FaceDetector,
                     crop_square, find_best_frame, largest_face, paste_back, square_box)
 from .images import load_image, resize_image
+from .pipeline import BackgroundWriter, prefetch
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
 from .video import DepthWriter, VideoReader, VideoWriter, check_output_path, colorize_depth, is_image_path
 
@@ -43,79 +44,68 @@ UNTRAINED_NOTE = ("note: no trained weights are shipped yet ({path} is missing):
                   "so the output will not look like a face animation")
 
 
-def _add(group, *names, **kwargs):
-    """``group.add_argument`` accepting ``--a_b`` and ``--a-b`` alike (argument groups bypass the parser's
-    own dash/underscore handling)."""
-    flags: List[str] = []
-    for name in names:
-        for alt in (name, name.replace("_", "-")) if name.startswith("--") else (name,):
-            if alt not in flags:
-                flags.append(alt)
-    return group.add_argument(*flags, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = DashUnderscoreParser(
         prog="demo.py", description="Animate a portrait with a driving video and write an mp4 (streaming, the "
         "driving audio is kept). With no arguments: the built-in astronaut demo. Every option accepts dashes or "
         "underscores (--source-image = --source_image).")
     g = p.add_argument_group("model")
-    _add(g, "--config", help="official-format (or our) config YAML; use with --checkpoint for official weights")
-    _add(g, "--checkpoint", help="official checkpoint.pth.tar (with --config), or our format: a folder "
+    g.add_argument("--config", help="official-format (or our) config YAML; use with --checkpoint for official weights")
+    g.add_argument("--checkpoint", help="official checkpoint.pth.tar (with --config), or our format: a folder "
                    "from save_pretrained or a .pt file (config included). Default: the shipped small model")
-    _add(g, "--depth_checkpoint", nargs="+", metavar="PATH",
+    g.add_argument("--depth_checkpoint", nargs="+", metavar="PATH",
                    help="face-depth weights: a folder (encoder.pth + depth.pth) or two files ENCODER DECODER; "
                    "default: looked for next to --checkpoint")
-    _add(g, "--trust_checkpoint", action="store_true",
+    g.add_argument("--trust_checkpoint", action="store_true",
                    help="allow checkpoints that hold arbitrary Python objects (only for files you trust)")
     g = p.add_argument_group("inputs and outputs")
-    _add(g, "--source_image", help="portrait to animate (PNG/JPEG/WebP/...); default: the astronaut")
-    _add(g, "--driving_video", help="driving video (any size/fps/pixel format); default: a generated "
+    g.add_argument("--source_image", help="portrait to animate (PNG/JPEG/WebP/...); default: the astronaut")
+    g.add_argument("--driving_video", help="driving video (any size/fps/pixel format); default: a generated "
                    "head-motion clip of the astronaut")
-    _add(g, "--result_video", default="result.mp4", help="output video (default: result.mp4)")
-    _add(g, "--overwrite", action="store_true", help="replace existing output files")
-    _add(g, "--save_depth", metavar="PATH", help="also write the driving depth: .mp4 (colour map) or .npz "
+    g.add_argument("--result_video", default="result.mp4", help="output video (default: result.mp4)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    g.add_argument("--save_depth", metavar="PATH", help="also write the driving depth: .mp4 (colour map) or .npz "
                    "(raw float16, key 'depth' (T, H, W)), aligned frame for frame")
-    _add(g, "--side_by_side", action="store_true", help="write source | driving | driving depth | result")
-    _add(g, "--max_frames", type=int, help="animate at most this many driving frames")
+    g.add_argument("--side_by_side", action="store_true", help="write source | driving | driving depth | result")
+    g.add_argument("--max_frames", type=int, help="animate at most this many driving frames")
     g = p.add_argument_group("motion")
     mode = g.add_mutually_exclusive_group()
-    _add(mode, "--relative", dest="relative", action="store_true", default=True,
+    mode.add_argument("--relative", dest="relative", action="store_true", default=True,
                       help="relative keypoint motion (default)")
-    _add(mode, "--absolute", dest="relative", action="store_false", help="absolute driving keypoints")
+    mode.add_argument("--absolute", dest="relative", action="store_false", help="absolute driving keypoints")
     scale = g.add_mutually_exclusive_group()
-    _add(scale, "--adapt_scale", dest="adapt_scale", action="store_true", default=True,
+    scale.add_argument("--adapt_scale", dest="adapt_scale", action="store_true", default=True,
                        help="scale relative motion by the keypoint hull areas (default on)")
-    _add(scale, "--no_adapt_scale", dest="adapt_scale", action="store_false")
+    scale.add_argument("--no_adapt_scale", dest="adapt_scale", action="store_false")
     best = g.add_mutually_exclusive_group()
-    _add(best, "--find_best_frame", action="store_true",
+    best.add_argument("--find_best_frame", action="store_true",
                       help="anchor relative motion at the driving frame whose face landmarks best match the "
                       "source (needs the face-alignment weights)")
-    _add(best, "--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
+    best.add_argument("--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
     g = p.add_argument_group("faces")
     crop = g.add_mutually_exclusive_group()
-    _add(crop, "--crop", dest="crop", action="store_true", default=False,
+    crop.add_argument("--crop", dest="crop", action="store_true", default=False,
                       help="detect and crop the face in the source and every driving frame (face-alignment)")
-    _add(crop, "--no_crop", dest="crop", action="store_false", help="use whole frames (default)")
-    _add(g, "--paste_back", action="store_true",
+    crop.add_argument("--no_crop", dest="crop", action="store_false", help="use whole frames (default)")
+    g.add_argument("--paste_back", action="store_true",
                    help="blend the animated face back into the full-resolution source image")
-    _add(g, "--margin", type=float, default=DEFAULT_MARGIN, help="crop side / face size (default: 1.8)")
-    _add(g, "--detect_every", type=int, default=1, help="run the face detector every N driving frames (default: 1)")
-    _add(g, "--smoothing", type=float, default=0.2,
+    g.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop side / face size (default: 1.8)")
+    g.add_argument("--detect_every", type=int, default=1, help="run the face detector every N driving frames (default: 1)")
+    g.add_argument("--smoothing", type=float, default=0.2,
                    help="driving crop box smoothing: weight of each new detection in (0, 1] (default: 0.2)")
     g = p.add_argument_group("runtime")
-    _add(g, "--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    _add(g, "--cpu", action="store_true", help="same as --device cpu (official flag)")
-    _add(g, "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    g.add_argument("--cpu", action="store_true", help="same as --device cpu (official flag)")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
          help="float32 (default), or bfloat16/float16 under autocast")
-    _add(g, "--batch_size", type=int, default=4, help="driving frames per forward pass (default: 4)")
-    _add(g, "--seed", type=int, default=0, help="seed of the generated default driving clip")
-    _add(g, "--quiet", action="store_true", help="no progress bar or info lines")
-    _add(g, "--debug", action="store_true", help="show tracebacks")
+    g.add_argument("--batch_size", type=int, default=4, help="driving frames per forward pass (default: 4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the generated default driving clip")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or info lines")
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
     g = p.add_argument_group("realtime streaming")
-    _add(g, "--stream", action="store_true", help="realtime mode: --driving_video may be a camera (0, /dev/videoN) "
+    g.add_argument("--stream", action="store_true", help="realtime mode: --driving_video may be a camera (0, /dev/videoN) "
          "or a file played at its fps; late frames are dropped (see dagan.inference.pipeline)")
-    _add(g, "--latency_budget_ms", type=float, default=200.0,
+    g.add_argument("--latency_budget_ms", type=float, default=200.0,
          help="with --stream: drop a frame that waited longer than this (0: never; default: 200)")
     return p
 
@@ -353,11 +343,17 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> 
         out = stack.enter_context(VideoWriter(args.result_video, driving.fps, audio_from=driving.audio_from,
                                               audio_codec=driving.audio_codec, max_seconds=cut))
         depth_range: List[float] = []
-        for item in animator.animate_stream(driving.frames, details=True):
+
+        def emit(item: dict) -> None:
             out.write(compose(args, source, item, depth_range))
             if depth_out is not None:
                 depth_out.write(item["driving_depth"])
             progress.update(1)
+
+        # decode (reader thread), inference (here) and encode (writer thread) overlap
+        with BackgroundWriter(emit) as writer:
+            for item in animator.animate_stream(prefetch(driving.frames), details=True):
+                writer.put(item)
         progress.close()
     audio = ", audio copied" if driving.audio_from else ""
     extra = f"; depth in {args.save_depth}" if args.save_depth else ""
