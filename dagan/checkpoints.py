@@ -18,7 +18,7 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Tuple, Union
 
 import torch
 from torch import nn

@@ -5,9 +5,11 @@ import contextlib
 import errno
 import io
 import os
+import random
 import tempfile
-from typing import Callable, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Union
 
+import numpy as np
 import torch
 
 PathLike = Union[str, os.PathLike]
@@ -62,7 +64,7 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def _umask_mode() -> int:
+def default_file_mode() -> int:
     """The mode a plainly created file would get (mkstemp makes 0600 files)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -80,7 +82,7 @@ def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> 
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, default_file_mode())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -119,7 +121,7 @@ def temporary_output(path: PathLike, suffix: Optional[str] = None) -> Iterator[s
     ext = suffix if suffix is not None else os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".partial.", suffix=ext, dir=folder)
     os.close(fd)
-    os.chmod(tmp, _umask_mode())
+    os.chmod(tmp, default_file_mode())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -131,3 +133,26 @@ def temporary_output(path: PathLike, suffix: Optional[str] = None) -> Iterator[s
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def rng_state(device: torch.device) -> Dict[str, Any]:
+    """Global RNG states as tensors/plain containers (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+             "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)

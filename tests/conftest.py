@@ -47,3 +47,12 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return DaGAN(tiny_config.model).eval()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for loops of many small ops (no oversubscription on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,13 +10,7 @@ from dagan.inference.animator import Animator
 from dagan.inference.synthetic import HeadPose, SyntheticHead, synthetic_driving
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the test machine is shared: one intra-op thread avoids oversubscription stalls on these tiny tensors
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from dagan.inference.images import load_image, resize_image
 from dagan.inference.video import VideoReader, probe
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

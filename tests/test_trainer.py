@@ -38,13 +38,7 @@ class ShiftedPairs(torch.utils.data.Dataset):
         return {"source": base, "driving": driving, "skipped": torch.tensor(0)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the loop is many small ops: one thread avoids OpenMP oversubscription on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -153,7 +153,7 @@ class LPIPSMetric:
         """The ``lpips`` package's v0.1 model. Raises :class:`MissingWeightsError` when the package or its
         torchvision backbone weights are absent (neither is downloaded here)."""
         try:
-            import lpips  # noqa: F401  (optional dependency)
+            import lpips  # optional dependency
         except ImportError:
             raise MissingWeightsError("the lpips package is not installed (pip install lpips)") from None
         if net not in LPIPS_BACKBONE_FILES:
@@ -162,8 +162,6 @@ class LPIPSMetric:
         if not os.path.exists(backbone):
             raise MissingWeightsError(f"LPIPS {net} backbone weights missing: put {LPIPS_BACKBONE_FILES[net]} "
                                       f"in {hub_checkpoint_dir()} (or set TORCH_HOME)")
-        import lpips
-
         model = lpips.LPIPS(net=net, version="0.1", verbose=False).to(device).eval()
         return cls(model, legacy_range=legacy_range, name=f"lpips-v0.1-{net}", digest=file_digest(backbone))
 

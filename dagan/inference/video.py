@@ -21,6 +21,7 @@ from typing import Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import InputError, OutputError
+from ..utils import default_file_mode
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
@@ -315,19 +316,10 @@ def probe(path: PathLike) -> dict:
             "audio_codec": meta.get("audio_codec")}
 
 
-def _read_umask() -> int:
-    umask = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()
-
-
 def _default_permissions(path: str) -> None:
     """Temporary files are created 0600; give results the permissions a plain ``open()`` would."""
     with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~_UMASK)
+        os.chmod(path, default_file_mode())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -41,7 +41,7 @@ from torch import nn
 from ..config import Config, DepthTrainConfig, ModelConfig, config_from_dict, config_to_dict, load_config, save_config
 from ..errors import CheckpointError, ConfigError, DaganError, DatasetError, OutputError, TrainingError
 from ..models.depth import DepthDecoder, DepthEncoder, PoseNet, disp_to_depth
-from ..utils import atomic_torch_save, resolve_device
+from ..utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
 from .depth_losses import SIGMA_FLOOR, edge_aware_smoothness, min_reprojection, photometric_error
 from .geometry import transformation_from_parameters, warp
 
@@ -225,29 +225,6 @@ def _distributed() -> Tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    """RNG states as tensors and plain containers, so the checkpoint loads with ``weights_only=True``."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)},
-             "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached"]))
-    py_version, py_state, py_gauss = state["python"]
-    random.setstate((py_version, tuple(py_state), py_gauss))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-
-
 def _amp_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -388,7 +365,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         start_step = int(ckpt["step"])
-        _set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0], device)
+        set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0], device)
     else:
         torch.manual_seed(tc.seed + rank)
         np.random.seed(tc.seed + rank)
@@ -420,7 +397,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
         bar = tqdm(total=total_steps, initial=start_step, desc="depth", dynamic_ncols=True, file=sys.stderr)
 
     def save(step: int) -> None:
-        rng = [_rng_state(device)]
+        rng = [rng_state(device)]
         if world > 1:
             import torch.distributed as dist
 

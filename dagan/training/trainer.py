@@ -23,7 +23,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from ..config import Config, config_to_dict
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from ..models.dagan import DaGAN, build_discriminator
 from ..models.discriminator import scale_name
-from ..utils import atomic_torch_save, resolve_device
+from ..utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
 from . import losses as L
 from .transforms import RandomWarp
 
@@ -165,29 +165,6 @@ def amp_dtype(name: str, device: torch.device) -> torch.dtype:
     if table[name] == torch.float16 and device.type == "cpu":
         raise ConfigError("config key 'train.amp_dtype': float16 autocast is not supported on CPU (use bfloat16)")
     return table[name]
-
-
-def rng_state(device: torch.device) -> Dict[str, Any]:
-    """Global RNG states as tensors/plain containers (loadable with ``weights_only=True``)."""
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-             "python": random.getstate()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
