@@ -8,21 +8,8 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
-from conftest import REPO
-
-
-class _Pairs(torch.utils.data.Dataset):
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, n):
-        g = torch.Generator().manual_seed(int(n))
-        base = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bilinear",
-                             align_corners=False)[0]
-        return {"source": base, "driving": torch.roll(base, shifts=(int(n) % 5 - 2, 2), dims=(1, 2)),
-                "skipped": torch.tensor(0)}
+from conftest import REPO, ShiftedPairs
 
 
 def _config(batch):
@@ -45,7 +32,7 @@ def _worker(rank, world, port, out):
 
     from dagan.training.trainer import train
 
-    result = train(_config(2), _Pairs(), out, device="cpu", max_steps=3, progress=False)
+    result = train(_config(2), ShiftedPairs(length=16), out, device="cpu", max_steps=3, progress=False)
     params = torch.cat([p.detach().flatten() for p in result["model"].parameters()])
     with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
         json.dump({"sum": float(params.double().sum()), "abs": float(params.double().abs().sum()),
@@ -78,7 +65,7 @@ def test_two_process_gloo_run(tmp_path):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:  # one process, batch 4 = the same 4 samples per step as 2 ranks x 2
-        single = train(_config(4), _Pairs(), tmp_path / "single", device="cpu", max_steps=3, progress=False)
+        single = train(_config(4), ShiftedPairs(length=16), tmp_path / "single", device="cpu", max_steps=3, progress=False)
     finally:
         torch.set_num_threads(before)
     single_curve = [json.loads(x)["generator_total"] for x in open(tmp_path / "single" / "metrics.jsonl")]

@@ -12,7 +12,7 @@ from dagan.errors import ConfigError
 from dagan.models import build_generator
 from dagan.models.generator_pp import DaGANPPGenerator, LevelAttention, window_merge, window_partition
 
-from conftest import REPO
+from conftest import REPO, ShiftedPairs
 
 TINY_PP = REPO / "configs" / "daganpp-tiny.yaml"
 
@@ -246,27 +246,13 @@ def test_dagan_model_animate_and_round_trip(tmp_path, pp_config):
     torch.testing.assert_close(DaGAN.from_pretrained(ckpt).animate(source, driving), video)
 
 
-class _ShiftedPairs(torch.utils.data.Dataset):
-    """Smooth random images and a shifted copy; sample ``n`` seeded by ``n`` (the trainer's convention)."""
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, n):
-        g = torch.Generator().manual_seed(int(n))
-        base = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bilinear",
-                             align_corners=False)[0]
-        return {"source": base, "driving": torch.roll(base, shifts=(int(n) % 5 - 2, 2), dims=(1, 2)),
-                "skipped": torch.tensor(0)}
-
-
 def test_three_training_steps_train_attention_at_every_level(tmp_path, pp_config):
     from dagan.training.trainer import train
 
     pp_config.train.batch_size = 2
     pp_config.train.train_depth = False
     pp_config.train.log_every = pp_config.train.image_every = pp_config.train.save_every = 3
-    result = train(pp_config, _ShiftedPairs(), tmp_path, device="cpu", max_steps=3, progress=False)
+    result = train(pp_config, ShiftedPairs(), tmp_path, device="cpu", max_steps=3, progress=False)
     assert result["step"] == 3
     model = DaGAN.from_pretrained(tmp_path / "checkpoint.pt")
     assert isinstance(model.generator, DaGANPPGenerator)

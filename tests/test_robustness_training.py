@@ -22,6 +22,8 @@ from dagan.errors import OutputError
 from dagan.training.datasets import VideoFramesDataset
 from dagan.training.trainer import train
 
+from conftest import ShiftedPairs
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -53,7 +55,7 @@ def test_sigkill_while_saving_then_exact_resume(cfg, tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, torch
         sys.path.insert(0, {str(TESTS)!r})
-        from test_trainer import ShiftedPairs
+        from conftest import ShiftedPairs
         from dagan.config import load_config
         from dagan.training import trainer
         torch.set_num_threads(1)
@@ -84,8 +86,6 @@ def test_sigkill_while_saving_then_exact_resume(cfg, tmp_path):
             proc.kill()
     survivor = load_file(run / "checkpoint.pt")
     assert survivor["step"] == 2
-    from test_trainer import ShiftedPairs
-
     resumed = train(cfg, ShiftedPairs(), run, device="cpu", max_steps=4, progress=False,
                     resume=run / "checkpoint.pt")
     assert resumed["step"] == 4
@@ -95,8 +95,6 @@ def test_sigkill_while_saving_then_exact_resume(cfg, tmp_path):
 
 
 def test_disk_full_on_save_keeps_previous_checkpoint(cfg, tmp_path, monkeypatch):
-    from test_trainer import ShiftedPairs
-
     real_save = torch.save
 
     def full_disk(obj, fh, *args, **kwargs):

@@ -8,34 +8,13 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dagan import DaGAN
 from dagan.checkpoints import load_file
 from dagan.errors import TrainingError
 from dagan.training.trainer import train
 
-from conftest import REPO
-
-
-class ShiftedPairs(torch.utils.data.Dataset):
-    """Smooth random images and a shifted copy; ``ds[n]`` seeded by ``n`` (the trainer's convention).
-    Sample numbers from ``nan_from`` on hold NaNs."""
-
-    def __init__(self, size=64, length=8, nan_from=None):
-        self.size, self.length, self.nan_from = size, length, nan_from
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, n):
-        g = torch.Generator().manual_seed(int(n))
-        base = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(self.size, self.size), mode="bilinear",
-                             align_corners=False)[0]
-        driving = torch.roll(base, shifts=(int(n) % 5 - 2, 2), dims=(1, 2))
-        if self.nan_from is not None and n >= self.nan_from:
-            driving = driving * float("nan")
-        return {"source": base, "driving": driving, "skipped": torch.tensor(0)}
+from conftest import REPO, ShiftedPairs
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
