@@ -49,17 +49,11 @@ def prefetch(items: Iterable[Any], depth: int = 4) -> Iterator[Any]:
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put(buffer, item, stop):
                     return
-            _put_final(buffer, _DONE, stop)
+            _put(buffer, _DONE, stop)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            _put_final(buffer, _Failure(exc), stop)
+            _put(buffer, _Failure(exc), stop)
 
     thread = threading.Thread(target=produce, name="dagan-reader", daemon=True)
     thread.start()
@@ -76,13 +70,15 @@ def prefetch(items: Iterable[Any], depth: int = 4) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
-def _put_final(buffer: "queue.Queue[Any]", item: Any, stop: threading.Event) -> None:
+def _put(buffer: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` unless the consumer stops first; True when it was put."""
     while not stop.is_set():
         try:
             buffer.put(item, timeout=0.1)
-            return
+            return True
         except queue.Full:
             continue
+    return False
 
 
 class BackgroundWriter:
@@ -249,7 +245,7 @@ def stream(animate: Callable[[Any], Any], frames: Iterable[Any], fps: Optional[f
         if drop_stale:
             mailbox.finish(error)
         else:
-            _put_final(mailbox, _Failure(error) if error is not None else _DONE, stop)
+            _put(mailbox, _Failure(error) if error is not None else _DONE, stop)
 
     def take():
         if drop_stale:

@@ -215,11 +215,8 @@ class DaGAN(nn.Module):
             raise InputError("driving video has no frames")
         state = self.prepare_source(source)
         kp_initial = self.detect_keypoints(driving[:1])
-        scale = adapt_movement_scale
-        if adapt_movement_scale is True and relative:
-            _, scale = normalize_kp(state.kp, kp_initial, kp_initial, relative, True)
-        elif not relative:
-            scale = False
+        # the hull-area scale depends only on the source and the anchor: compute it once, not per batch
+        scale = normalize_kp(state.kp, kp_initial, kp_initial, True, adapt_movement_scale)[1] if relative else 1.0
         outs = [self.animate_batch(state, chunk, kp_initial, relative, scale, return_details)
                 for chunk in driving.split(max(1, int(batch_size)))]
         if not return_details:
