@@ -51,6 +51,40 @@ def tiny_model(tiny_config):
 
 
 @pytest.fixture
+def train_config(tiny_config):
+    """The tiny config set up for few-step trainer tests (light depth net, frequent logs and saves)."""
+    c = tiny_config
+    c.model.depth.num_layers = 10
+    c.train.batch_size = 2
+    c.train.log_every = 1
+    c.train.image_every = 1000
+    c.train.save_every = 2
+    c.train.train_depth = False
+    return c
+
+
+def kill_when_marker(proc, marker: Path, timeout: float = 240.0) -> None:
+    """SIGKILL ``proc`` as soon as it creates ``marker`` (e.g. in the middle of a write); fail if it exits
+    before or never gets there."""
+    import signal
+    import time
+
+    try:
+        deadline = time.time() + timeout
+        while not marker.exists():
+            if proc.poll() is not None:
+                err = proc.stderr.read()[-2000:] if proc.stderr else ""
+                pytest.fail(f"process exited before reaching {marker.name}: {err}")
+            assert time.time() < deadline, f"process never reached {marker.name}"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.fixture
 def one_thread():
     """One intra-op thread for loops of many small ops (no oversubscription on a busy machine)."""
     before = torch.get_num_threads()

@@ -1,17 +1,17 @@
 """Atomic writes: a killed or failing save never damages the previous file."""
 import errno
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
 
 from dagan.errors import OutputError
 from dagan.utils import atomic_torch_save, temporary_output
+
+from conftest import kill_when_marker
 
 
 def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
@@ -30,18 +30,8 @@ def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
         torch.save = slow_save
         utils.atomic_torch_save({{"step": 2}}, {str(path)!r})
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    try:
-        deadline = time.time() + 60
-        while not marker.exists():
-            assert proc.poll() is None, "writer died before it started writing"
-            assert time.time() < deadline
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when_marker(subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True), marker,
+                     timeout=60)
     state = torch.load(path, weights_only=True)
     assert state["step"] == 1 and torch.equal(state["w"], torch.ones(3))
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +20,17 @@ from dagan.errors import OutputError
 from dagan.training.datasets import VideoFramesDataset
 from dagan.training.trainer import train
 
-from conftest import ShiftedPairs
+from conftest import ShiftedPairs, kill_when_marker
 
 TESTS = Path(__file__).resolve().parent
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # exact resume needs the killed run's thread count
+
+
 @pytest.fixture
-def cfg(tiny_config):
-    c = tiny_config
-    c.model.depth.num_layers = 10
-    c.train.batch_size = 2
-    c.train.log_every = 1
-    c.train.image_every = 1000
-    c.train.save_every = 2
-    c.train.train_depth = False
-    return c
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
+def cfg(train_config):
+    return train_config
 
 
 def _weights(path):
@@ -71,19 +62,7 @@ def test_sigkill_while_saving_then_exact_resume(cfg, tmp_path):
         trainer.train(load_config({str(tmp_path / "cfg.yaml")!r}), ShiftedPairs(), {str(run)!r}, device="cpu",
                       max_steps=6, progress=False)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"trainer exited early: {proc.stderr.read()[-2000:]}")
-            assert time.time() < deadline, "trainer never reached its step-4 save"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when_marker(subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True), marker)
     survivor = load_file(run / "checkpoint.pt")
     assert survivor["step"] == 2
     resumed = train(cfg, ShiftedPairs(), run, device="cpu", max_steps=4, progress=False,

@@ -21,16 +21,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def cfg(tiny_config):
-    c = tiny_config
-    c.model.depth.num_layers = 10
-    c.train.batch_size = 2
-    c.train.log_every = 1
+def cfg(train_config):
+    c = train_config
     c.train.image_every = 2
-    c.train.save_every = 2
     c.train.loss_weights.equivariance_value = 10
     c.train.loss_weights.equivariance_jacobian = 10
-    c.train.train_depth = False
     return c
 
 
