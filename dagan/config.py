@@ -129,6 +129,10 @@ class AugmentationConfig:
     contrast: float = 0.1
     saturation: float = 0.1
     hue: float = 0.1
+    # geometric jitter, identical on both frames: zoom factor drawn in [zoom[0], zoom[1]] (> 1 zooms in),
+    # shift of up to ``translate`` x the frame size; the defaults leave frames untouched
+    zoom: List[float] = field(default_factory=lambda: [1.0, 1.0])
+    translate: float = 0.0
 
 
 @dataclass
@@ -365,6 +369,11 @@ def _validate(obj: Any, prefix: str) -> None:
     elif isinstance(obj, DenseMotionConfig):
         if not 0 < obj.scale_factor <= 1:
             bad("scale_factor", f"must be in (0, 1], got {obj.scale_factor}")
+    elif isinstance(obj, AugmentationConfig):
+        if len(obj.zoom) != 2 or not 0 < obj.zoom[0] <= obj.zoom[1]:
+            bad("zoom", f"must be [low, high] with 0 < low <= high, got {obj.zoom}")
+        if not 0 <= obj.translate < 1:
+            bad("translate", f"must be in [0, 1), got {obj.translate}")
     elif isinstance(obj, Config):
         if obj.task not in ("generator", "depth"):
             bad("task", f"must be 'generator' or 'depth', got {obj.task!r}")

@@ -119,6 +119,45 @@ def test_augmentation_is_identical_on_both_frames(tmp_path):
     assert changed >= 6
 
 
+def test_zoom_and_shift_jitter_is_geometric_and_shared():
+    from dagan.training.datasets import augment_frames
+
+    frames = torch.zeros(2, 3, 33, 33)
+    frames[:, :, 12:21, 12:21] = 1.0  # a 9x9 white square at the centre
+    still = dict(horizontal_flip=False, time_flip=False, brightness=0, contrast=0, saturation=0, hue=0)
+    zoomed, _ = augment_frames(frames, AugmentationConfig(zoom=[2.0, 2.0], **still), np.random.default_rng(0))
+    assert torch.equal(zoomed[0], zoomed[1])
+    assert zoomed[0, 0].sum().item() == pytest.approx(4 * 81, rel=0.05)  # twice the side: four times the area
+    moved, _ = augment_frames(frames, AugmentationConfig(translate=0.2, **still), np.random.default_rng(1))
+    ys, xs = torch.nonzero(moved[0, 0] > 0.5, as_tuple=True)
+    assert moved[0, 0].sum().item() == pytest.approx(81, rel=0.05)
+    assert abs(xs.float().mean() - 16) + abs(ys.float().mean() - 16) > 1  # the square moved off the centre
+    plain, _ = augment_frames(frames, AugmentationConfig(**still), np.random.default_rng(0))
+    assert torch.equal(plain, frames)  # the defaults leave geometry alone
+
+
+def test_zoom_config_is_validated():
+    from dagan.config import config_from_dict
+    from dagan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="zoom"):
+        config_from_dict({"zoom": [1.5, 1.0]}, AugmentationConfig, "dataset.augmentation")
+    with pytest.raises(ConfigError, match="translate"):
+        config_from_dict({"translate": 1.5}, AugmentationConfig, "dataset.augmentation")
+
+
+def test_image_dirs_take_scikit_image_samples(tmp_path):
+    cfg = DatasetConfig(root_dir=str(tmp_path), frame_shape=[32, 32, 3], mode="image_pairs",
+                        image_dirs=["skimage:chelsea", "skimage:camera"], num_repeats=2)
+    ds = build_dataset(cfg, "train")
+    assert [p.stem for p in ds.paths] == ["chelsea", "camera"]
+    sample = ds[0]
+    assert sample["source"].shape == (3, 32, 32) and not torch.equal(sample["source"], sample["driving"])
+    cfg.image_dirs = ["skimage:no_such_picture"]
+    with pytest.raises(DatasetError, match="no_such_picture"):
+        build_dataset(cfg, "train")
+
+
 def test_resize_crops_to_aspect():
     frames = np.zeros((1, 20, 40, 3), np.uint8)
     frames[:, :, 10:30] = 255  # the centre square is white, the sides black

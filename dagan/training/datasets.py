@@ -295,7 +295,23 @@ def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng:
         frames = KE.adjust_saturation(frames, float(1 + (draws[4] * 2 - 1) * aug.saturation))
     if aug.hue > 0:  # kornia takes the hue shift in radians; the config's 0.1 is a fraction of the circle
         frames = KE.adjust_hue(frames, float((draws[5] * 2 - 1) * aug.hue * 2 * np.pi))
+    zoom_lo, zoom_hi = (float(z) for z in aug.zoom)
+    if zoom_lo != 1.0 or zoom_hi != 1.0 or aug.translate > 0:
+        frames = _zoom_shift(frames, zoom_lo + (zoom_hi - zoom_lo) * rng.random(), aug.translate * (rng.random(2) * 2 - 1))
     return frames.clamp(0, 1), time_flip
+
+
+def _zoom_shift(frames: torch.Tensor, zoom: float, shift: np.ndarray) -> torch.Tensor:
+    """Scale ``frames`` by ``zoom`` about the centre and move them by ``shift`` (fractions of W, H)."""
+    import kornia.geometry.transform as KT
+
+    n, _, h, w = frames.shape
+    center = torch.tensor([[(w - 1) / 2, (h - 1) / 2]], dtype=frames.dtype).expand(n, 2)
+    matrix = KT.get_rotation_matrix2d(center, torch.zeros(n, dtype=frames.dtype),
+                                      torch.full((n, 2), zoom, dtype=frames.dtype))
+    matrix[:, 0, 2] += float(shift[0]) * w
+    matrix[:, 1, 2] += float(shift[1]) * h
+    return KT.warp_affine(frames, matrix, (h, w), padding_mode="border", align_corners=True)
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -548,6 +564,21 @@ class MixedDataset(_SeededItems):
         return self.videos[n]
 
 
+def _image_entry(entry: str, base: Path) -> str:
+    """A ``dataset.image_dirs`` entry as a path: relative to the dataset root, absolute, or ``skimage:NAME``
+    for one of scikit-image's bundled sample images (e.g. ``skimage:chelsea``; CC0 / public domain)."""
+    if entry.startswith("skimage:"):
+        import skimage.data
+
+        name = entry[len("skimage:"):]
+        matches = sorted(p for p in Path(skimage.data.__file__).parent.iterdir()
+                         if p.stem == name and p.suffix.lower() in IMAGE_EXTS)
+        if not matches:
+            raise DatasetError(f"no scikit-image sample image named {name!r} (dataset.image_dirs: {entry})")
+        return str(matches[0])
+    return entry if os.path.isabs(entry) else str(base / entry)
+
+
 def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root: Optional[PathLike] = None
                   ) -> Dataset:
     """The generator-training dataset that ``cfg.mode`` asks for (``videos``, ``image_pairs`` or ``mixed``)."""
@@ -555,7 +586,7 @@ def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root:
     if cfg.mode not in ("videos", "image_pairs", "mixed"):
         raise DatasetError(f"dataset.mode must be videos, image_pairs or mixed, got {cfg.mode!r}")
     base = Path(root if root is not None else cfg.root_dir)
-    image_dirs = [d if os.path.isabs(d) else str(base / d) for d in cfg.image_dirs]
+    image_dirs = [_image_entry(d, base) for d in cfg.image_dirs]
     if cfg.mode == "image_pairs":
         return ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2],
                                            num_repeats=cfg.num_repeats, augment=aug, seed=seed)
