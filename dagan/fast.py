@@ -4,6 +4,8 @@
 
 * every ``conv -> BatchNorm`` pair is folded into one convolution (eval-mode statistics; the
   pre-activation residual blocks fold their second norm into their first conv);
+* the decoder's up-sampling blocks (nearest x2, then 3x3 conv) become sub-pixel convolutions: four 2x2 kernels on the
+  low-resolution input instead of a 3x3 kernel on the upsampled one (2.25x fewer FLOPs, same output);
 * the heavy convolutional bodies (depth net, keypoint hourglass, dense-motion hourglass, generator
   encoders, attention, bottleneck and decoder) run in ``channels_last`` memory format and, optionally, in
   ``bfloat16``/``float16`` (weights converted once, not autocast per call);
@@ -30,12 +32,13 @@ from typing import Any, Iterable, List, Optional, Union
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .models.dagan import DaGAN, normalize_kp
 from .utils import resolve_dtype
 
-__all__ = ["optimize_for_inference", "fold_batchnorm", "LowPrecision", "plain_animate", "plain_frame", "is_optimized"]
+__all__ = ["optimize_for_inference", "fold_batchnorm", "subpixel_upsampling", "SubPixelUpBlock2d", "LowPrecision",
+           "plain_animate", "plain_frame", "is_optimized"]
 
 
 # ---------------------------------------------------------------------------------------- BN folding
@@ -43,7 +46,9 @@ def _fold(owner: nn.Module, conv_name: str, norm_name: str) -> bool:
     conv, norm = getattr(owner, conv_name, None), getattr(owner, norm_name, None)
     if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d) or not norm.track_running_stats:
         return False
-    setattr(owner, conv_name, fuse_conv_bn_eval(conv.eval(), norm.eval()))
+    # the conv keeps its identity; only its weight is replaced (one conv's worth of memory in flight at a time)
+    conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var,
+                                                  norm.eps, norm.weight, norm.bias)
     setattr(owner, norm_name, nn.Identity())
     return True
 
@@ -59,7 +64,9 @@ def fold_batchnorm(module: nn.Module) -> int:
     from .nn.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 
     count = 0
-    for sub in list(module.modules()):
+    # hold on to the blocks only: a list of every module would keep each replaced conv (all the weights) alive
+    # until the loop ends, doubling peak memory
+    for sub in [m for m in module.modules() if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]:
         if isinstance(sub, (SameBlock2d, DownBlock2d, UpBlock2d)):
             count += _fold(sub, "conv", "norm")
         elif isinstance(sub, ResBlock2d):
@@ -70,6 +77,59 @@ def fold_batchnorm(module: nn.Module) -> int:
             downsample = getattr(sub, "downsample", None)
             if isinstance(downsample, nn.Sequential) and len(downsample) == 2:
                 count += _fold(downsample, "0", "1")
+    return count
+
+
+# ------------------------------------------------------------------------------ sub-pixel up-sampling
+_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _collapse(w: torch.Tensor, dim: int) -> List[torch.Tensor]:
+    """Two 2-tap kernels along ``dim`` that a 3-tap kernel becomes on a nearest-x2-upsampled input: the even
+    output phase sees input offsets (-1, 0) with taps (w0, w1 + w2), the odd phase (0, +1) with (w0 + w1, w2)."""
+    w0, w1, w2 = w.unbind(dim)
+    return [torch.stack([w0, w1 + w2], dim), torch.stack([w0 + w1, w2], dim)]
+
+
+class SubPixelUpBlock2d(nn.Module):
+    """A BN-folded :class:`~dagan.nn.blocks.UpBlock2d` (nearest x2, 3x3 conv, ReLU) computed without the
+    upsampled tensor: each of the four output phases is a 2x2 convolution of the low-resolution input, run
+    as one convolution with ``4 * Cout`` outputs and interleaved. Same output, 2.25x fewer FLOPs.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        w = conv.weight.detach()
+        kernels = [k for rows in _collapse(w, 2) for k in _collapse(rows, 3)]  # phase-major, as _PHASES
+        self.out_features = w.shape[0]
+        self.weight = nn.Parameter(torch.cat(kernels, 0), requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(w.shape[0])
+        self.bias = nn.Parameter(bias.repeat(4), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        y = torch.relu(nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1)), self.weight, self.bias))
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty(n, self.out_features, 2 * h, 2 * w, dtype=y.dtype, device=y.device, memory_format=fmt)
+        c = self.out_features
+        for p, (a, b) in enumerate(_PHASES):
+            out[:, :, a::2, b::2] = y[:, p * c:(p + 1) * c, a:a + h, b:b + w]
+        return out
+
+
+def subpixel_upsampling(module: nn.Module) -> int:
+    """Replace every BN-folded 3x3 :class:`UpBlock2d` under ``module`` by a :class:`SubPixelUpBlock2d`, in
+    place; returns how many. Blocks whose BatchNorm is still there (not folded) are left alone."""
+    from .nn.blocks import UpBlock2d
+
+    count = 0
+    for owner in [m for m in module.modules() if not isinstance(m, (UpBlock2d, nn.Conv2d))]:
+        for name, child in list(owner.named_children()):
+            conv = getattr(child, "conv", None)
+            if (isinstance(child, UpBlock2d) and isinstance(child.norm, nn.Identity) and conv.kernel_size == (3, 3)
+                    and conv.padding == (1, 1) and conv.groups == 1 and conv.stride == (1, 1)):
+                setattr(owner, name, SubPixelUpBlock2d(conv))
+                count += 1
     return count
 
 
@@ -169,7 +229,7 @@ def is_optimized(model: nn.Module) -> bool:
 
 def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = torch.float32,
                            channels_last: bool = True, fuse: bool = True, inplace: bool = True,
-                           compile: bool = False) -> DaGAN:
+                           compile: bool = False, subpixel: bool = True) -> DaGAN:
     """Rewrite ``model`` for fast inference (see the module docstring); returns it (or a changed copy).
 
     Args:
@@ -178,6 +238,9 @@ def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = 
         channels_last: NHWC activations for the conv bodies (faster oneDNN / cuDNN kernels).
         fuse: fold BatchNorms into convolutions.
         inplace: change ``model`` itself (no second copy of the weights in memory) or a deep copy.
+        subpixel: compute the generator decoder's (BN-folded) nearest-x2 + 3x3 up-sampling blocks as four 2x2
+            sub-pixel convolutions (:class:`SubPixelUpBlock2d`; needs ``fuse``). The hourglasses keep theirs:
+            at their low resolution the saving is small and the 16/9x larger kernels cost memory.
         compile: additionally ``torch.compile`` the per-frame generator (needs a working C++ toolchain on
             CPU; off by default).
 
@@ -193,6 +256,10 @@ def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = 
         p.requires_grad_(False)
     if fuse:
         fold_batchnorm(model)
+        if subpixel:  # the decoder's: the hourglass ones run at low resolution on wide, memory-heavy kernels
+            for name in ("up_blocks", "decoder"):
+                if isinstance(getattr(model.generator, name, None), nn.Module):
+                    subpixel_upsampling(getattr(model.generator, name))
     for owner, name, restore in _islands(model):
         _wrap(owner, name, dtype, channels_last, restore)
     if compile:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dagan import DaGAN
-from dagan.fast import LowPrecision, fold_batchnorm, is_optimized, optimize_for_inference, plain_animate
+from dagan.fast import (LowPrecision, SubPixelUpBlock2d, fold_batchnorm, is_optimized, optimize_for_inference,
+                        plain_animate, subpixel_upsampling)
 from dagan.models.dagan import normalize_kp
 
 
@@ -48,6 +49,26 @@ def test_fold_batchnorm_keeps_outputs(tiny_model, frames):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7), (1, 8, 4, 4)])
+def test_subpixel_up_block_equals_upsample_then_conv(shape):
+    from dagan.nn.blocks import UpBlock2d
+
+    torch.manual_seed(0)
+    block = UpBlock2d(shape[1], 5)
+    _perturb_batchnorm(block)
+    block.eval()
+    x = torch.randn(shape)
+    expected = block(x)
+    holder = torch.nn.Sequential(block)
+    assert subpixel_upsampling(holder) == 0  # BatchNorm not folded yet: left alone
+    fold_batchnorm(holder)
+    assert subpixel_upsampling(holder) == 1 and isinstance(holder[0], SubPixelUpBlock2d)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        out = holder(x.contiguous(memory_format=fmt))
+        assert out.shape == expected.shape and (out - expected).abs().max() < 1e-5
+
+
+@torch.no_grad()
 def test_fast_fp32_equals_plain_path(tiny_model, frames):
     _perturb_batchnorm(tiny_model)
     tiny_model.generator.AttnModule.gamma.fill_(0.7)  # attention contributes (random init leaves it 0)
@@ -56,6 +77,7 @@ def test_fast_fp32_equals_plain_path(tiny_model, frames):
     fast = optimize_for_inference(tiny_model, dtype="float32", inplace=False)
     assert is_optimized(fast) and not is_optimized(tiny_model)
     assert isinstance(fast.generator.AttnModule, LowPrecision)
+    assert sum(isinstance(m, SubPixelUpBlock2d) for m in fast.generator.modules()) == len(fast.generator.up_blocks)
     out = fast.animate(source, driving)
     assert out.dtype == torch.float32 and out.shape == plain.shape
     assert (out - plain).abs().max() <= 1e-4
