@@ -136,6 +136,13 @@ class AugmentationConfig:
 
 
 @dataclass
+class TransformConfig:
+    sigma_affine: float = 0.05
+    sigma_tps: float = 0.005
+    points_tps: int = 5
+
+
+@dataclass
 class DatasetConfig:
     root_dir: str = ""
     frame_shape: List[int] = field(default_factory=lambda: [256, 256, 3])
@@ -145,6 +152,10 @@ class DatasetConfig:
     mode: str = "videos"  # "videos" | "image_pairs" | "mixed"
     image_dirs: List[str] = field(default_factory=list)  # portraits for "image_pairs" / "mixed"
     image_pairs_fraction: float = 0.0
+    # the random smooth warp that makes a source/driving pair from one still image (small: mostly teaches the
+    # generator to copy the source's appearance; large: also teaches the motion path, less precisely)
+    image_pairs_warp: TransformConfig = field(
+        default_factory=lambda: TransformConfig(sigma_affine=0.08, sigma_tps=0.01, points_tps=3))
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     frames_per_sample: int = 2  # 2 for generator training; depth training uses 3 ([0, -1, +1])
     max_frame_gap: int = 0  # depth training: neighbour distance (0 = unrestricted for generator pairs)
@@ -152,13 +163,6 @@ class DatasetConfig:
     # flat roots (no train/ test/ subfolders): names held out as the test split (empty = 1 in 5 by hash)
     test_videos: List[str] = field(default_factory=list)
     exclude_videos: List[str] = field(default_factory=list)  # names dropped from both splits
-
-
-@dataclass
-class TransformConfig:
-    sigma_affine: float = 0.05
-    sigma_tps: float = 0.005
-    points_tps: int = 5
 
 
 @dataclass

@@ -158,6 +158,23 @@ def test_image_dirs_take_scikit_image_samples(tmp_path):
         build_dataset(cfg, "train")
 
 
+def test_image_pairs_warp_comes_from_the_config(tmp_path):
+    from dagan.config import TransformConfig
+
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "face.png")
+    cfg = DatasetConfig(root_dir=str(tmp_path), frame_shape=[32, 32, 3], mode="image_pairs",
+                        image_dirs=["face.png"], num_repeats=3,
+                        augmentation=AugmentationConfig(horizontal_flip=False, time_flip=False, brightness=0,
+                                                        contrast=0, saturation=0, hue=0))
+    cfg.image_pairs_warp = TransformConfig(sigma_affine=0.0, sigma_tps=0.0, points_tps=3)
+    still = build_dataset(cfg, "train")[0]
+    assert torch.allclose(still["source"], still["driving"], atol=1e-5)
+    cfg.image_pairs_warp = TransformConfig(sigma_affine=0.1, sigma_tps=0.01, points_tps=3)
+    warped = build_dataset(cfg, "train")[0]
+    assert (warped["source"] - warped["driving"]).abs().mean() > 0.02
+
+
 def test_resize_crops_to_aspect():
     frames = np.zeros((1, 20, 40, 3), np.uint8)
     frames[:, :, 10:30] = 255  # the centre square is white, the sides black

@@ -589,10 +589,12 @@ def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root:
     image_dirs = [_image_entry(d, base) for d in cfg.image_dirs]
     if cfg.mode == "image_pairs":
         return ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2],
-                                           num_repeats=cfg.num_repeats, augment=aug, seed=seed)
+                                           num_repeats=cfg.num_repeats, augment=aug, seed=seed,
+                                           warp=cfg.image_pairs_warp)
     videos = VideoFramesDataset.from_config(cfg, split, seed, root=root)
     if cfg.mode == "videos" or split != "train":
         return videos
     images = ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2], num_repeats=1, augment=aug,
+                                         warp=cfg.image_pairs_warp,
                                          seed=seed + 1)
     return MixedDataset(videos, images, cfg.image_pairs_fraction, seed)

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
 
@@ -482,7 +483,9 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
             if step % steps_per_epoch == 0:
                 epoch += 1
                 sched_g.step()
-                sched_d.step()
+                with warnings.catch_warnings():  # without a GAN loss opt_d never steps: torch warns about the order
+                    warnings.simplefilter("ignore", UserWarning)
+                    sched_d.step()
             # ------------------------------------------------------------------------ logging
             if is_main:
                 last = {k: float(v.detach()) for k, v in losses.items()}
