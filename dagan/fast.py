@@ -6,6 +6,7 @@
   pre-activation residual blocks fold their second norm into their first conv);
 * the decoder's up-sampling blocks (nearest x2, then 3x3 conv) become sub-pixel convolutions: four 2x2 kernels on the
   low-resolution input instead of a 3x3 kernel on the upsampled one (2.25x fewer FLOPs, same output);
+* attention on CPU uses the chunked formula (see :func:`use_chunked_attention`);
 * the heavy convolutional bodies (depth net, keypoint hourglass, dense-motion hourglass, generator
   encoders, attention, bottleneck and decoder) run in ``channels_last`` memory format and, optionally, in
   ``bfloat16``/``float16`` (weights converted once, not autocast per call);
@@ -38,7 +39,7 @@ from .models.dagan import DaGAN, normalize_kp
 from .utils import resolve_dtype
 
 __all__ = ["optimize_for_inference", "fold_batchnorm", "subpixel_upsampling", "SubPixelUpBlock2d", "LowPrecision",
-           "plain_animate", "plain_frame", "is_optimized"]
+           "use_chunked_attention", "plain_animate", "plain_frame", "is_optimized"]
 
 
 # ---------------------------------------------------------------------------------------- BN folding
@@ -131,6 +132,22 @@ def subpixel_upsampling(module: nn.Module) -> int:
                 setattr(owner, name, SubPixelUpBlock2d(conv))
                 count += 1
     return count
+
+
+# ------------------------------------------------------------------------------------------ attention
+def use_chunked_attention(model: nn.Module, chunk: int = 512) -> int:
+    """Switch every attention block to the chunked formula (blocks of ``chunk`` queries); returns how many.
+
+    On CPU this beats the fused SDPA kernel, which needs the C/8 queries and keys zero-padded to the value
+    width (8x the score FLOPs): measured at 64^2 positions, C = 256, one thread: 194 -> 125 ms (fp32) and
+    187 -> 68 ms (bf16). Scores held at a time: ``chunk x HW`` per image (8 MiB at 64^2 positions, fp32).
+    """
+    from .models.attention import DepthAwareAttention
+
+    blocks = [m for m in model.modules() if isinstance(m, DepthAwareAttention)]
+    for block in blocks:
+        block.impl, block.chunk = "chunked", chunk
+    return len(blocks)
 
 
 # ------------------------------------------------------------------------------------ precision islands
@@ -260,6 +277,8 @@ def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = 
             for name in ("up_blocks", "decoder"):
                 if isinstance(getattr(model.generator, name, None), nn.Module):
                     subpixel_upsampling(getattr(model.generator, name))
+    if next(model.parameters()).device.type == "cpu":
+        use_chunked_attention(model)
     for owner, name, restore in _islands(model):
         _wrap(owner, name, dtype, channels_last, restore)
     if compile:

@@ -78,6 +78,7 @@ def test_fast_fp32_equals_plain_path(tiny_model, frames):
     assert is_optimized(fast) and not is_optimized(tiny_model)
     assert isinstance(fast.generator.AttnModule, LowPrecision)
     assert sum(isinstance(m, SubPixelUpBlock2d) for m in fast.generator.modules()) == len(fast.generator.up_blocks)
+    assert fast.generator.AttnModule.impl == "chunked" and tiny_model.generator.AttnModule.impl == "sdpa"
     out = fast.animate(source, driving)
     assert out.dtype == torch.float32 and out.shape == plain.shape
     assert (out - plain).abs().max() <= 1e-4
