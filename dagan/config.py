@@ -209,6 +209,9 @@ class TrainConfig:
     train_depth: bool = False  # joint training of the depth network (DaGAN freezes it)
     depth_checkpoint: Optional[str] = None
     init_checkpoint: Optional[str] = None  # fine-tune from our or an official checkpoint
+    # only these networks of init_checkpoint (e.g. [kp_detector, depth_encoder, depth_decoder]); empty = all.
+    # Lets a run with a new generator start from a previous run's keypoint detector.
+    init_networks: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -386,6 +389,10 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("batch_size", f"must be >= 1, got {obj.batch_size}")
         if obj.perceptual_backbone not in ("vgg19", "none"):
             bad("perceptual_backbone", f"must be 'vgg19' or 'none', got {obj.perceptual_backbone!r}")
+        known = ("depth_encoder", "depth_decoder", "kp_detector", "generator", "discriminator")
+        for name in obj.init_networks:
+            if name not in known:
+                bad("init_networks", f"unknown network {name!r} (known: {', '.join(known)})")
     elif isinstance(obj, DepthTrainConfig):
         if obj.intrinsics not in ("learned", "fixed"):
             bad("intrinsics", f"must be 'learned' or 'fixed', got {obj.intrinsics!r}")

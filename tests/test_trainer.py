@@ -169,3 +169,32 @@ def test_train_py_user_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "dataset folder not found" in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "o" / "checkpoint.pt")
+
+
+def test_init_networks_takes_only_the_named_networks(tiny_config, tmp_path):
+    import copy
+
+    from dagan.config import config_from_dict, TrainConfig
+    from dagan.errors import CheckpointError, ConfigError
+    from dagan.models.dagan import build_discriminator
+    from dagan.training.trainer import load_init_checkpoint
+
+    torch.manual_seed(0)
+    old = DaGAN(tiny_config.model)
+    old.save_pretrained(tmp_path / "old")
+    other = copy.deepcopy(tiny_config.model)
+    other.generator.num_bottleneck_blocks += 1  # a new generator: the full checkpoint no longer fits
+    torch.manual_seed(1)
+    new = DaGAN(other)
+    generator_before = {k: v.clone() for k, v in new.generator.state_dict().items()}
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_init_checkpoint(new, build_discriminator(other), tmp_path / "old")
+    load_init_checkpoint(new, build_discriminator(other), tmp_path / "old", ["kp_detector", "depth_encoder"])
+    for k, v in old.kp_detector.state_dict().items():
+        assert torch.equal(new.kp_detector.state_dict()[k], v)
+    assert torch.equal(new.depth_encoder.encoder.conv1.weight, old.depth_encoder.encoder.conv1.weight)
+    assert all(torch.equal(new.generator.state_dict()[k], v) for k, v in generator_before.items())
+    with pytest.raises(CheckpointError, match="discriminator"):  # save_pretrained keeps no discriminator
+        load_init_checkpoint(new, build_discriminator(other), tmp_path / "old", ["discriminator"])
+    with pytest.raises(ConfigError, match="init_networks"):
+        config_from_dict({"init_networks": ["keypoints"]}, TrainConfig, "train")

@@ -24,7 +24,7 @@ import random
 import time
 import warnings
 from contextlib import nullcontext
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -234,14 +234,19 @@ def visualize(source: torch.Tensor, driving: torch.Tensor, generated: Mapping[st
 
 
 # ----------------------------------------------------------------------------------- weight loading
-def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike) -> None:
+def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike,
+                         networks: Sequence[str] = ()) -> None:
     """Fine-tuning start: our format (file or directory) or an official ``checkpoint.pth.tar``.
 
-    Only networks present in the file are loaded; their shapes must match the config.
+    Only networks present in the file are loaded; their shapes must match the config. ``networks`` (names of
+    ``DaGAN`` children, or ``discriminator``) restricts loading to those, each of which must be in the file.
     """
     from ..checkpoints import load_pretrained
 
     path = os.fspath(path)
+    if networks:
+        _load_networks(model, discriminator, path, networks)
+        return
     if os.path.isdir(path):
         loaded = load_pretrained(DaGAN, path)
         check_and_load(model, loaded.state_dict(), f"weights in {path}")
@@ -262,6 +267,25 @@ def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike)
         return
     raise CheckpointError(f"{path}: expected our checkpoint ('state_dict') or an official one "
                           f"('generator', 'kp_detector'), found keys {list(ckpt)[:6]}")
+
+
+def _load_networks(model: DaGAN, discriminator: nn.Module, path: str, networks: Sequence[str]) -> None:
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.pt")
+    ckpt = load_file(path, "cpu")
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path}: train.init_networks needs our checkpoint format (a 'state_dict' entry)")
+    state = strip_prefix(ckpt["state_dict"])
+    for name in networks:
+        if name == "discriminator":
+            if not isinstance(ckpt.get("discriminator"), Mapping):
+                raise CheckpointError(f"{path} holds no discriminator weights (train.init_networks)")
+            check_and_load(discriminator, strip_prefix(ckpt["discriminator"]), f"discriminator in {path}")
+            continue
+        part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+        if not part:
+            raise CheckpointError(f"{path} holds no '{name}' weights (train.init_networks)")
+        check_and_load(getattr(model, name), part, f"{name} weights in {path}")
 
 
 def load_depth_checkpoint(model: DaGAN, path: PathLike) -> None:
@@ -333,7 +357,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
         logger.warning("train.depth_checkpoint not set and train.train_depth false: the depth network stays "
                        "at its random initialisation")
     if tc.init_checkpoint:
-        load_init_checkpoint(model, discriminator, tc.init_checkpoint)
+        load_init_checkpoint(model, discriminator, tc.init_checkpoint, tc.init_networks)
     model.to(dev).train()
     discriminator.to(dev).train()
     if not tc.train_depth:
