@@ -109,6 +109,24 @@ def test_fast_bf16_close_to_fp32(tiny_model, frames):
     assert _psnr(out, plain) > 30
 
 
+@torch.no_grad()
+def test_fast_path_with_the_spade_decoder(tiny_config, frames):
+    """The shipped small model uses the SPADE decoder: fp32 equals the plain path, bf16 stays close."""
+    tiny_config.model.generator.type = "SPADEDepthAwareGenerator"
+    tiny_config.model.generator.spade_hidden = 16
+    torch.manual_seed(0)
+    model = DaGAN(tiny_config.model).eval()
+    _perturb_batchnorm(model)
+    model.generator.AttnModule.gamma.fill_(0.7)
+    source, driving = frames
+    plain = plain_animate(model, source, driving)
+    fp32 = optimize_for_inference(model, dtype="float32", inplace=False)
+    assert isinstance(fp32.generator.decoder, LowPrecision)
+    assert (fp32.animate(source, driving) - plain).abs().max() <= 1e-4
+    bf16 = optimize_for_inference(model, dtype="bfloat16", inplace=False).animate(source, driving)
+    assert _psnr(bf16, plain) > 30
+
+
 def test_optimize_twice_is_refused(tiny_model):
     fast = optimize_for_inference(tiny_model)
     with pytest.raises(ValueError, match="already"):
