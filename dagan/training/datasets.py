@@ -297,7 +297,8 @@ def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng:
         frames = KE.adjust_hue(frames, float((draws[5] * 2 - 1) * aug.hue * 2 * np.pi))
     zoom_lo, zoom_hi = (float(z) for z in aug.zoom)
     if zoom_lo != 1.0 or zoom_hi != 1.0 or aug.translate > 0:
-        frames = _zoom_shift(frames, zoom_lo + (zoom_hi - zoom_lo) * rng.random(), aug.translate * (rng.random(2) * 2 - 1))
+        zoom = zoom_lo + (zoom_hi - zoom_lo) * rng.random()
+        frames = _zoom_shift(frames, zoom, aug.translate * (rng.random(2) * 2 - 1))
     return frames.clamp(0, 1), time_flip
 
 
@@ -595,6 +596,5 @@ def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root:
     if cfg.mode == "videos" or split != "train":
         return videos
     images = ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2], num_repeats=1, augment=aug,
-                                         warp=cfg.image_pairs_warp,
-                                         seed=seed + 1)
+                                         seed=seed + 1, warp=cfg.image_pairs_warp)
     return MixedDataset(videos, images, cfg.image_pairs_fraction, seed)
