@@ -157,3 +157,19 @@ def test_sdpa_attention_never_materialises_the_score_matrix():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     grown_mib = float(out.stdout.strip().splitlines()[-1])
     assert grown_mib < 256, f"attention grew the process by {grown_mib:.0f} MiB"
+
+
+def test_antialias_downsampling_runs_in_float32_under_autocast():
+    """The loss pyramid's large depthwise blur stays float32 under bf16 autocast (a bf16 CPU path made one
+    256 px training step take minutes) and equals the plain float32 result."""
+    from dagan.nn.blocks import AntiAliasInterpolation2d
+
+    down = AntiAliasInterpolation2d(3, 0.125)
+    x = torch.rand(1, 3, 64, 64)
+    expected = down(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = down(x)
+    assert out.dtype == torch.float32 and out.shape == (1, 3, 8, 8)
+    assert torch.equal(out, expected)
+    assert down(x.double()).dtype == torch.float64  # float64 stays float64
+    assert down(x.bfloat16()).dtype == torch.bfloat16  # low precision is computed in float32, returned as given

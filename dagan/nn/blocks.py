@@ -158,6 +158,10 @@ class AntiAliasInterpolation2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return x
-        out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
-        out = F.conv2d(out, weight=self.weight.to(out.dtype), groups=self.groups)
-        return out[:, :, ::self.int_inv_scale, ::self.int_inv_scale]
+        # at least float32, autocast off: in bf16 on CPU this large depthwise kernel (up to 29x29 for the loss
+        # pyramid's 1/8 scale) falls to a path that made one 256 px training step take minutes
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            out = F.pad(x.to(dtype), (self.ka, self.kb, self.ka, self.kb))
+            out = F.conv2d(out, weight=self.weight.to(dtype), groups=self.groups)
+        return out[:, :, ::self.int_inv_scale, ::self.int_inv_scale].to(x.dtype)
