@@ -273,10 +273,10 @@ def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = 
         p.requires_grad_(False)
     if fuse:
         fold_batchnorm(model)
-        if subpixel:  # the decoder's: the hourglass ones run at low resolution on wide, memory-heavy kernels
-            for name in ("up_blocks", "decoder"):
-                if isinstance(getattr(model.generator, name, None), nn.Module):
-                    subpixel_upsampling(getattr(model.generator, name))
+        # the decoder's up blocks only (the SPADE decoder has none): the hourglass ones run at low resolution
+        # on wide, memory-heavy kernels
+        if subpixel and isinstance(getattr(model.generator, "up_blocks", None), nn.Module):
+            subpixel_upsampling(model.generator.up_blocks)
     if next(model.parameters()).device.type == "cpu":
         use_chunked_attention(model)
     for owner, name, restore in _islands(model):

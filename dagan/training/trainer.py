@@ -24,7 +24,7 @@ import random
 import time
 import warnings
 from contextlib import nullcontext
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -234,6 +234,25 @@ def visualize(source: torch.Tensor, driving: torch.Tensor, generated: Mapping[st
 
 
 # ----------------------------------------------------------------------------------- weight loading
+def _read_init_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[Mapping], bool]:
+    """``(model weights keyed as in DaGAN.state_dict(), discriminator weights or None, is_official)``."""
+    from ..checkpoints import load_pretrained
+
+    if os.path.isdir(path):
+        return load_pretrained(DaGAN, path).state_dict(), None, False
+    ckpt = load_file(path, "cpu")
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path} is not a checkpoint (found {type(ckpt).__name__})")
+    disc = strip_prefix(ckpt["discriminator"]) if isinstance(ckpt.get("discriminator"), Mapping) else None
+    if "state_dict" in ckpt:
+        return strip_prefix(ckpt["state_dict"]), disc, False
+    if "generator" in ckpt and "kp_detector" in ckpt:  # official
+        state = {f"{net}.{k}": v for net in ("generator", "kp_detector") for k, v in strip_prefix(ckpt[net]).items()}
+        return state, disc, True
+    raise CheckpointError(f"{path}: expected our checkpoint ('state_dict') or an official one "
+                          f"('generator', 'kp_detector'), found keys {list(ckpt)[:6]}")
+
+
 def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike,
                          networks: Sequence[str] = ()) -> None:
     """Fine-tuning start: our format (file or directory) or an official ``checkpoint.pth.tar``.
@@ -241,46 +260,17 @@ def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike,
     Only networks present in the file are loaded; their shapes must match the config. ``networks`` (names of
     ``DaGAN`` children, or ``discriminator``) restricts loading to those, each of which must be in the file.
     """
-    from ..checkpoints import load_pretrained
-
     path = os.fspath(path)
-    if networks:
-        _load_networks(model, discriminator, path, networks)
-        return
-    if os.path.isdir(path):
-        loaded = load_pretrained(DaGAN, path)
-        check_and_load(model, loaded.state_dict(), f"weights in {path}")
-        return
-    ckpt = load_file(path, "cpu")
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"{path} is not a checkpoint (found {type(ckpt).__name__})")
-    if "state_dict" in ckpt:
-        check_and_load(model, strip_prefix(ckpt["state_dict"]), f"weights in {path}")
-        if isinstance(ckpt.get("discriminator"), Mapping):
-            check_and_load(discriminator, strip_prefix(ckpt["discriminator"]), f"discriminator in {path}")
-        return
-    if "generator" in ckpt and "kp_detector" in ckpt:  # official
-        check_and_load(model.generator, strip_prefix(ckpt["generator"]), f"generator weights in {path}")
-        check_and_load(model.kp_detector, strip_prefix(ckpt["kp_detector"]), f"keypoint detector in {path}")
-        if isinstance(ckpt.get("discriminator"), Mapping):
-            check_and_load(discriminator, strip_prefix(ckpt["discriminator"]), f"discriminator in {path}")
-        return
-    raise CheckpointError(f"{path}: expected our checkpoint ('state_dict') or an official one "
-                          f"('generator', 'kp_detector'), found keys {list(ckpt)[:6]}")
-
-
-def _load_networks(model: DaGAN, discriminator: nn.Module, path: str, networks: Sequence[str]) -> None:
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.pt")
-    ckpt = load_file(path, "cpu")
-    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        raise CheckpointError(f"{path}: train.init_networks needs our checkpoint format (a 'state_dict' entry)")
-    state = strip_prefix(ckpt["state_dict"])
+    state, disc, official = _read_init_checkpoint(path)
+    if not networks:
+        if not official:  # our files hold the whole model: check it as a whole
+            check_and_load(model, state, f"weights in {path}")
+        networks = (("generator", "kp_detector") if official else ()) + (("discriminator",) if disc else ())
     for name in networks:
         if name == "discriminator":
-            if not isinstance(ckpt.get("discriminator"), Mapping):
+            if disc is None:
                 raise CheckpointError(f"{path} holds no discriminator weights (train.init_networks)")
-            check_and_load(discriminator, strip_prefix(ckpt["discriminator"]), f"discriminator in {path}")
+            check_and_load(discriminator, disc, f"discriminator in {path}")
             continue
         part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
         if not part:
