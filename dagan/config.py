@@ -122,6 +122,13 @@ class ModelConfig:
 
 # --------------------------------------------------------------------------------------- dataset/train
 @dataclass
+class TransformConfig:
+    sigma_affine: float = 0.05
+    sigma_tps: float = 0.005
+    points_tps: int = 5
+
+
+@dataclass
 class AugmentationConfig:
     horizontal_flip: bool = True
     time_flip: bool = True
@@ -133,13 +140,10 @@ class AugmentationConfig:
     # shift of up to ``translate`` x the frame size; the defaults leave frames untouched
     zoom: List[float] = field(default_factory=lambda: [1.0, 1.0])
     translate: float = 0.0
-
-
-@dataclass
-class TransformConfig:
-    sigma_affine: float = 0.05
-    sigma_tps: float = 0.005
-    points_tps: int = 5
+    # "new face shapes": one random smooth warp (affine + TPS) applied identically to every frame of a
+    # sample. The motion between the frames is kept, the face's proportions change: with few identities it
+    # keeps the keypoint detector and the decoder from memorising them. None (default) = off.
+    shape_warp: Optional[TransformConfig] = None
 
 
 @dataclass

@@ -216,3 +216,26 @@ def test_image_pairs_and_mixed(tmp_path, frame_root):
     assert 5 < sum(kinds) < 25
     with pytest.raises(DatasetError, match="portrait folder"):
         ImagePairsDataset.from_dirs([tmp_path / "missing"])
+
+
+def test_shape_warp_is_shared_and_changes_geometry():
+    from dagan.config import TransformConfig, config_from_dict
+    from dagan.training.datasets import augment_frames
+
+    frames = torch.zeros(2, 3, 33, 33)
+    frames[:, :, 12:21, 12:21] = 1.0
+    frames[1] = frames[1].roll(3, dims=-1)  # the "driving" frame: the square moved right by 3 px
+    still = dict(horizontal_flip=False, time_flip=False, brightness=0, contrast=0, saturation=0, hue=0)
+    aug = AugmentationConfig(shape_warp=TransformConfig(sigma_affine=0.2, sigma_tps=0.02, points_tps=3), **still)
+    warped, _ = augment_frames(frames, aug, np.random.default_rng(3))
+    assert (warped[0] - frames[0]).abs().max() > 0.5  # the square was reshaped
+    # the same warp on both frames: un-moving the driving frame before warping gives the source's result
+    aligned = frames.clone()
+    aligned[1] = frames[0]
+    same, _ = augment_frames(aligned, aug, np.random.default_rng(3))
+    assert torch.allclose(same[0], same[1]) and torch.allclose(same[0], warped[0])
+    again, _ = augment_frames(frames, aug, np.random.default_rng(3))
+    assert torch.equal(again, warped)  # a pure function of the rng
+    cfg = config_from_dict({"shape_warp": {"sigma_affine": 0.05, "sigma_tps": 0.01, "points_tps": 3}},
+                           AugmentationConfig, "dataset.augmentation")
+    assert cfg.shape_warp.sigma_tps == 0.01

@@ -274,7 +274,8 @@ def _sample_rng(seed: int, n: int) -> np.random.Generator:
 
 def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng: np.random.Generator
                    ) -> Tuple[torch.Tensor, bool]:
-    """Apply one random flip + colour jitter (kornia) identically to ``(N, 3, H, W)`` frames in [0, 1].
+    """Apply one random flip, colour jitter (kornia), zoom/shift and shape warp identically to ``(N, 3, H, W)``
+    frames in [0, 1].
 
     Returns the frames and whether the caller should flip time (``aug.time_flip`` drew yes). The draws come
     from ``rng`` only, so the result is a pure function of the sample's seed.
@@ -299,7 +300,18 @@ def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng:
     if zoom_lo != 1.0 or zoom_hi != 1.0 or aug.translate > 0:
         zoom = zoom_lo + (zoom_hi - zoom_lo) * rng.random()
         frames = _zoom_shift(frames, zoom, aug.translate * (rng.random(2) * 2 - 1))
+    if aug.shape_warp is not None:
+        frames = _shared_warp(frames, aug.shape_warp, rng)
     return frames.clamp(0, 1), time_flip
+
+
+def _shared_warp(frames: torch.Tensor, warp: TransformConfig, rng: np.random.Generator) -> torch.Tensor:
+    """One random smooth warp (affine + TPS), drawn from ``rng``, applied to every frame of ``frames``."""
+    from .transforms import RandomWarp
+
+    gen = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
+    shape = RandomWarp(1, warp.sigma_affine, warp.sigma_tps, warp.points_tps, generator=gen)
+    return shape.expand(frames.shape[0]).warp_image(frames, padding_mode="border")
 
 
 def _zoom_shift(frames: torch.Tensor, zoom: float, shift: np.ndarray) -> torch.Tensor:

@@ -46,6 +46,16 @@ class RandomWarp:
                                    * sigma_tps).to(device)  # (B, 1, P)
         self.batch = batch
 
+    def expand(self, batch: int) -> "RandomWarp":
+        """This single warp (``B == 1``) repeated for ``batch`` images, in place; returns ``self``."""
+        if self.batch != 1:
+            raise ValueError(f"only a single warp can be expanded, this holds {self.batch}")
+        self.theta = self.theta.expand(batch, -1, -1)
+        if self.tps:
+            self.control_params = self.control_params.expand(batch, -1, -1)
+        self.batch = batch
+        return self
+
     def warp_coordinates(self, coordinates: torch.Tensor) -> torch.Tensor:
         """Map points ``(B, N, 2)`` (or ``(1, N, 2)``, broadcast) through the warps -> ``(B, N, 2)``."""
         theta = self.theta.to(coordinates)
