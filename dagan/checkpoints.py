@@ -18,7 +18,7 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Mapping, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -98,11 +98,14 @@ def _summarise(keys: Iterable[str], limit: int = 6) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, strict: bool = True) -> None:
+def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, strict: bool = True,
+                   allow_missing: Sequence[str] = ()) -> None:
     """Load ``state`` into ``module`` after comparing keys and shapes; on mismatch raise a
-    :class:`CheckpointError` that lists missing, unexpected and mis-shaped keys."""
+    :class:`CheckpointError` that lists missing, unexpected and mis-shaped keys. Keys under the prefixes
+    ``allow_missing`` may be absent from ``state`` (they keep the module's values)."""
     own = module.state_dict()
-    missing = [k for k in own if k not in state]
+    prefixes = tuple(p.rstrip(".") + "." for p in allow_missing)
+    missing = [k for k in own if k not in state and not k.startswith(prefixes)]
     unexpected = [k for k in state if k not in own]
     misshaped = [f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

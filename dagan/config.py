@@ -90,6 +90,9 @@ class GeneratorConfig:
     attention_window: int = 16
     attention_full_max: int = 64 * 64
     spade_hidden: int = 128
+    # SPADE decoder only, not in the official model: blend the output with the warped source image through a
+    # learned per-pixel mask (see SPADEDepthAwareGenerator)
+    output_blend: bool = False
 
 
 @dataclass
@@ -216,6 +219,9 @@ class TrainConfig:
     # only these networks of init_checkpoint (e.g. [kp_detector, depth_encoder, depth_decoder]); empty = all.
     # Lets a run with a new generator start from a previous run's keypoint detector.
     init_networks: List[str] = field(default_factory=list)
+    # parameters the config adds to init_checkpoint's networks (key prefixes, e.g.
+    # generator.decoder.conv_blend): they may be missing from the file and keep their fresh initialisation
+    init_new_keys: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -364,6 +370,8 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("type", f"must be one of {GENERATOR_TYPES}, got {obj.type!r}")
         if obj.attention not in ("sdpa", "chunked", "plain"):
             bad("attention", f"must be 'sdpa', 'chunked' or 'plain', got {obj.attention!r}")
+        if obj.output_blend and obj.type != "SPADEDepthAwareGenerator":
+            bad("output_blend", f"is only available with type SPADEDepthAwareGenerator, not {obj.type!r}")
         for key in ("block_expansion", "max_features", "num_down_blocks"):
             if getattr(obj, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(obj, key)}")

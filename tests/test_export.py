@@ -105,16 +105,17 @@ def test_low_opset_refused(tiny_model, tmp_path):
 
 
 def test_spade_model_exports_and_matches(tmp_path):
-    """The shipped small model's decoder (SPADE, spectral norm) exports and verifies too."""
+    """The shipped small model's decoder (SPADE, spectral norm, output blend) exports and verifies too."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     cfg = config_to_dict(load_config(REPO / "configs" / "dagan-tiny.yaml"))
     cfg["model"]["depth"]["num_layers"] = 10
-    cfg["model"]["generator"].update(type="SPADEDepthAwareGenerator", spade_hidden=16)
+    cfg["model"]["generator"].update(type="SPADEDepthAwareGenerator", spade_hidden=16, output_blend=True)
     torch.manual_seed(0)
     model = DaGAN(cfg).eval()
     with torch.no_grad():
         model.generator.AttnModule.gamma.fill_(0.7)
+        torch.nn.init.normal_(model.generator.decoder.conv_blend.weight, std=0.1)  # a mask that varies
     model.save_pretrained(tmp_path / "spade")
     assert main(["--checkpoint", str(tmp_path / "spade"), "--format", "onnx", "--quiet", str(tmp_path / "out")]) == 0
     diffs = json.loads((tmp_path / "out" / "export.json").read_text())["onnxruntime_max_abs_diff"]

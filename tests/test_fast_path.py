@@ -111,13 +111,16 @@ def test_fast_bf16_close_to_fp32(tiny_model, frames):
 
 @torch.no_grad()
 def test_fast_path_with_the_spade_decoder(tiny_config, frames):
-    """The shipped small model uses the SPADE decoder: fp32 equals the plain path, bf16 stays close."""
+    """The shipped small model uses the SPADE decoder with the output blend: fp32 equals the plain path, bf16
+    stays close."""
     tiny_config.model.generator.type = "SPADEDepthAwareGenerator"
     tiny_config.model.generator.spade_hidden = 16
+    tiny_config.model.generator.output_blend = True
     torch.manual_seed(0)
     model = DaGAN(tiny_config.model).eval()
     _perturb_batchnorm(model)
     model.generator.AttnModule.gamma.fill_(0.7)
+    torch.nn.init.normal_(model.generator.decoder.conv_blend.weight, std=0.1)
     source, driving = frames
     plain = plain_animate(model, source, driving)
     fp32 = optimize_for_inference(model, dtype="float32", inplace=False)

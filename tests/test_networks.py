@@ -25,17 +25,20 @@ def _assert_all_grads(module, prefix=""):
     assert not zero, f"zero/non-finite gradient: {zero[:8]}"
 
 
-def _tiny(generator_type="DepthAwareGenerator"):
+def _tiny(generator_type="DepthAwareGenerator", output_blend=False):
     cfg = load_config("configs/dagan-tiny.yaml")
     cfg.model.generator.type = generator_type
     cfg.model.generator.spade_hidden = 16
+    cfg.model.generator.output_blend = output_blend
     return cfg.model
 
 
-@pytest.mark.parametrize("generator_type", ["DepthAwareGenerator", "SPADEDepthAwareGenerator"])
-def test_full_model_every_parameter_gets_gradient(generator_type):
+@pytest.mark.parametrize("generator_type,output_blend", [("DepthAwareGenerator", False),
+                                                         ("SPADEDepthAwareGenerator", False),
+                                                         ("SPADEDepthAwareGenerator", True)])
+def test_full_model_every_parameter_gets_gradient(generator_type, output_blend):
     torch.manual_seed(0)
-    model = DaGAN(_tiny(generator_type)).train()
+    model = DaGAN(_tiny(generator_type, output_blend)).train()
     for m in model.modules():
         if isinstance(m, DepthAwareAttention):
             with torch.no_grad():
@@ -173,3 +176,28 @@ def test_antialias_downsampling_runs_in_float32_under_autocast():
     assert torch.equal(out, expected)
     assert down(x.double()).dtype == torch.float64  # float64 stays float64
     assert down(x.bfloat16()).dtype == torch.bfloat16  # low precision is computed in float32, returned as given
+
+
+def test_output_blend_mask_copies_the_warped_source_or_keeps_the_decoder():
+    from dagan.config import config_from_dict, GeneratorConfig
+    from dagan.errors import ConfigError
+
+    torch.manual_seed(0)
+    blended = DaGAN(_tiny("SPADEDepthAwareGenerator", output_blend=True)).eval()
+    plain = DaGAN(_tiny("SPADEDepthAwareGenerator")).eval()
+    missing, unexpected = plain.load_state_dict(blended.state_dict(), strict=False)
+    assert not missing and unexpected == ["generator.decoder.conv_blend.weight", "generator.decoder.conv_blend.bias"]
+    src, drv = torch.rand(1, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        state = blended.prepare_source(src)
+        kp_d = blended.detect_keypoints(drv)
+        blended.generator.decoder.conv_blend.bias.fill_(30.0)  # mask 1: the output is the warped source
+        out = blended.generator.generate(state.cache, state.kp, kp_d)
+        assert torch.allclose(out["prediction"], out["deformed"], atol=1e-6)
+        assert (out["prediction"] - drv).abs().max() > 0.1  # ... which is not the driving frame
+        blended.generator.decoder.conv_blend.bias.fill_(-30.0)  # mask 0: exactly the plain SPADE decoder
+        expected = plain.animate(src, drv, relative=False)
+        assert torch.allclose(blended.animate(src, drv, relative=False), expected, atol=1e-6)
+        assert (expected - out["deformed"]).abs().max() > 0.1
+    with pytest.raises(ConfigError, match="output_blend"):
+        config_from_dict({"type": "DepthAwareGenerator", "output_blend": True}, GeneratorConfig, "model.generator")

@@ -198,3 +198,37 @@ def test_init_networks_takes_only_the_named_networks(tiny_config, tmp_path):
         load_init_checkpoint(new, build_discriminator(other), tmp_path / "old", ["discriminator"])
     with pytest.raises(ConfigError, match="init_networks"):
         config_from_dict({"init_networks": ["keypoints"]}, TrainConfig, "train")
+
+
+def test_init_new_keys_let_a_config_add_parameters(tiny_config, tmp_path):
+    """Fine-tuning into a config with new parameters (the SPADE output blend): only the listed keys may be
+    missing from the file; everything else loads."""
+    import copy
+
+    from dagan.errors import CheckpointError
+    from dagan.models.dagan import build_discriminator
+    from dagan.training.trainer import load_init_checkpoint
+
+    base = copy.deepcopy(tiny_config.model)
+    base.generator.type, base.generator.spade_hidden = "SPADEDepthAwareGenerator", 16
+    torch.manual_seed(0)
+    DaGAN(base).save_pretrained(tmp_path / "old")
+    old = DaGAN.from_pretrained(tmp_path / "old")
+    grown = copy.deepcopy(base)
+    grown.generator.output_blend = True
+    torch.manual_seed(1)
+    new = DaGAN(grown)
+    fresh = new.generator.decoder.conv_blend.bias.clone()
+    with pytest.raises(CheckpointError, match="conv_blend"):
+        load_init_checkpoint(new, build_discriminator(grown), tmp_path / "old")
+    with pytest.raises(CheckpointError, match="missing"):  # a prefix covers only what it names
+        load_init_checkpoint(new, build_discriminator(grown), tmp_path / "old", (), ["generator.decoder.conv_img"])
+    load_init_checkpoint(new, build_discriminator(grown), tmp_path / "old", (), ["generator.decoder.conv_blend"])
+    for k, v in old.state_dict().items():
+        assert torch.equal(new.state_dict()[k], v), k
+    assert torch.equal(new.generator.decoder.conv_blend.bias, fresh)
+    torch.manual_seed(1)
+    again = DaGAN(grown)
+    load_init_checkpoint(again, build_discriminator(grown), tmp_path / "old", ["generator"],
+                         ["generator.decoder.conv_blend"])  # per-network loading takes the same prefixes
+    assert torch.equal(again.generator.decoder.fc.weight, old.generator.decoder.fc.weight)

@@ -38,7 +38,7 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     if g.type == "DepthAwareGenerator":
         return DepthAwareGenerator(**kwargs)
     if g.type == "SPADEDepthAwareGenerator":
-        return SPADEDepthAwareGenerator(**kwargs, spade_hidden=g.spade_hidden)
+        return SPADEDepthAwareGenerator(**kwargs, spade_hidden=g.spade_hidden, output_blend=g.output_blend)
     if g.type == "DaGANPPGenerator":
         from .generator_pp import DaGANPPGenerator
 

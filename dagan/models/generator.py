@@ -186,7 +186,7 @@ class SPADEDecoder(nn.Module):
     """
 
     def __init__(self, ic: int, oc: int, num_channels: int = 3, compressed: int = 4, hidden: int = 128,
-                 num_middle: int = 3):
+                 num_middle: int = 3, output_blend: bool = False):
         super().__init__()
         label_nc = num_channels + compressed
         self.compress = nn.Conv2d(ic, compressed, 3, padding=1)
@@ -197,35 +197,54 @@ class SPADEDecoder(nn.Module):
         self.up_0 = SPADEResnetBlock(2 * ic, ic, label_nc, hidden)
         self.up_1 = SPADEResnetBlock(ic, oc, label_nc, hidden)
         self.conv_img = nn.Conv2d(oc, num_channels, 3, padding=1)
+        self.conv_blend = None
+        if output_blend:  # not in the official model: a per-pixel mask that copies the warped source
+            self.conv_blend = nn.Conv2d(oc, 1, 3, padding=1)
+            nn.init.zeros_(self.conv_blend.weight)  # starts as a near-plain decoder (mask 0.05 everywhere)
+            nn.init.constant_(self.conv_blend.bias, -3.0)
 
-    def forward(self, feature: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, feature: torch.Tensor, image: torch.Tensor, skip: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        """``skip`` (default ``image``) is what the output blend copies, when the decoder has one."""
         seg = torch.cat([F.interpolate(self.compress(feature), size=image.shape[2:]), image], dim=1)
         x = self.fc(feature)
         for i in range(self.num_middle):
             x = getattr(self, f"G_middle_{i}")(x, seg)
         x = self.up_0(F.interpolate(x, scale_factor=2.0), seg)
-        x = self.up_1(F.interpolate(x, scale_factor=2.0), seg)
-        return torch.sigmoid(self.conv_img(F.leaky_relu(x, 0.2)))
+        x = F.leaky_relu(self.up_1(F.interpolate(x, scale_factor=2.0), seg), 0.2)
+        out = torch.sigmoid(self.conv_img(x))
+        if self.conv_blend is None:
+            return out
+        mask = torch.sigmoid(self.conv_blend(x))
+        return out + mask * ((image if skip is None else skip) - out)
 
 
 class SPADEDepthAwareGenerator(DepthAwareGenerator):
-    """DaGAN with the SPADE decoder (official ``SPADEDepthAwareGenerator``); needs ``num_down_blocks == 2``."""
+    """DaGAN with the SPADE decoder (official ``SPADEDepthAwareGenerator``); needs ``num_down_blocks == 2``.
 
-    def __init__(self, *args, spade_hidden: int = 128, **kwargs):
+    ``output_blend=True`` (not official; off by default) adds a learned per-pixel mask ``m`` at the output:
+    ``prediction = m * deformed + (1 - m) * decoded``, so visible source pixels can be copied exactly instead
+    of being re-synthesised by the decoder (sharper output from small models).
+    """
+
+    def __init__(self, *args, spade_hidden: int = 128, output_blend: bool = False, **kwargs):
         self._spade_hidden = spade_hidden
+        self._output_blend = output_blend
         super().__init__(*args, **kwargs)
 
     def _build_decoder(self, num_bottleneck_blocks: int) -> None:
         if self.num_down_blocks != 2:
             raise ValueError("the SPADE decoder upsamples x4: it needs num_down_blocks == 2")
         ic = _channels(self.block_expansion, self.max_features, self.num_down_blocks)
-        self.decoder = SPADEDecoder(ic, self.block_expansion, self.num_channels, hidden=self._spade_hidden)
+        self.decoder = SPADEDecoder(ic, self.block_expansion, self.num_channels, hidden=self._spade_hidden,
+                                    output_blend=self._output_blend)
 
     def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
                occlusion_map: Optional[torch.Tensor]) -> torch.Tensor:
+        masked = deformed_image
         if occlusion_map is not None:
             if deformed_image.shape[2:] != occlusion_map.shape[2:]:
                 occlusion_map = F.interpolate(occlusion_map, size=deformed_image.shape[2:], mode="bilinear",
                                               align_corners=False)
-            deformed_image = deformed_image * occlusion_map
-        return self.decoder(feature, deformed_image)
+            masked = deformed_image * occlusion_map
+        return self.decoder(feature, masked, skip=deformed_image)

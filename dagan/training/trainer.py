@@ -254,17 +254,19 @@ def _read_init_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[
 
 
 def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike,
-                         networks: Sequence[str] = ()) -> None:
+                         networks: Sequence[str] = (), new_keys: Sequence[str] = ()) -> None:
     """Fine-tuning start: our format (file or directory) or an official ``checkpoint.pth.tar``.
 
     Only networks present in the file are loaded; their shapes must match the config. ``networks`` (names of
     ``DaGAN`` children, or ``discriminator``) restricts loading to those, each of which must be in the file.
+    ``new_keys`` (model key prefixes such as ``generator.decoder.conv_blend``) are parameters the config adds:
+    the file may lack them, and they keep their fresh initialisation.
     """
     path = os.fspath(path)
     state, disc, official = _read_init_checkpoint(path)
     if not networks:
         if not official:  # our files hold the whole model: check it as a whole
-            check_and_load(model, state, f"weights in {path}")
+            check_and_load(model, state, f"weights in {path}", allow_missing=new_keys)
         networks = (("generator", "kp_detector") if official else ()) + (("discriminator",) if disc else ())
     for name in networks:
         if name == "discriminator":
@@ -275,7 +277,8 @@ def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike,
         part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
         if not part:
             raise CheckpointError(f"{path} holds no '{name}' weights (train.init_networks)")
-        check_and_load(getattr(model, name), part, f"{name} weights in {path}")
+        sub_new = [k[len(name) + 1:] for k in new_keys if k.startswith(name + ".")]
+        check_and_load(getattr(model, name), part, f"{name} weights in {path}", allow_missing=sub_new)
 
 
 def load_depth_checkpoint(model: DaGAN, path: PathLike) -> None:
@@ -347,7 +350,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
         logger.warning("train.depth_checkpoint not set and train.train_depth false: the depth network stays "
                        "at its random initialisation")
     if tc.init_checkpoint:
-        load_init_checkpoint(model, discriminator, tc.init_checkpoint, tc.init_networks)
+        load_init_checkpoint(model, discriminator, tc.init_checkpoint, tc.init_networks, tc.init_new_keys)
     model.to(dev).train()
     discriminator.to(dev).train()
     if not tc.train_depth:
