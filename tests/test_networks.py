@@ -193,11 +193,25 @@ def test_output_blend_mask_copies_the_warped_source_or_keeps_the_decoder():
         kp_d = blended.detect_keypoints(drv)
         blended.generator.decoder.conv_blend.bias.fill_(30.0)  # mask 1: the output is the warped source
         out = blended.generator.generate(state.cache, state.kp, kp_d)
-        assert torch.allclose(out["prediction"], out["deformed"], atol=1e-6)
+        assert torch.allclose(out["prediction"], out["deformed_exact"], atol=1e-6)
         assert (out["prediction"] - drv).abs().max() > 0.1  # ... which is not the driving frame
         blended.generator.decoder.conv_blend.bias.fill_(-30.0)  # mask 0: exactly the plain SPADE decoder
         expected = plain.animate(src, drv, relative=False)
         assert torch.allclose(blended.animate(src, drv, relative=False), expected, atol=1e-6)
-        assert (expected - out["deformed"]).abs().max() > 0.1
+        assert (expected - out["deformed_exact"]).abs().max() > 0.1
     with pytest.raises(ConfigError, match="output_blend"):
         config_from_dict({"type": "DepthAwareGenerator", "output_blend": True}, GeneratorConfig, "model.generator")
+
+
+def test_exact_warp_keeps_still_images_and_moves_whole_pixels():
+    from dagan.nn import deform_image_exact, deform_input, make_coordinate_grid
+
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 64, 64)
+    identity = make_coordinate_grid((16, 16)).unsqueeze(0).expand(2, -1, -1, -1)
+    assert torch.allclose(deform_image_exact(image, identity), image, atol=1e-5)
+    assert (deform_input(image, identity) - image).abs().mean() > 0.05  # the official warp resamples
+    shifted = identity.clone()
+    shifted[..., 0] += 2 * 2 / 63  # sample 2 pixels to the right
+    moved = deform_image_exact(image, shifted)
+    assert torch.allclose(moved[..., :, :-2], image[..., :, 2:], atol=1e-4)

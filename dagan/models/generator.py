@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from ..nn import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, deform_input
+from ..nn import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, deform_image_exact, deform_input
 from .attention import DepthAwareAttention
 from .motion import DenseMotionNetwork
 
@@ -80,8 +80,10 @@ class DepthAwareGenerator(nn.Module):
             self.bottleneck.add_module(f"r{i}", ResBlock2d(_channels(be, mf, nd), kernel_size=(3, 3), padding=(1, 1)))
         self.final = nn.Conv2d(be, self.num_channels, kernel_size=(7, 7), padding=(3, 3))
 
+    copies_source = False  # whether decode() takes the exactly warped source (the SPADE output blend)
+
     def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
-               occlusion_map: Optional[torch.Tensor]) -> torch.Tensor:
+               occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attended bottleneck features ``(B, C, h, w)`` -> image ``(B, 3, H, W)`` in (0, 1)."""
         out = self.bottleneck(feature)
         for block in self.up_blocks:
@@ -132,7 +134,9 @@ class DepthAwareGenerator(nn.Module):
             out = self.AttnModule(None, out, query=cache["query"])
             deformed_image = deform_input(source_image, deformation)
             output["deformed"] = deformed_image
-        output["prediction"] = self.decode(out, deformed_image, occlusion_map)
+            if self.copies_source:
+                output["deformed_exact"] = deform_image_exact(source_image, deformation)
+        output["prediction"] = self.decode(out, deformed_image, occlusion_map, output.get("deformed_exact"))
         return output
 
     def forward(self, source_image: torch.Tensor, kp_driving: KP, kp_source: KP, source_depth: torch.Tensor,
@@ -223,13 +227,16 @@ class SPADEDepthAwareGenerator(DepthAwareGenerator):
     """DaGAN with the SPADE decoder (official ``SPADEDepthAwareGenerator``); needs ``num_down_blocks == 2``.
 
     ``output_blend=True`` (not official; off by default) adds a learned per-pixel mask ``m`` at the output:
-    ``prediction = m * deformed + (1 - m) * decoded``, so visible source pixels can be copied exactly instead
-    of being re-synthesised by the decoder (sharper output from small models).
+    ``prediction = m * deformed_exact + (1 - m) * decoded``, so visible source pixels can be copied instead of
+    being re-synthesised by the decoder (sharper output from small models). ``deformed_exact`` is the source
+    warped at full resolution by :func:`deform_image_exact` (the official ``deformed`` resizes the sampling
+    grid itself, which shifts and blurs the image by up to a pixel even when nothing moves).
     """
 
     def __init__(self, *args, spade_hidden: int = 128, output_blend: bool = False, **kwargs):
         self._spade_hidden = spade_hidden
         self._output_blend = output_blend
+        self.copies_source = output_blend
         super().__init__(*args, **kwargs)
 
     def _build_decoder(self, num_bottleneck_blocks: int) -> None:
@@ -240,11 +247,11 @@ class SPADEDepthAwareGenerator(DepthAwareGenerator):
                                     output_blend=self._output_blend)
 
     def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
-               occlusion_map: Optional[torch.Tensor]) -> torch.Tensor:
+               occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None) -> torch.Tensor:
         masked = deformed_image
         if occlusion_map is not None:
             if deformed_image.shape[2:] != occlusion_map.shape[2:]:
                 occlusion_map = F.interpolate(occlusion_map, size=deformed_image.shape[2:], mode="bilinear",
                                               align_corners=False)
             masked = deformed_image * occlusion_map
-        return self.decoder(feature, masked, skip=deformed_image)
+        return self.decoder(feature, masked, skip=deformed_image if exact is None else exact)

@@ -12,7 +12,7 @@ from .blocks import (
     SameBlock2d,
     UpBlock2d,
 )
-from .grid import deform_input, kp2gaussian, make_coordinate_grid
+from .grid import deform_image_exact, deform_input, kp2gaussian, make_coordinate_grid
 
 __all__ = [
     "AntiAliasInterpolation2d",
@@ -23,6 +23,7 @@ __all__ = [
     "ResBlock2d",
     "SameBlock2d",
     "UpBlock2d",
+    "deform_image_exact",
     "deform_input",
     "kp2gaussian",
     "make_coordinate_grid",

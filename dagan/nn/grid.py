@@ -60,3 +60,22 @@ def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
                                     align_corners=False).permute(0, 2, 3, 1)
     return F.grid_sample(inp, deformation.to(inp.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def deform_image_exact(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``inp`` (B, C, H, W) like :func:`deform_input`, but resize the *displacement*
+    (``deformation`` minus the identity grid) instead of the grid, and sample with ``align_corners=True``
+    (the convention of :func:`make_coordinate_grid`): a zero motion returns ``inp`` exactly. Borders repeat.
+    Not the official warp; the output blend of the SPADE decoder copies pixels through it.
+    """
+    _, h_old, w_old, _ = deformation.shape
+    _, _, h, w = inp.shape
+    grid = make_coordinate_grid((h, w), deformation.dtype, deformation.device).unsqueeze(0)
+    if (h_old, w_old) != (h, w):
+        small = make_coordinate_grid((h_old, w_old), deformation.dtype, deformation.device).unsqueeze(0)
+        displacement = F.interpolate((deformation - small).permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
+                                     align_corners=True).permute(0, 2, 3, 1)
+    else:
+        displacement = deformation - grid
+    return F.grid_sample(inp, (grid + displacement).to(inp.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=True)
