@@ -29,6 +29,9 @@ def parser() -> DashUnderscoreParser:
     p.add_argument("--export", default=None, metavar="DIR",
                    help="only write the model of --checkpoint as a from_pretrained directory DIR, then exit")
     p.add_argument("--half", action="store_true", help="with --export: store the weights as float16")
+    p.add_argument("--average", nargs="+", default=(), metavar="CKPT",
+                   help="with --export: export the mean of the weights of --checkpoint and these checkpoints "
+                        "(same config; e.g. the last saves of a low-learning-rate phase)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
@@ -44,12 +47,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
+    if args.average and not args.export:
+        raise ConfigError("--average only applies to --export")
     if args.export:
         if not args.checkpoint:
             raise ConfigError("--export needs --checkpoint (the training checkpoint to export)")
         from dagan.training.trainer import export_pretrained
 
-        print(f"wrote {export_pretrained(args.checkpoint, args.export, half=args.half)}")
+        print(f"wrote {export_pretrained(args.checkpoint, args.export, half=args.half, average=args.average)}")
         return 0
     if args.out is None:
         args.out = os.path.join("runs", os.path.splitext(os.path.basename(args.config))[0])

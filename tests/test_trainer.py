@@ -73,6 +73,32 @@ def test_export_half(cfg, tmp_path):
         assert torch.allclose(b.state_dict()[k].float(), v.float(), rtol=1e-3, atol=1e-4)
 
 
+def test_export_averages_checkpoints(tiny_config, tmp_path):
+    import copy
+
+    from dagan.errors import CheckpointError
+    from dagan.training.trainer import export_pretrained
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(DaGAN(tiny_config.model))
+        models[-1].save_pretrained(tmp_path / f"m{seed}")
+    out = export_pretrained(tmp_path / "m0", tmp_path / "avg", average=[tmp_path / "m1", tmp_path / "m2"])
+    avg = DaGAN.from_pretrained(out).state_dict()
+    for k, v in models[0].state_dict().items():
+        if v.is_floating_point():
+            mean = sum(m.state_dict()[k].double() for m in models) / 3
+            assert torch.allclose(avg[k].double(), mean, atol=1e-6), k
+    assert not torch.equal(avg["kp_detector.kp.weight"], models[0].state_dict()["kp_detector.kp.weight"])
+    other = copy.deepcopy(tiny_config.model)
+    other.num_kp += 1
+    DaGAN(other).save_pretrained(tmp_path / "other")
+    with pytest.raises(CheckpointError, match="configs differ"):
+        export_pretrained(tmp_path / "m0", tmp_path / "bad", average=[tmp_path / "other"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_fine_tune_from_official_files(reference_dir, tmp_path):
     from dagan.checkpoints import strip_prefix
     from dagan.config import load_config

@@ -536,13 +536,27 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
             "skipped_samples": skipped_total, "model": model, "discriminator": discriminator}
 
 
-def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = False) -> str:
+def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = False,
+                      average: Sequence[PathLike] = ()) -> str:
     """Write the model of a training checkpoint as a ``save_pretrained`` directory (config + weights only).
 
     ``half`` stores floating-point tensors as float16 (half the size; they load back into the float32
-    model, so the precision loss is the fp16 rounding of the weights).
+    model, so the precision loss is the fp16 rounding of the weights). ``average`` lists more checkpoints
+    with the same model config: the exported weights are the mean over all of them (integer buffers come
+    from ``checkpoint``).
     """
     model = DaGAN.from_pretrained(checkpoint)
+    if average:
+        state = {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        for other_path in average:
+            other = DaGAN.from_pretrained(other_path)
+            if config_to_dict(other.config) != config_to_dict(model.config):
+                raise CheckpointError(f"cannot average {other_path} with {checkpoint}: the model configs differ")
+            for k, v in other.state_dict().items():
+                if v.is_floating_point():
+                    state[k] += v.double()
+        n = 1 + len(average)
+        model.load_state_dict({k: (v / n).float() if v.is_floating_point() else v for k, v in state.items()})
     path = model.save_pretrained(out_dir)
     if half:
         weights = os.path.join(path, "model.pt")
