@@ -235,7 +235,6 @@ class SPADEDepthAwareGenerator(DepthAwareGenerator):
 
     def __init__(self, *args, spade_hidden: int = 128, output_blend: bool = False, **kwargs):
         self._spade_hidden = spade_hidden
-        self._output_blend = output_blend
         self.copies_source = output_blend
         super().__init__(*args, **kwargs)
 
@@ -244,7 +243,7 @@ class SPADEDepthAwareGenerator(DepthAwareGenerator):
             raise ValueError("the SPADE decoder upsamples x4: it needs num_down_blocks == 2")
         ic = _channels(self.block_expansion, self.max_features, self.num_down_blocks)
         self.decoder = SPADEDecoder(ic, self.block_expansion, self.num_channels, hidden=self._spade_hidden,
-                                    output_blend=self._output_blend)
+                                    output_blend=self.copies_source)
 
     def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
                occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None) -> torch.Tensor:
