@@ -70,12 +70,10 @@ def deform_image_exact(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Te
     """
     _, h_old, w_old, _ = deformation.shape
     _, _, h, w = inp.shape
-    grid = make_coordinate_grid((h, w), deformation.dtype, deformation.device).unsqueeze(0)
     if (h_old, w_old) != (h, w):
-        small = make_coordinate_grid((h_old, w_old), deformation.dtype, deformation.device).unsqueeze(0)
+        small = make_coordinate_grid((h_old, w_old), deformation.dtype, deformation.device)
         displacement = F.interpolate((deformation - small).permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
                                      align_corners=True).permute(0, 2, 3, 1)
-    else:
-        displacement = deformation - grid
-    return F.grid_sample(inp, (grid + displacement).to(inp.dtype), mode="bilinear", padding_mode="border",
+        deformation = make_coordinate_grid((h, w), deformation.dtype, deformation.device) + displacement
+    return F.grid_sample(inp, deformation.to(inp.dtype), mode="bilinear", padding_mode="border",
                          align_corners=True)
