@@ -292,8 +292,12 @@ def compose(args, source: Source, item: dict, depth_range: Optional[List[float]]
     return np.concatenate(panels + [result], axis=1)
 
 
-def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> str:
-    """Animate and write ``args.result_video``; returns its path."""
+def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
+        on_frame: Optional[Callable[[int, Optional[int]], None]] = None) -> str:
+    """Animate and write ``args.result_video``; returns its path.
+
+    ``on_frame(done, total)``, when given, is called in the calling thread after each animated frame
+    (``total``: the expected frame count, None when unknown), e.g. by the web app's progress bar."""
     if getattr(args, "stream", False):
         from .pipeline import run_stream
 
@@ -352,8 +356,10 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None) -> 
 
         # decode (reader thread), inference (here) and encode (writer thread) overlap
         with BackgroundWriter(emit) as writer:
-            for item in animator.animate_stream(prefetch(driving.frames), details=True):
+            for done, item in enumerate(animator.animate_stream(prefetch(driving.frames), details=True), start=1):
                 writer.put(item)
+                if on_frame is not None:
+                    on_frame(done, driving.total)
         progress.close()
     audio = ", audio copied" if driving.audio_from else ""
     extra = f"; depth in {args.save_depth}" if args.save_depth else ""
