@@ -155,6 +155,18 @@ def test_error_cases_exit_2_with_one_line_and_no_output(tmp_path, shared_data, c
         assert _listing(out) == [], argv
 
 
+def test_unknown_result_extension_exits_2_before_any_work(tmp_path, capsys, monkeypatch):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the demo started working on an output it cannot write")
+
+    monkeypatch.setattr(cli, "run", must_not_run)
+    result = tmp_path / "out.txt"
+    assert cli.main(["--result_video", str(result), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --result_video") and ".txt" in err[0]
+    assert not result.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_checkpoint_that_does_not_fit_the_config(tmp_path, reference_dir, capsys):
     import yaml
 

@@ -61,6 +61,24 @@ def test_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_unknown_output_extension_is_refused_before_encoding(tmp_path):
+    with pytest.raises(OutputError, match=r"cannot write \.txt .*\.mp4"):
+        VideoWriter(tmp_path / "out.txt", fps=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ffmpeg_failure_raises_with_its_message_and_leaves_no_file(tmp_path):
+    """ffmpeg exits non-zero (its second input is not media): the writer must say so, not report success."""
+    not_audio = tmp_path / "notes.txt"
+    not_audio.write_text("not a media file")
+    path = tmp_path / "result.mp4"
+    with pytest.raises(OutputError, match=r"encoding .*result\.mp4 failed \(ffmpeg exit status [1-9]\d*\): \S"):
+        with VideoWriter(path, fps=10, audio_from=not_audio) as out:
+            for frame in _frames(3):
+                out.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_existing_output_needs_overwrite(tmp_path):
     path = tmp_path / "r.mp4"
     path.write_bytes(b"keep me")

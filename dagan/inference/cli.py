@@ -31,7 +31,8 @@ from .faces import (DEFAULT_MARGIN, BoxSmoother, DrivingCropper, FaceAlignmentDe
 from .images import load_image, resize_image
 from .pipeline import BackgroundWriter, prefetch
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
-from .video import DepthWriter, VideoReader, VideoWriter, check_output_path, colorize_depth, is_image_path
+from .video import (DepthWriter, VideoReader, VideoWriter, check_output_path, check_video_output_extension,
+                    colorize_depth, is_image_path)
 
 logger = logging.getLogger("dagan")
 
@@ -392,6 +393,7 @@ def main(argv: Optional[Sequence[str]] = None, detector_factory: Optional[Callab
     def _main(args_list: List[str]) -> int:
         args = build_parser().parse_args(args_list)
         setup_logging(quiet=args.quiet, debug=args.debug)
+        check_video_output_extension(args.result_video, "--result_video")
         run(args, detector_factory)
         return 0
 

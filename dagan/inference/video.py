@@ -3,8 +3,9 @@
 * :class:`VideoReader` decodes any size / fps / pixel format (grey, yuv420p, 10-bit, ...) to ``(H, W, 3)``
   uint8 RGB frames, knows the fps, the declared length and whether there is an audio track, and notices a
   truncated file (fewer decodable frames than the container declares).
-* :class:`VideoWriter` encodes H.264 into a temporary file next to the target and renames it at the end;
-  on any error the temporary file is removed, so no partial output is ever left behind. The audio track of
+* :class:`VideoWriter` encodes H.264 (VP9 for ``.webm``) into a temporary file next to the target and renames
+  it at the end, after checking ffmpeg's exit status (a failure raises :class:`~dagan.errors.OutputError` with
+  ffmpeg's message); on any error the temporary file is removed, so no partial output is ever left behind. The audio track of
   another file (the driving video) can be copied in.
 
 Truncated inputs are an error (:class:`~dagan.errors.InputError`), not a warning: a result that silently
@@ -185,6 +186,29 @@ def check_output_path(path: PathLike, overwrite: bool = False, inputs: Tuple[Opt
     return path
 
 
+#: output containers the writer can fill: extension -> (video codec, extra encoder options)
+VIDEO_OUTPUT_CODECS = {
+    ".mp4": ("libx264", ["-preset", "veryfast", "-movflags", "+faststart"]),
+    ".m4v": ("libx264", ["-preset", "veryfast", "-movflags", "+faststart"]),
+    ".mov": ("libx264", ["-preset", "veryfast", "-movflags", "+faststart"]),
+    ".mkv": ("libx264", ["-preset", "veryfast"]),
+    ".avi": ("libx264", ["-preset", "veryfast"]),
+    ".flv": ("libx264", ["-preset", "veryfast"]),
+    ".webm": ("libvpx-vp9", ["-b:v", "0", "-deadline", "realtime", "-cpu-used", "8"]),
+}
+VIDEO_OUTPUT_EXTENSIONS = tuple(VIDEO_OUTPUT_CODECS)
+
+
+def check_video_output_extension(path: PathLike, what: str = "output video") -> str:
+    """Refuse an output name whose extension the writer cannot encode, before any work is done."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in VIDEO_OUTPUT_CODECS:
+        raise OutputError(f"{what} {path}: cannot write {ext or 'files without an extension'} "
+                          f"(use one of {', '.join(VIDEO_OUTPUT_EXTENSIONS)})")
+    return path
+
+
 def _audio_codec_for(container: str, codec: Optional[str]) -> str:
     if container in (".mp4", ".m4v", ".mov") and codec in ("aac", "mp3", "alac"):
         return "copy"
@@ -193,6 +217,67 @@ def _audio_codec_for(container: str, codec: Optional[str]) -> str:
     if container == ".webm":
         return "copy" if codec in ("opus", "vorbis") else "libopus"
     return "aac"
+
+
+class _Encoder:
+    """One ffmpeg process fed raw RGB frames on stdin; its exit status and stderr are checked at the end.
+
+    stderr goes to a temporary file (a pipe could fill up and block ffmpeg); ffmpeg runs in its own session,
+    so Ctrl-C reaches only Python, which then kills it.
+    """
+
+    def __init__(self, cmd: List[str], target: str):
+        import subprocess
+
+        self.target = target
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                          start_new_session=True)
+        except OSError as exc:
+            self._stderr.close()
+            raise OutputError(f"cannot start ffmpeg to write {target}: {exc}") from None
+
+    def _error(self, what: str) -> OutputError:
+        self._stderr.seek(0)
+        text = self._stderr.read().decode("utf-8", "replace")
+        return OutputError(f"{what} {self.target} failed (ffmpeg exit status {self._proc.returncode}): "
+                           f"{ffmpeg_message(text)}")
+
+    def write(self, frame: np.ndarray) -> None:
+        """Send one contiguous ``(H, W, 3)`` uint8 frame; a dead ffmpeg raises :class:`OutputError`."""
+        try:
+            self._proc.stdin.write(memoryview(frame).cast("B"))
+        except OSError:
+            self._proc.wait()
+            raise self._error("writing") from None
+
+    def finish(self) -> None:
+        """Close stdin, wait for ffmpeg and raise :class:`OutputError` unless it exited with status 0."""
+        try:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+            if self._proc.wait() != 0:
+                raise self._error("encoding")
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.kill()
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        self._proc.wait()
+        self._stderr.close()
+
+
+def ffmpeg_message(stderr: str) -> str:
+    """The telling line of ffmpeg's stderr (its first error), without the ``[muxer @ 0x...]`` prefix."""
+    import re
+
+    lines = [re.sub(r"^\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*", "", line).strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("Conversion failed", "Error opening output"))]
+    return (lines[0] if lines else "no error message")[:300]
 
 
 class VideoWriter:
@@ -215,7 +300,7 @@ class VideoWriter:
     def __init__(self, path: PathLike, fps: float, audio_from: Optional[PathLike] = None,
                  audio_codec: Optional[str] = None, overwrite: bool = True, crf: int = 18,
                  max_seconds: Optional[float] = None):
-        self.path = os.fspath(path)
+        self.path = check_video_output_extension(path)
         if not overwrite:
             check_output_path(self.path, overwrite=False)
         if not fps or fps <= 0:
@@ -234,7 +319,7 @@ class VideoWriter:
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(folder, exist_ok=True)
-            ext = os.path.splitext(self.path)[1] or ".mp4"
+            ext = os.path.splitext(self.path)[1]
             fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".partial.", suffix=ext,
                                              dir=folder)
             os.close(fd)
@@ -243,22 +328,24 @@ class VideoWriter:
         return self
 
     def _open(self, height: int, width: int) -> None:
-        import imageio_ffmpeg
+        from fractions import Fraction
 
-        ext = os.path.splitext(self.path)[1].lower() or ".mp4"
-        codec = "libx264" if ext in (".mp4", ".m4v", ".mov", ".mkv") else None
-        output_params: List[str] = []
-        if codec == "libx264":
-            output_params += ["-crf", str(self.crf), "-preset", "veryfast", "-movflags", "+faststart"]
-        if self.max_seconds is not None and self.audio_from is not None:
-            output_params += ["-t", f"{self.max_seconds:.6f}"]
+        ext = os.path.splitext(self.path)[1].lower()
+        codec, options = VIDEO_OUTPUT_CODECS[ext]
         self._size = (width + width % 2, height + height % 2)
-        self._gen = imageio_ffmpeg.write_frames(
-            self._tmp, self._size, fps=self.fps, codec=codec, quality=None, macro_block_size=1,
-            pix_fmt_out="yuv420p", ffmpeg_log_level="error", output_params=output_params,
-            audio_path=self.audio_from, audio_codec=_audio_codec_for(ext, self.audio_codec) if self.audio_from
-            else None)
-        self._gen.send(None)
+        cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-vcodec", "rawvideo",
+               "-s", f"{self._size[0]}x{self._size[1]}", "-pix_fmt", "rgb24",
+               "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-"]
+        if self.audio_from is not None:
+            cmd += ["-i", self.audio_from, "-map", "0:v:0", "-map", "1:a:0?",
+                    "-acodec", _audio_codec_for(ext, self.audio_codec)]
+        else:
+            cmd += ["-an"]
+        cmd += ["-vcodec", codec, "-pix_fmt", "yuv420p", "-crf", str(self.crf)] + options
+        if self.max_seconds is not None and self.audio_from is not None:
+            cmd += ["-t", f"{self.max_seconds:.6f}"]
+        cmd += [self._tmp]
+        self._gen = _Encoder(cmd, self.path)
 
     def write(self, frame: np.ndarray) -> None:
         """Append one ``(H, W, 3)`` uint8 frame (all frames must have the size of the first)."""
@@ -275,21 +362,17 @@ class VideoWriter:
                 raise InputError(f"frame {self.frames_written} is {frame.shape[1]}x{frame.shape[0]} but the video "
                                  f"is {width}x{height}")
             frame = np.pad(frame, ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)), mode="edge")
-        try:
-            self._gen.send(np.ascontiguousarray(frame))
-        except (OSError, RuntimeError) as exc:
-            raise OutputError(f"writing {self.path} failed: {_first_line(exc)}") from None
+        self._gen.write(np.ascontiguousarray(frame))
         self.frames_written += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
         gen, self._gen = self._gen, None
         try:
             if gen is not None:
-                try:
-                    gen.close()
-                except (OSError, RuntimeError) as err:
-                    if exc_type is None:
-                        raise OutputError(f"encoding {self.path} failed: {_first_line(err)}") from None
+                if exc_type is None:
+                    gen.finish()
+                else:
+                    gen.kill()
             if exc_type is None:
                 if self.frames_written == 0:
                     raise OutputError(f"no frames were written to {self.path}")
@@ -356,7 +439,7 @@ class DepthWriter:
         self.path = os.fspath(path)
         self.fps = float(fps)
         self.kind = "npz" if self.path.lower().endswith(".npz") else "video"
-        if self.kind == "video" and not self.path.lower().endswith(VIDEO_EXTENSIONS):
+        if self.kind == "video" and not self.path.lower().endswith(VIDEO_OUTPUT_EXTENSIONS):
             raise OutputError(f"--save-depth must end in .mp4 (colour-mapped video) or .npz (raw float16), "
                               f"got {self.path}")
         self.range: Optional[Tuple[float, float]] = None
