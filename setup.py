@@ -32,7 +32,9 @@ setup(
         "tqdm>=4.65",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17"],
+        "faces": ["dlib-bin>=19.24", "face_recognition_models>=0.3"],
+        "test": ["dlib-bin>=19.24", "face_recognition_models>=0.3", "pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15",
+                 "onnxruntime>=1.17"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "safetensors": ["safetensors>=0.4"],
     },
