@@ -16,6 +16,10 @@ DATA = SHARED / "data"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes tens of seconds (deselect with -m 'not slow')")
+
+
 def requires_shared(path: Path = SHARED):
     """Skip (not fail) when ../shared is absent: a user's fresh clone does not have it; CI does."""
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not present (shared test data)")
