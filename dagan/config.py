@@ -12,6 +12,10 @@ Two file formats are read:
 Unknown keys and values of the wrong type raise :class:`~dagan.errors.ConfigError` naming the full key
 (``model.generator.block_expansion``), so a typo never silently falls back to a default.
 
+A file of ours may start from another one: ``base: dagan-small.yaml`` (a path relative to the file) loads
+that file first and deep-merges the rest of this one over it (mappings merge key by key; lists and scalars
+replace), so variants hold only their differences. Saved configs are always written fully resolved.
+
 Example::
 
     >>> from dagan.config import load_config
@@ -22,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -32,6 +37,7 @@ import yaml
 
 from .errors import ConfigError
 
+logger = logging.getLogger("dagan")
 GENERATOR_TYPES = ("DepthAwareGenerator", "SPADEDepthAwareGenerator", "DaGANPPGenerator")
 MODEL_TYPES = ("dagan", "daganpp")
 
@@ -154,7 +160,6 @@ class DatasetConfig:
     root_dir: str = ""
     frame_shape: List[int] = field(default_factory=lambda: [256, 256, 3])
     id_sampling: bool = False
-    pairs_list: Optional[str] = None
     num_repeats: int = 1
     mode: str = "videos"  # "videos" | "image_pairs" | "mixed"
     image_dirs: List[str] = field(default_factory=list)  # portraits for "image_pairs" / "mixed"
@@ -164,7 +169,6 @@ class DatasetConfig:
     image_pairs_warp: TransformConfig = field(
         default_factory=lambda: TransformConfig(sigma_affine=0.08, sigma_tps=0.01, points_tps=3))
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    frames_per_sample: int = 2  # 2 for generator training; depth training uses 3 ([0, -1, +1])
     max_frame_gap: int = 0  # depth training: neighbour distance (0 = unrestricted for generator pairs)
     num_workers: int = 0
     # flat roots (no train/ test/ subfolders): names held out as the test split (empty = 1 in 5 by hash)
@@ -199,7 +203,6 @@ class TrainConfig:
     lr_kp_detector: float = 2.0e-4
     batch_size: int = 4
     scales: List[float] = field(default_factory=lambda: [1, 0.5, 0.25, 0.125])
-    checkpoint_freq: int = 10
     transform_params: TransformConfig = field(default_factory=TransformConfig)
     loss_weights: LossWeights = field(default_factory=LossWeights)
     perceptual_backbone: str = "vgg19"  # "vgg19" (needs weights) | "none" (use l1/ssim pyramid)
@@ -264,6 +267,10 @@ class Config:
     depth_train: DepthTrainConfig = field(default_factory=DepthTrainConfig)
 
 
+#: keys that older files and checkpoints hold but nothing reads any more: skipped (logged) when reading
+_RETIRED_KEYS = {"TrainConfig": ("checkpoint_freq",), "DatasetConfig": ("pairs_list", "frames_per_sample")}
+
+
 # ------------------------------------------------------------------------------------------- parsing
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
@@ -276,14 +283,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -329,6 +335,9 @@ def _from_dict(cls: Any, data: Dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if key in _RETIRED_KEYS.get(cls.__name__, ()):
+            logger.info("config key '%s' is no longer used: ignored", full)
+            continue
         if key not in names:
             close = [n for n in names if n.replace("_", "") == str(key).replace("_", "").replace("-", "")]
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(sorted(names))})"
@@ -472,6 +481,7 @@ def official_to_dict(data: Dict[str, Any]) -> Dict[str, Any]:
         flat_aug.update(aug.get("flip_param", {}) or {})
         flat_aug.update(aug.get("jitter_param", {}) or {})
         ds = _pick(ds, ("root_dir", "frame_shape", "id_sampling", "pairs_list", "num_repeats"), "dataset_params")
+        ds.pop("pairs_list", None)  # the official evaluation pairs: not a training setting
         ds["augmentation"] = flat_aug
         out["dataset"] = ds
         shape = ds.get("frame_shape")
@@ -482,6 +492,7 @@ def official_to_dict(data: Dict[str, Any]) -> Dict[str, Any]:
         out["train"] = _pick(tp, ("num_epochs", "num_repeats", "epoch_milestones", "lr_generator",
                                   "lr_discriminator", "lr_kp_detector", "batch_size", "scales", "checkpoint_freq",
                                   "transform_params", "loss_weights"), "train_params")
+        out["train"].pop("checkpoint_freq", None)  # the official per-epoch saves; ours: train.save_every
     return out
 
 
@@ -508,16 +519,51 @@ def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return data
 
 
+def merge_config_dicts(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
+    """Deep merge: mappings merge key by key (recursively), anything else in ``override`` replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config_dicts(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_base(data: Dict[str, Any], folder: Union[str, os.PathLike] = ".", _seen: Tuple[str, ...] = ()
+                 ) -> Dict[str, Any]:
+    """``data`` with its ``base:`` chain applied (``base`` paths are relative to ``folder``, the folder of
+    the file that names them); the result has no ``base`` key."""
+    if "base" not in data:
+        return data
+    name = data["base"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"config key 'base': expected the path of another config file, got {name!r}")
+    path = os.path.abspath(os.path.join(os.fspath(folder), name))
+    if path in _seen:
+        raise ConfigError(f"config key 'base': {path} includes itself (chain: {' -> '.join(_seen + (path,))})")
+    parent = read_yaml(path)
+    if is_official(parent):
+        raise ConfigError(f"config key 'base': {path} is an official-format file; a base must be one of ours")
+    parent = resolve_base(parent, os.path.dirname(path), _seen + (path,))
+    return merge_config_dicts(parent, {k: v for k, v in data.items() if k != "base"})
+
+
 def load_config(source: Union[str, os.PathLike, Dict[str, Any], Config, ModelConfig]) -> Config:
     """Load a :class:`Config` from a YAML path, a dict (ours or official) or a config object.
 
-    A bare :class:`ModelConfig` is wrapped into a full :class:`Config` with default train settings.
+    A bare :class:`ModelConfig` is wrapped into a full :class:`Config` with default train settings. A
+    ``base:`` key is resolved first (relative to the file; for a dict, to the working directory).
     """
     if isinstance(source, Config):
         return source
     if isinstance(source, ModelConfig):
         return Config(model=source)
-    data = source if isinstance(source, dict) else read_yaml(source)
+    if isinstance(source, dict):
+        data = resolve_base(source)
+    else:
+        data = resolve_base(read_yaml(source), os.path.dirname(os.path.abspath(os.fspath(source))),
+                            (os.path.abspath(os.fspath(source)),))
     if is_official(data):
         unknown = sorted(set(data) - {"model_params", "dataset_params", "train_params",
                                        *_OFFICIAL_SECTIONS_IGNORED})

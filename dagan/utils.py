@@ -156,3 +156,21 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     random.setstate((python[0], tuple(python[1]), python[2]))
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def reject_unknown_options(owner: Callable[..., Any], unknown: Mapping[str, Any]) -> None:
+    """Raise :class:`~dagan.errors.ConfigError` when ``unknown`` (the ``**`` rest of ``owner``'s arguments)
+    is not empty, naming the closest known parameter: a misspelled option must not fall back to a default."""
+    if not unknown:
+        return
+    import difflib
+    import inspect
+
+    from .errors import ConfigError
+
+    known = [name for name, p in inspect.signature(owner).parameters.items()
+             if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    name = sorted(unknown)[0]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+    raise ConfigError(f"{owner.__qualname__.split('.')[0]}: unknown option '{name}'{hint}")

@@ -1,15 +1,21 @@
 """Configs: our YAML files and official-format files load; bad keys and values are rejected by name."""
-import glob
-
 import pytest
 import yaml
 
+from conftest import REPO
 from dagan.config import Config, config_from_dict, config_to_dict, load_config, save_config
 from dagan.errors import ConfigError
 from dagan.models import DaGAN
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("configs/*.yaml")))
+CONFIGS = REPO / "configs"
+
+
+def test_config_folder_is_found_from_any_working_directory():
+    assert len(sorted(CONFIGS.glob("*.yaml"))) >= 10
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
@@ -18,9 +24,9 @@ def test_every_shipped_config_loads(path):
 
 
 def test_official_size_config_matches_released_weights():
-    cfg = load_config("configs/dagan-vox-256.yaml").model
+    cfg = load_config(CONFIGS / "dagan-vox-256.yaml").model
     assert (cfg.num_kp, cfg.image_size, cfg.generator.type) == (15, 256, "DepthAwareGenerator")
-    assert load_config("configs/dagan-spade-vox-256.yaml").model.generator.type == "SPADEDepthAwareGenerator"
+    assert load_config(CONFIGS / "dagan-spade-vox-256.yaml").model.generator.type == "SPADEDepthAwareGenerator"
 
 
 def test_reads_official_format(tmp_path):
@@ -91,7 +97,60 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_save_config_round_trip(tmp_path):
-    cfg = load_config("configs/dagan-tiny.yaml")
+    cfg = load_config(CONFIGS / "dagan-tiny.yaml")
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
     assert DaGAN(load_config(tmp_path / "c.yaml")).config == cfg.model
+
+
+def test_base_inherits_and_deep_merges(tmp_path):
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump({
+        "model": {"image_size": 64, "num_kp": 5, "generator": {"block_expansion": 16, "max_features": 64}},
+        "train": {"batch_size": 2, "scales": [1, 0.5]}}))
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text(yaml.safe_dump({"base": "../parent.yaml", "model": {"generator": {"max_features": 32}},
+                                     "train": {"scales": [1]}}))
+    cfg = load_config(child)
+    assert cfg.model.generator.block_expansion == 16 and cfg.model.generator.max_features == 32  # merged
+    assert cfg.model.num_kp == 5 and cfg.train.batch_size == 2
+    assert cfg.train.scales == [1]  # lists replace
+    grandchild = tmp_path / "grandchild.yaml"
+    grandchild.write_text(yaml.safe_dump({"base": "sub/child.yaml", "model": {"num_kp": 7}}))
+    cfg = load_config(grandchild)
+    assert (cfg.model.num_kp, cfg.model.generator.max_features, cfg.train.batch_size) == (7, 32, 2)
+
+
+def test_base_errors_name_the_problem(tmp_path):
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(loop)
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="not found.*nowhere.yaml"):
+        load_config(missing)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"base: {CONFIGS / 'dagan-tiny.yaml'}\nmodel: {{generator: {{block_expanson: 8}}}}\n")
+    with pytest.raises(ConfigError, match="model.generator.block_expanson"):
+        load_config(typo)
+
+
+def test_variant_configs_equal_their_full_form():
+    """The shrunk variants resolve to the settings they had as full files (spot checks of what differs)."""
+    spade, plain = load_config(CONFIGS / "dagan-spade-vox-256.yaml"), load_config(CONFIGS / "dagan-vox-256.yaml")
+    assert spade.model.generator.type == "SPADEDepthAwareGenerator" and plain.model.generator.type == "DepthAwareGenerator"
+    spade.model.generator.type = plain.model.generator.type
+    assert config_to_dict(spade) == config_to_dict(plain)
+    ft, ft2 = load_config(CONFIGS / "dagan-small-ft.yaml"), load_config(CONFIGS / "dagan-small-ft2.yaml")
+    assert ft2.model.generator.output_blend and not ft.model.generator.output_blend
+    assert (ft2.train.lr_generator, ft2.train.lr_kp_detector, ft2.train.epoch_milestones) == (1e-4, 2e-5, [88])
+    assert ft2.train.init_checkpoint == "runs/dagan-small-ft/checkpoint.pt" and ft2.train.init_networks == []
+    assert ft2.train.init_new_keys == ["generator.decoder.conv_blend"]
+    assert config_to_dict(ft2.dataset) == config_to_dict(ft.dataset)
+    assert ft.dataset.image_pairs_fraction == 0.5 and len(ft.dataset.image_dirs) == 14
+
+
+def test_retired_keys_of_old_files_are_ignored():
+    cfg = config_from_dict({"train": {"checkpoint_freq": 10}, "dataset": {"pairs_list": None, "frames_per_sample": 2}})
+    assert not hasattr(cfg.train, "checkpoint_freq") and not hasattr(cfg.dataset, "pairs_list")

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import REPO
 from dagan.config import load_config
 from dagan.models import (DaGAN, DepthAwareAttention, PoseNet, build_discriminator, build_generator,
                           cross_attention)
@@ -26,7 +27,7 @@ def _assert_all_grads(module, prefix=""):
 
 
 def _tiny(generator_type="DepthAwareGenerator", output_blend=False):
-    cfg = load_config("configs/dagan-tiny.yaml")
+    cfg = load_config(REPO / "configs" / "dagan-tiny.yaml")
     cfg.model.generator.type = generator_type
     cfg.model.generator.spade_hidden = 16
     cfg.model.generator.output_blend = output_blend
@@ -142,6 +143,44 @@ def test_generator_registry_rejects_unknown_type():
     cfg.generator.type = "Nope"
     with pytest.raises(ValueError):
         build_generator(cfg)
+
+
+@pytest.mark.parametrize("cls_name", ["DepthAwareGenerator", "SPADEDepthAwareGenerator", "DaGANPPGenerator"])
+def test_misspelled_generator_option_is_a_config_error(cls_name):
+    from dagan.errors import ConfigError
+    from dagan.models import generator, generator_pp
+
+    cls = getattr(generator, cls_name, None) or getattr(generator_pp, cls_name)
+    kwargs = dict(num_channels=3, num_kp=5, block_expansion=16, max_features=64, num_down_blocks=2,
+                  num_bottleneck_blocks=1, attention_chunks=64)
+    with pytest.raises(ConfigError, match="unknown option 'attention_chunks' \\(did you mean 'attention_chunk'"):
+        cls(**kwargs)
+
+
+def test_misspelled_discriminator_option_is_a_config_error():
+    from dagan.errors import ConfigError
+    from dagan.models.discriminator import Discriminator
+
+    with pytest.raises(ConfigError, match="Discriminator: unknown option 'use_kps'"):
+        Discriminator(num_channels=3, use_kps=True)
+
+
+def test_daganpp_builds_no_attention_block_it_discards(monkeypatch):
+    from dagan.models.generator_pp import DaGANPPGenerator, LevelAttention
+
+    created = set()
+    init = DepthAwareAttention.__init__
+
+    def counting(self, *args, **kwargs):
+        created.add(id(self))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(DepthAwareAttention, "__init__", counting)
+    g = build_generator(_tiny("DaGANPPGenerator"))
+    assert isinstance(g, DaGANPPGenerator)
+    kept = [m for m in g.modules() if isinstance(m, DepthAwareAttention)]
+    assert len(kept) == g.num_levels and all(isinstance(m, LevelAttention) for m in kept)
+    assert created == {id(m) for m in kept}
 
 
 def test_sdpa_attention_never_materialises_the_score_matrix():

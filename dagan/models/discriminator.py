@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import kp2gaussian
+from ..utils import reject_unknown_options
 
 
 class DiscDownBlock2d(nn.Module):
@@ -37,7 +38,8 @@ class Discriminator(nn.Module):
 
     def __init__(self, num_channels: int = 3, block_expansion: int = 64, num_blocks: int = 4,
                  max_features: int = 512, sn: bool = False, use_kp: bool = False, num_kp: int = 10,
-                 kp_variance: float = 0.01, **_unused):
+                 kp_variance: float = 0.01, **unknown):
+        reject_unknown_options(Discriminator.__init__, unknown)
         super().__init__()
         blocks = []
         for i in range(num_blocks):

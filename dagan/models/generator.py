@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from ..nn import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, deform_image_exact, deform_input
+from ..utils import reject_unknown_options
 from .attention import DepthAwareAttention
 from .motion import DenseMotionNetwork
 
@@ -50,7 +51,8 @@ class DepthAwareGenerator(nn.Module):
     def __init__(self, num_channels: int, num_kp: int, block_expansion: int, max_features: int,
                  num_down_blocks: int, num_bottleneck_blocks: int, estimate_occlusion_map: bool = False,
                  dense_motion_params: Optional[dict] = None, estimate_jacobian: bool = False,
-                 attention: str = "sdpa", attention_chunk: int = 4096, **_unused):
+                 attention: str = "sdpa", attention_chunk: int = 4096, **unknown):
+        reject_unknown_options(DepthAwareGenerator.__init__, unknown)
         super().__init__()
         self.dense_motion_network = None
         if dense_motion_params is not None:
@@ -60,13 +62,17 @@ class DepthAwareGenerator(nn.Module):
         self.first, self.down_blocks = _encoder(num_channels, block_expansion, max_features, num_down_blocks)
         self.src_first, self.src_down_blocks = _encoder(1, block_expansion, max_features, num_down_blocks)
         bottleneck_features = _channels(block_expansion, max_features, num_down_blocks)
-        self.AttnModule = DepthAwareAttention(bottleneck_features, impl=attention, chunk=attention_chunk)
+        self.AttnModule = self._build_attention(bottleneck_features, attention, attention_chunk)
         self.num_channels = num_channels
         self.num_down_blocks = num_down_blocks
         self.block_expansion = block_expansion
         self.max_features = max_features
         self.estimate_occlusion_map = estimate_occlusion_map
         self._build_decoder(num_bottleneck_blocks)
+
+    def _build_attention(self, channels: int, impl: str, chunk: int) -> nn.Module:
+        """The bottleneck attention block (DaGAN++ overrides it with its windowed level attention)."""
+        return DepthAwareAttention(channels, impl=impl, chunk=chunk)
 
     # ------------------------------------------------------------------------------------- decoder
     def _build_decoder(self, num_bottleneck_blocks: int) -> None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ResBlock2d, UpBlock2d, deform_input
+from ..utils import reject_unknown_options
 from .attention import DepthAwareAttention, cross_attention
 from .generator import DepthAwareGenerator, _channels
 
@@ -129,21 +130,23 @@ class DaGANPPGenerator(DepthAwareGenerator):
                  num_down_blocks: int, num_bottleneck_blocks: int, estimate_occlusion_map: bool = False,
                  dense_motion_params: Optional[dict] = None, estimate_jacobian: bool = False,
                  attention: str = "sdpa", attention_chunk: int = 4096, attention_window: int = 16,
-                 attention_full_max: int = 64 * 64, **_unused):
+                 attention_full_max: int = 64 * 64, **unknown):
+        reject_unknown_options(DaGANPPGenerator.__init__, unknown)
         if block_expansion < 8:
             raise ValueError(f"DaGAN++ attends at every level, so block_expansion must be >= 8 "
                              f"(attention projects to C/8), got {block_expansion}")
+        self._attention_window, self._attention_full_max = attention_window, attention_full_max
         super().__init__(num_channels, num_kp, block_expansion, max_features, num_down_blocks,
                          num_bottleneck_blocks, estimate_occlusion_map=estimate_occlusion_map,
                          dense_motion_params=dense_motion_params, estimate_jacobian=estimate_jacobian,
                          attention=attention, attention_chunk=attention_chunk)
+        self.skip_attention = nn.ModuleList([
+            self._build_attention(_channels(block_expansion, max_features, level), attention, attention_chunk)
+            for level in range(num_down_blocks)])
 
-        def level_attention(level: int) -> LevelAttention:
-            return LevelAttention(_channels(block_expansion, max_features, level), impl=attention,
-                                  chunk=attention_chunk, window=attention_window, full_max=attention_full_max)
-
-        self.AttnModule = level_attention(num_down_blocks)
-        self.skip_attention = nn.ModuleList([level_attention(level) for level in range(num_down_blocks)])
+    def _build_attention(self, channels: int, impl: str, chunk: int) -> LevelAttention:
+        return LevelAttention(channels, impl=impl, chunk=chunk, window=self._attention_window,
+                              full_max=self._attention_full_max)
 
     @property
     def num_levels(self) -> int:

@@ -1,7 +1,7 @@
 """Losses of self-supervised face-depth training (monodepth2 / Face-Depth-Network, DaGAN++ uncertainty).
 
-* :func:`dssim` / :class:`SSIM` -- ``clamp((1 - SSIM) / 2, 0, 1)`` with 3x3 mean pooling, reflection padding,
-  ``C1 = 0.01**2``, ``C2 = 0.03**2``;
+* :func:`dssim` -- ``clamp((1 - SSIM) / 2, 0, 1)`` with the one SSIM of the toolkit
+  (:func:`dagan.training.losses.ssim`: 3x3 mean pooling, reflection padding, ``C1 = 0.01**2``, ``C2 = 0.03**2``);
 * :func:`photometric_error` -- ``pe = 0.85 * dssim + 0.15 * L1``, channel-averaged, per pixel;
 * :func:`uncertainty_weighted` -- DaGAN++ ``pe / sigma + log sigma`` with ``sigma = softplus(u) + 1e-3``;
 * :func:`min_reprojection` -- per-pixel minimum over the warped sources, auto-masking with the
@@ -23,36 +23,13 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-__all__ = ["SSIM", "dssim", "photometric_error", "uncertainty_weighted", "min_reprojection",
+from .losses import dssim
+
+__all__ = ["dssim", "photometric_error", "uncertainty_weighted", "min_reprojection",
            "edge_aware_smoothness", "SIGMA_FLOOR"]
 
 SIGMA_FLOOR = 1e-3
-_C1 = 0.01 ** 2
-_C2 = 0.03 ** 2
-
-
-def dssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Structural dissimilarity ``clamp((1 - SSIM(x, y)) / 2, 0, 1)`` per pixel and channel.
-
-    x, y: ``(B, C, H, W)`` in [0, 1] -> ``(B, C, H, W)``; 3x3 mean windows over a 1-px reflection pad.
-    """
-    x, y = F.pad(x, (1, 1, 1, 1), mode="reflect"), F.pad(y, (1, 1, 1, 1), mode="reflect")
-    mu_x, mu_y = F.avg_pool2d(x, 3, 1), F.avg_pool2d(y, 3, 1)
-    sigma_x = F.avg_pool2d(x * x, 3, 1) - mu_x ** 2
-    sigma_y = F.avg_pool2d(y * y, 3, 1) - mu_y ** 2
-    sigma_xy = F.avg_pool2d(x * y, 3, 1) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + _C1) * (2 * sigma_xy + _C2)
-    den = (mu_x ** 2 + mu_y ** 2 + _C1) * (sigma_x + sigma_y + _C2)
-    return torch.clamp((1 - num / den) / 2, 0, 1)
-
-
-class SSIM(nn.Module):
-    """Module twin of :func:`dssim` (returns the dissimilarity map, like monodepth2's ``SSIM``)."""
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return dssim(x, y)
 
 
 def photometric_error(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.85) -> torch.Tensor:

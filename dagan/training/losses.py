@@ -123,6 +123,12 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 3) -> torch.Tensor:
     return num / den
 
 
+def dssim(x: torch.Tensor, y: torch.Tensor, window: int = 3) -> torch.Tensor:
+    """Structural dissimilarity ``clamp((1 - SSIM(x, y)) / 2, 0, 1)`` per pixel and channel:
+    ``(B, C, H, W)`` x2 in [0, 1] -> ``(B, C, H, W)`` in [0, 1] (0 where the images are equal)."""
+    return torch.clamp((1 - ssim(x, y, window)) / 2, 0, 1)
+
+
 def pyramid_l1_loss(pyramid_real: Dict[str, torch.Tensor], pyramid_fake: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over scales of the mean absolute error (offline substitute for the VGG pyramid)."""
     return sum((pyramid_fake[k] - pyramid_real[k].detach()).abs().mean() for k in pyramid_real)
@@ -130,8 +136,7 @@ def pyramid_l1_loss(pyramid_real: Dict[str, torch.Tensor], pyramid_fake: Dict[st
 
 def pyramid_ssim_loss(pyramid_real: Dict[str, torch.Tensor], pyramid_fake: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over scales of ``mean((1 - SSIM) / 2)`` (0 for identical images, at most 1)."""
-    return sum(((1 - ssim(pyramid_fake[k].float(), pyramid_real[k].detach().float())) / 2).clamp(0, 1).mean()
-               for k in pyramid_real)
+    return sum(dssim(pyramid_fake[k].float(), pyramid_real[k].detach().float()).mean() for k in pyramid_real)
 
 
 # ---------------------------------------------------------------------------------------------- GAN

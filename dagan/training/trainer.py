@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import FORMAT_VERSION, check_and_load, load_file, strip_prefix
-from ..config import Config, config_to_dict
+from ..config import Config, config_to_dict, save_config
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from ..models.dagan import DaGAN, build_discriminator
 from ..models.discriminator import scale_name
@@ -410,10 +410,7 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
 
         writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=step or None)
         metrics_file = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8") as fh:
-            import yaml
-
-            yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False)
+        save_config(cfg, os.path.join(out_dir, "config.yaml"))
 
     workers = cfg.dataset.num_workers if num_workers is None else num_workers
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=StepBatches(step, total_steps, batch, rank, world),
