@@ -9,9 +9,16 @@ Official DaGAN pair list, a second checkpoint side by side, 2 processes::
     torchrun --nproc_per_node 2 -m dagan.evaluate --checkpoint A --checkpoint-b B --data vox \\
         --pairs vox_evaluation.csv --out report/
 
+Cross-identity motion report (every portrait animated by every clip, face metrics with the offline dlib
+backend)::
+
+    python -m dagan.evaluate --checkpoint checkpoints/dagan-small --data ../shared/data --protocol cross-identity \
+        --videos drv_lp_d9_audio_256 --sources a.png b.png --out report/
+
 Writes ``metrics.json``, ``metrics.csv``, ``frames.csv``, ``metrics.png`` and ``worst_videos.png`` (see
 :mod:`dagan.evaluation.report`). LPIPS, AKD and AED/CSIM need third-party weights on disk; without them they
-are listed as skipped with the reason.
+are listed as skipped with the reason; the face metrics (AKD, AED, CSIM and the cross-identity motion report)
+use the offline dlib backend when ``pip install -e ".[faces]"`` is installed.
 """
 from __future__ import annotations
 
@@ -37,6 +44,11 @@ def build_parser() -> DashUnderscoreParser:
     p.add_argument("--protocol", choices=("reconstruction", "cross-identity"), default="reconstruction")
     p.add_argument("--pairs", help="official pair list CSV (source,driving frame paths; the part after test/ "
                                    "is looked up under --data)")
+    p.add_argument("--videos", nargs="+", metavar="NAME",
+                   help="only these videos of --data (file or folder names, extension optional)")
+    p.add_argument("--sources", nargs="+", metavar="IMAGE",
+                   help="cross-identity: animate each of these portraits by every video (default: each video's "
+                        "frame 0 is driven by the next video)")
     p.add_argument("--out", default="report", help="report folder (default: report/)")
     p.add_argument("--max_videos", type=int, help="evaluate only the first N videos (pair groups)")
     p.add_argument("--max_frames", type=int, help="use at most N frames of each video")
@@ -57,10 +69,13 @@ def build_parser() -> DashUnderscoreParser:
     p.add_argument("--lpips_legacy_range", action="store_true",
                    help="feed LPIPS [0, 1] images as the DaGAN authors' script did (default: [-1, 1])")
     p.add_argument("--landmarks", choices=("auto", "off"), default="auto",
-                   help="auto: AKD with face-alignment when its weights are in $TORCH_HOME/hub/checkpoints")
-    p.add_argument("--identity_model",
-                   help="identity embedding model for AED/CSIM: an ArcFace-style .onnx (onnxruntime) or a "
-                        "TorchScript file; skipped when not given")
+                   help="auto: AKD and the cross-identity face report with the face backend")
+    p.add_argument("--face_backend", choices=("auto", "dlib", "face-alignment"), default="auto",
+                   help="auto (default): dlib when installed (offline), else face-alignment when its weights are in "
+                        "$TORCH_HOME/hub/checkpoints")
+    p.add_argument("--identity_model", default="auto",
+                   help="identity embedding for AED/CSIM: auto (default: the dlib face embedding), off, or a file: "
+                        "an ArcFace-style .onnx (onnxruntime) or TorchScript")
     p.add_argument("--no_baseline", action="store_true", help="leave out the repeat-source baseline")
     p.add_argument("--no_figures", action="store_true", help="write JSON/CSV only")
     p.add_argument("--save_frames", action="store_true",
@@ -109,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             ssim_data_range=args.ssim_data_range, quantize=not args.no_quantize,
                             lpips_legacy_range=args.lpips_legacy_range, max_videos=args.max_videos,
                             max_frames=args.max_frames, seed=args.seed,
-                            exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos)
+                            exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos,
+                            sources=args.sources, videos=args.videos)
     rank, world, local = _dist_env()
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1:
@@ -132,7 +148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         suite = build_metric_suite(settings.protocol, settings, device,
                                    lpips="auto" if args.lpips == "auto" else "off",
                                    landmarks="auto" if args.landmarks == "auto" else "off",
-                                   identity=args.identity_model)
+                                   identity=args.identity_model, face_backend=args.face_backend)
         report = run_evaluation(models, args.data, settings, pairs=args.pairs, baseline=not args.no_baseline,
                                 suite=suite, device=device, progress=not args.quiet, sources=sources,
                                 frames_dir=os.path.join(args.out, "frames") if args.save_frames else None)
@@ -149,15 +165,39 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+FM_NOTE = "dlib values are not comparable with the papers' FAN/OpenFace values"
+
+
+#: short column names of the per-video table
+_SHORT = {"face_detected": "detect", "id_dist_source": "id_src", "id_match_source": "id<0.6", "id_dist_driving": "id_drv",
+          "motion_error": "motion", "motion_ratio": "mot/frz", "scale_drift": "drift", "mouth_corr": "mouth_r",
+          "sharpness": "sharp", "akd_motion": "akd_mot"}
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _print_summary(report: dict, where: str) -> None:
-    names = [m for m in next(iter(report["overall"].values()))]
+    systems = list(report["overall"])
+    names = list(next(iter(report["overall"].values())))
     print(f"{report['protocol']}: {report['items']} items, {report['frames']} frames (frame-pooled means)")
-    print("system".ljust(24) + "".join(m.rjust(10) for m in names))
-    for s, vals in report["overall"].items():
-        cells = [vals[m]["frame_mean"] for m in names]
-        print(s[:23].ljust(24) + "".join(("-" if v is None else f"{v:.4f}").rjust(10) for v in cells))
+    print("metric".ljust(18) + "".join(s[:15].rjust(16) for s in systems) + "   backend")
+    for m in names:
+        info = report["metrics"].get(m, {})
+        cells = [report["overall"][s][m]["frame_mean"] for s in systems]
+        print(m.ljust(18) + "".join(_cell(v).rjust(16) for v in cells) + "   " + str(info.get("backend", "")))
+    if len(report["videos"]) > 1:
+        print("per video / pair:")
+        print("video".ljust(34) + "system".ljust(16) + "".join(_SHORT.get(m, m)[:8].rjust(9) for m in names))
+        for row in report["videos"]:
+            for s in systems:
+                print(row["video"][:33].ljust(34) + s[:15].ljust(16)
+                      + "".join(_cell(row["metrics"][s].get(m)).rjust(9) for m in names))
     for bad in report["skipped_items"]:
         print(f"skipped {bad['item']}: {bad['error']}")
+    if any(info.get("backend") == "dlib" for info in report["metrics"].values()):
+        print(f"face metrics by the dlib backend: {FM_NOTE}")
     for m, info in report["metrics"].items():
         if info["status"] != "ok":
             print(f"{m}: {info['status']}")

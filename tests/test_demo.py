@@ -52,7 +52,7 @@ def _listing(folder):
 
 def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsys, no_detector_weights):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "FaceAlignmentDetector", None)  # the default must never need a detector
+    monkeypatch.setattr(cli, "load_face_backend", None)  # the default must never need a detector
     assert cli.main(["--max-frames", "4"]) == 0
     info = probe(tmp_path / "result.mp4")
     model_size = 64 if not cli.DEFAULT_CHECKPOINT.exists() else None
@@ -143,7 +143,8 @@ def test_error_cases_exit_2_with_one_line_and_no_output(tmp_path, shared_data, c
     cases = [
         (["--driving_video", str(shared_data / "corrupt.mp4")], "truncated", None),  # found before animating
         (["--source_image", str(shared_data / "no_face.png"), "--crop"], "--no-crop", lambda: BoxDetector(found=False)),
-        (["--source_image", str(shared_data / "no_face.png"), "--crop"], "2DFAN4-11f355bf06.pth.tar", None),
+        (["--source_image", str(shared_data / "no_face.png"), "--crop", "--face_backend", "face-alignment"],
+         "2DFAN4-11f355bf06.pth.tar", None),
         (["--source_image", str(tmp_path / "missing.png")], "not found", None),
         (["--driving_video", str(shared_data / "source_astronaut_256.png")], "is an image", None),
     ]

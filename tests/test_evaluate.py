@@ -126,13 +126,14 @@ def test_landmark_misses_are_skipped_and_counted(tmp_path):
     frames[1] = np.zeros_like(frames[1])  # no "face" in the ground truth here
     _write_video(test / "v.mp4", frames)
     settings = _settings(batch_size=2)
-    suite = build_metric_suite("reconstruction", settings, landmarks=_mean_brightness_landmarks, lpips="off")
+    suite = build_metric_suite("reconstruction", settings, landmarks=_mean_brightness_landmarks, lpips="off",
+                               identity="off")
     report = run_evaluation({}, tmp_path / "root", settings, suite=suite, image_size=SIZE)
     assert report["videos"][0]["no_face_gt"] == 1
     assert report["overall"][BASELINE]["akd"]["frames"] == 2
     assert report["overall"][BASELINE]["akd"]["frames_skipped"] == 1
     assert "aed" not in report["overall"][BASELINE]
-    assert report["metrics"]["aed"]["status"].startswith("skipped: no identity model")
+    assert report["metrics"]["aed"]["status"].startswith("skipped: disabled")
 
 
 def test_pairs_protocol_uses_the_path_after_test(dataset):

@@ -3,10 +3,13 @@
 * **reconstruction** (FOMM/DaGAN): every test video is driven by itself from its frame 0, every frame is a
   driving frame and its own ground truth. Absolute driving keypoints (as ``reconstruction.py`` did).
   Metrics: L1, PSNR, SSIM, LPIPS, AKD, AED, and CSIM to the source frame.
-* **cross-identity**: video ``i``'s frame 0 is animated by video ``i + 1`` (relative motion, adapted scale,
-  anchored at the first driving frame, as the demo does). There is no ground truth, so the metrics are
-  CSIM (identity kept from the source), AKD against the driving frames, and AKD-motion (landmark
-  displacements from the first frame compared, i.e. pose/expression followed regardless of face shape).
+* **cross-identity**: video ``i``'s frame 0 is animated by video ``i + 1``, or, with ``sources`` (portrait
+  images), every source by every video (relative motion, adapted scale, anchored at the first driving frame,
+  as the demo does). There is no ground truth, so the metrics are CSIM (identity kept from the source), AKD
+  against the driving frames, AKD-motion (landmark displacements from the first frame compared), and the
+  face-backend motion report of :mod:`dagan.evaluation.face_metrics` (detection rate, identity distances,
+  motion-transfer error, scale drift, mouth-opening correlation, sharpness); the repeat-source baseline is the
+  "frozen result" those numbers are compared with.
 * **pairs** (``pairs=list.csv``, the official ``vox_evaluation.csv`` / ``vox_cross_id_evaluation.csv``
   layout): one (source frame, driving frame) pair per row, absolute keypoints; the paths' part after
   ``test/`` is looked up under the data folder. Same-identity lists use the reconstruction metrics with the
@@ -34,16 +37,22 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError, InputError, MissingWeightsError
+from . import face_metrics as FM
 from . import metrics as M
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
 PROTOCOLS = ("reconstruction", "cross-identity")
 RECONSTRUCTION_METRICS = ("l1", "psnr", "ssim", "lpips", "akd", "aed", "csim")
-CROSS_IDENTITY_METRICS = ("csim", "akd", "akd_motion")
+CROSS_IDENTITY_METRICS = ("csim", "akd", "akd_motion") + FM.MOTION_METRICS
+#: metrics with one value per item (clip) instead of one per frame
+PER_ITEM_METRICS = ("mouth_corr",)
+#: metrics that need identity embeddings from the face backend
+_EMBEDDING_METRICS = ("id_dist_source", "id_match_source", "id_dist_driving")
 #: for each metric, whether larger is better (used to pick the worst videos and in the figure)
 HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True, "lpips": False, "akd": False, "akd_motion": False,
-                    "aed": False, "csim": True}
+                    "aed": False, "csim": True, **FM.MOTION_HIGHER_IS_BETTER,
+                    "motion_ratio": False}
 BASELINE = "repeat_source"
 REPORT_FORMAT = "dagan-eval-1"
 
@@ -66,6 +75,9 @@ class EvalSettings:
     # leave the source frame itself out of the means (the papers keep it; a copy of it scores perfectly)
     exclude_source_frame: bool = False
     skip_bad_videos: bool = False  # record unreadable/truncated videos in the report instead of stopping
+    # cross-identity: portrait images animated by every video (default: each video's frame 0 by the next video)
+    sources: Optional[List[str]] = None
+    videos: Optional[List[str]] = None  # only these videos of the data folder (names, without extension)
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -74,6 +86,15 @@ class EvalSettings:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.ssim_data_range <= 0:
             raise InputError(f"SSIM data range must be positive, got {self.ssim_data_range}")
+        if self.sources is not None:
+            if self.protocol != "cross-identity":
+                raise InputError("source images (--sources) go with --protocol cross-identity")
+            self.sources = [os.fspath(p) for p in self.sources]
+            missing = [p for p in self.sources if not os.path.isfile(p)]
+            if missing:
+                raise InputError(f"source image not found: {missing[0]}")
+            if not self.sources:
+                raise InputError("--sources lists no image")
         for name in ("max_videos", "max_frames"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -224,6 +245,13 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
                               folder=f"pairs/{n:05d}"))
         return items
     videos = list_test_videos(data)
+    if settings.videos:
+        wanted = [video_name(v) for v in settings.videos]
+        found = {video_name(v.name): v for v in videos}
+        missing = [w for w in wanted if w not in found]
+        if missing:
+            raise DatasetError(f"video {missing[0]!r} is not in {data} (have: {', '.join(sorted(found))})")
+        videos = [found[w] for w in wanted]
     if settings.max_videos:
         videos = videos[:settings.max_videos]
     names = [video_name(v.name) for v in videos]
@@ -231,6 +259,16 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
         return [Item(name=n, group=n, source=lambda v=v: next(iter_video_frames(v, size, 1)),
                      driving=lambda v=v: iter_video_frames(v, size, mf), relative=False, folder=n, source_frame=0)
                 for v, n in zip(videos, names)]
+    if settings.sources:
+        items = []
+        for src in settings.sources:
+            stem = Path(src).stem
+            for v, n in zip(videos, names):
+                items.append(Item(name=f"{stem}<-{n}", group=f"{stem}<-{n}",
+                                  source=lambda p=Path(src): read_frame(p, size),
+                                  driving=lambda v=v: iter_video_frames(v, size, mf), relative=True,
+                                  folder=f"{stem}_by_{n}"))
+        return items
     if len(videos) < 2:
         raise DatasetError("the cross-identity protocol needs at least two videos (each is driven by the next)")
     items = []
@@ -288,6 +326,7 @@ class MetricSuite:
     lpips: Optional[M.LPIPSMetric] = None
     landmarks: Optional[M.LandmarkDetector] = None
     identity: Optional[M.IdentityEmbedder] = None
+    faces: Optional[FM.FaceAnalyzer] = None  # the face backend behind the cross-identity motion report
     skipped: Dict[str, str] = field(default_factory=dict)
 
     @property
@@ -298,7 +337,13 @@ class MetricSuite:
     def active(self) -> List[str]:
         avail = {"lpips": self.lpips is not None, "akd": self.landmarks is not None,
                  "akd_motion": self.landmarks is not None, "aed": self.identity is not None, "csim": self.identity is not None}
+        for m in FM.MOTION_METRICS:
+            avail[m] = self.faces is not None and (m not in _EMBEDDING_METRICS or self.faces.embeddings)
         return [m for m in self.wanted if avail.get(m, True)]
+
+    @property
+    def motion_active(self) -> List[str]:
+        return [m for m in self.active if m in FM.MOTION_METRICS]
 
     def status(self) -> Dict[str, Dict[str, object]]:
         out: Dict[str, Dict[str, object]] = {}
@@ -308,12 +353,19 @@ class MetricSuite:
                 continue
             info: Dict[str, object] = {"status": "ok"}
             model = {"lpips": self.lpips, "akd": self.landmarks, "akd_motion": self.landmarks, "aed": self.identity,
-                     "csim": self.identity}.get(m)
+                     "csim": self.identity}.get(m, self.faces if m in FM.MOTION_METRICS else None)
             if model is not None:
                 info["model"] = getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
                 digest = getattr(model, "digest", None)
                 if digest:
                     info["sha256"] = digest
+                analyzer = getattr(model, "analyzer", model)
+                if isinstance(analyzer, FM.FaceAnalyzer):
+                    info["backend"] = analyzer.name
+                    if analyzer.name == "dlib":
+                        info["note"] = FM.BACKEND_NOTE
+            if m in PER_ITEM_METRICS:
+                info["per"] = "item (one value per source/driving pair)"
             if m == "ssim":
                 info.update(data_range=self.settings.ssim_data_range, window="7x7 uniform", channels="mean")
             if m == "psnr":
@@ -350,19 +402,41 @@ class MetricSuite:
         if "aed" in active or "csim" in active:
             emb = self.identity(pred)
             if "aed" in active:
-                out["aed"] = M.aed_per_frame(emb, gt_embedding).tolist()
+                out["aed"] = _finite(M.aed_per_frame(emb, gt_embedding).tolist())
             if "csim" in active:
-                out["csim"] = M.csim_per_frame(emb, source_embedding).tolist()
+                out["csim"] = _finite(M.csim_per_frame(emb, source_embedding).tolist())
         return out
+
+
+def _finite(values: List[float]) -> List[Optional[float]]:
+    """NaN (an identity embedding where the face backend found no face) -> None (left out of the means)."""
+    return [v if math.isfinite(v) else None for v in values]
 
 
 def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str, torch.device] = "cpu",
                        lpips: Union[str, M.LPIPSMetric, None] = "auto", landmarks: Union[str, Callable, None] = "auto",
-                       identity: Union[str, os.PathLike, Callable, None] = None) -> MetricSuite:
-    """Resolve the optional third-party metrics: ``"auto"`` loads from files on disk and records a skip reason
-    when they are absent, ``"off"``/``None`` skips, a callable is used as is (tests, custom models); for
-    ``identity`` a path to an ONNX/TorchScript file loads it."""
+                       identity: Union[str, os.PathLike, Callable, None] = "auto",
+                       face_backend: Union[str, object] = "auto") -> MetricSuite:
+    """Resolve the optional third-party metrics: ``"auto"`` loads from files on disk (or the offline face
+    backend) and records a skip reason when they are absent, ``"off"``/``None`` skips, a callable is used as is
+    (tests, custom models); for ``identity`` a path to an ONNX/TorchScript file loads it.
+
+    ``face_backend``: ``"auto"``/``"dlib"``/``"face-alignment"`` (see
+    :func:`dagan.inference.faces.load_face_backend`) or a detector object. With ``landmarks="auto"`` it gives
+    the AKD landmarks and the cross-identity motion report; with ``identity="auto"`` (dlib only) the AED/CSIM
+    embeddings."""
+    from ..inference.faces import load_face_backend
+
     suite = MetricSuite(protocol, settings)
+    analyzer: Optional[FM.FaceAnalyzer] = None
+    if landmarks == "auto" or identity == "auto":
+        try:
+            backend = load_face_backend(face_backend, str(device)) if isinstance(face_backend, str) else face_backend
+            analyzer = FM.FaceAnalyzer(backend)
+        except MissingWeightsError as exc:
+            suite.skipped["akd"] = str(exc)
+            for m in FM.MOTION_METRICS:
+                suite.skipped[m] = str(exc)
     wanted = suite.wanted
     if "lpips" in wanted:
         if isinstance(lpips, M.LPIPSMetric):
@@ -379,19 +453,30 @@ def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str,
     if callable(landmarks):
         suite.landmarks = landmarks
     elif landmarks == "auto":
-        try:
-            suite.landmarks = M.FaceAlignmentLandmarks(device)
-        except MissingWeightsError as exc:
-            suite.skipped["akd"] = str(exc)
+        if analyzer is not None:
+            suite.landmarks = FM.BackendLandmarks(analyzer)
+            suite.faces = analyzer
     else:
         suite.skipped["akd"] = "disabled (--landmarks off)"
+        for m in FM.MOTION_METRICS:
+            suite.skipped[m] = "disabled (--landmarks off)"
     if callable(identity):
         suite.identity = identity
+    elif identity == "auto":
+        if analyzer is not None and analyzer.embeddings:
+            suite.identity = FM.BackendIdentity(analyzer)
+        else:
+            reason = (f"the {analyzer.name} face backend has no identity model" if analyzer is not None
+                      else suite.skipped.get("akd", "no face backend")) + \
+                " (use the dlib backend, or --identity-model FILE: an ArcFace-style .onnx or TorchScript file)"
+            suite.skipped["aed"] = suite.skipped["csim"] = reason
     elif identity not in (None, "off"):
         suite.identity = M.FileIdentityEmbedder(identity, device=device)
     else:
-        reason = "no identity model given (--identity-model FILE: an ArcFace-style .onnx or TorchScript file)"
-        suite.skipped["aed"] = suite.skipped["csim"] = reason
+        suite.skipped["aed"] = suite.skipped["csim"] = "disabled (--identity-model off)"
+    for m in _EMBEDDING_METRICS:
+        if analyzer is not None and not analyzer.embeddings and suite.faces is not None:
+            suite.skipped[m] = f"the {analyzer.name} face backend has no identity model (use dlib)"
     return suite
 
 
@@ -458,6 +543,11 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
     settings = suite.settings
     source = _to_tensor([item.source()], device)
     src_emb = suite.identity(source) if suite.identity is not None and "csim" in suite.active else None
+    trackers: Dict[str, FM.MotionTracker] = {}
+    if suite.motion_active:
+        source_image = M.to_uint8_hwc(source)[0]
+        source_face = suite.faces(source)[0]
+        trackers = {name: FM.MotionTracker(source_image, source_face) for name in systems}
     values: Dict[str, Dict[str, List[Optional[float]]]] = {name: {} for name in systems}
     no_face = {"gt": 0, **{name: 0 for name in systems}}
     thumbs = _Thumbnails(settings.thumbnails)
@@ -474,6 +564,7 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
         if gt_lm is not None:
             no_face["gt"] += sum(lm is None for lm in gt_lm)
         gt_emb = suite.identity(gt) if "aed" in suite.active else None
+        gt_faces = suite.faces(gt) if trackers else None
         preds = {}
         for name, system in systems.items():
             pred = system(gt).float().clamp(0, 1)
@@ -483,6 +574,9 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
             if frames_dir is not None:
                 _save_frames(os.path.join(os.fspath(frames_dir), name, item.folder), index, pred)
             per_frame = suite.compute(pred, gt, gt_lm, gt_emb, src_emb, anchors[name])
+            if trackers:
+                motion = trackers[name].update(M.to_uint8_hwc(pred), suite.faces(pred), gt_faces)
+                per_frame.update({m: v for m, v in motion.items() if m in suite.active})
             if "akd" in per_frame and gt_lm is not None:
                 no_face[name] += sum(v is None and g is not None for v, g in zip(per_frame["akd"], gt_lm))
             for metric, vals in per_frame.items():
@@ -493,6 +587,8 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
         index += gt.shape[0]
     if index == 0:
         raise InputError(f"{item.name}: no driving frames")
+    for name, tracker in trackers.items():
+        values[name].update({m: v for m, v in tracker.finish().items() if m in suite.active})
     if settings.exclude_source_frame and item.source_frame is not None and item.source_frame < index:
         for per_system in values.values():
             for vals in per_system.values():
@@ -620,6 +716,17 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
         raise DatasetError(f"no item could be evaluated ({len(failed)} failed; first: {failed[0]['error']})")
     metric_names = suite.active
     overall, videos = aggregate(merged, list(systems), metric_names)
+    if baseline and "motion_error" in metric_names:
+        # how much of the driving motion is missing, relative to not moving at all (frozen result = baseline)
+        for rows in [overall] + [v["metrics"] for v in videos]:
+            frozen = rows[BASELINE]["motion_error"]
+            frozen = frozen["frame_mean"] if isinstance(frozen, dict) else frozen
+            for name in systems:
+                mine = rows[name]["motion_error"]
+                mine = mine["frame_mean"] if isinstance(mine, dict) else mine
+                ratio = mine / frozen if mine is not None and frozen else None
+                rows[name]["motion_ratio"] = ({"frame_mean": ratio, "video_mean": None, "frames": 0,
+                                               "frames_skipped": 0} if rows is overall else ratio)
     return {
         "format": REPORT_FORMAT,
         "protocol": "pairs/" + settings.protocol if pairs is not None else settings.protocol,

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..utils import atomic_write_bytes
-from .evaluate import HIGHER_IS_BETTER
+from .evaluate import HIGHER_IS_BETTER, PER_ITEM_METRICS
 
 PathLike = Union[str, os.PathLike]
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
@@ -84,6 +84,7 @@ def _metrics_csv(report: dict, systems: Sequence[str], metric_names: Sequence[st
 
 
 def _frames_csv(report: dict, systems: Sequence[str], metric_names: Sequence[str]) -> bytes:
+    metric_names = [m for m in metric_names if m not in PER_ITEM_METRICS]  # one value per item: metrics.csv
     rows: List[List[object]] = [["item", "video", "frame", "system", *metric_names]]
     for r in report.get("_results", []):
         for s in systems:

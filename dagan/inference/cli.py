@@ -26,8 +26,8 @@ from ..errors import CheckpointError, InputError, MissingWeightsError
 from ..models.dagan import DaGAN
 from ..utils import resolve_device
 from .animator import Animator
-from .faces import (DEFAULT_MARGIN, BoxSmoother, DrivingCropper, FaceAlignmentDetector, FaceDetector,
-                    crop_square, find_best_frame, largest_face, paste_back, square_box)
+from .faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
+                    find_best_frame, largest_face, load_face_backend, paste_back, square_box)
 from .images import load_image, resize_image
 from .pipeline import BackgroundWriter, prefetch
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
@@ -81,15 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     best = g.add_mutually_exclusive_group()
     best.add_argument("--find_best_frame", action="store_true",
                       help="anchor relative motion at the driving frame whose face landmarks best match the "
-                      "source (needs the face-alignment weights)")
+                      "source (face backend, see --face_backend)")
     best.add_argument("--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
     g = p.add_argument_group("faces")
     crop = g.add_mutually_exclusive_group()
     crop.add_argument("--crop", dest="crop", action="store_true", default=False,
-                      help="detect and crop the face in the source and every driving frame (face-alignment)")
+                      help="detect and crop the face in the source and every driving frame (face backend; "
+                      "full-size photos are detected on a downscaled copy and cropped at full resolution)")
     crop.add_argument("--no_crop", dest="crop", action="store_false", help="use whole frames (default)")
     g.add_argument("--paste_back", action="store_true",
                    help="blend the animated face back into the full-resolution source image")
+    g.add_argument("--face_backend", choices=FACE_BACKENDS, default="auto",
+                   help="auto (default: dlib when installed, offline), dlib, or face-alignment (needs its weights)")
+    g.add_argument("--face_index", default="largest", metavar="N|largest",
+                   help="which face of a source photo with several: largest (default) or N counted from the left "
+                   "(0 = leftmost)")
     g.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="crop side / face size (default: 1.8)")
     g.add_argument("--detect_every", type=int, default=1, help="run the face detector every N driving frames (default: 1)")
     g.add_argument("--smoothing", type=float, default=0.2,
@@ -194,10 +200,28 @@ def prepare_source(args, size: int, detector: Optional[Callable[[], FaceDetector
         return Source(full, box, crop_square(full, box, size))
     full = load_image(args.source_image)
     if args.crop:
-        face = largest_face(detector(), full, f"source image {args.source_image}")
+        face = largest_face(detector(), full, f"source image {args.source_image}",
+                            index=_face_index(getattr(args, "face_index", "largest")))
         box = square_box(face.box, full.shape[:2], args.margin)
         return Source(full, box, crop_square(full, box, size))
     return Source(full, None, resize_image(full, size))
+
+
+def _face_index(value):
+    if value in (None, "largest"):
+        return "largest"
+    try:
+        index = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"--face_index takes a number or 'largest', got {value!r}") from None
+    if index < 0:
+        raise InputError(f"--face_index must be >= 0 (0 = leftmost face), got {index}")
+    return index
+
+
+def face_backend_factory(args, device) -> Callable[[], FaceDetector]:
+    """The face backend the options ask for, built on first use (the default demo never needs one)."""
+    return lambda: load_face_backend(getattr(args, "face_backend", "auto"), device=str(device))
 
 
 @dataclass
@@ -323,7 +347,7 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
 
     def detector() -> FaceDetector:
         if "detector" not in cached:
-            cached["detector"] = detector_factory() if detector_factory else FaceAlignmentDetector(device=str(device))
+            cached["detector"] = (detector_factory or face_backend_factory(args, device))()
         return cached["detector"]
 
     model, description = load_model(args)

@@ -1,0 +1,224 @@
+"""Face metrics from an offline face backend (dlib by default): landmarks and identity for AKD/AED/CSIM, and
+the cross-identity motion report.
+
+Every frame is analysed once (:class:`FaceAnalyzer` caches by content, so the repeat-source baseline's
+identical frames cost one detection). Landmarks are the 68 iBUG points; distances that compare two faces are
+expressed in units of each face's inter-ocular distance ``iod`` (between the two eye centres, the means of
+points 36-41 and 42-47), so faces of different sizes compare.
+
+Cross-identity, for a result ``r`` driven by ``d`` (``L(t)``: landmarks of frame ``t``; frame 0 is the anchor):
+
+=================  ===========================================================================================
+face_detected      1 where the backend finds a face in the result frame, else 0
+id_dist_source     Euclidean distance of the identity embeddings result -> source (dlib: < 0.6 = same person)
+id_match_source    1 where ``id_dist_source < 0.6``; frames without a face count as 0
+id_dist_driving    the same distance result -> driving frame (low = the driver's identity leaks in)
+motion_error       mean over the 68 points of ``|(L_r(t) - L_r(0)) / iod_r(0) - (L_d(t) - L_d(0)) / iod_d(0)|``
+                   (Euclidean per point); for the frozen baseline it is the driving motion itself
+scale_drift        ``|iod_r(t) / iod_r(0) - iod_d(t) / iod_d(0)|``
+mouth_corr         per clip: Pearson correlation over time of the inner-lip opening ``|L(62) - L(66)| / iod``
+                   of result and driving (undefined, so left out, when either does not move)
+sharpness          variance of the Laplacian of the result's face box over the same for the source's face
+                   box resized to the result's box size (1 = as sharp as the source)
+=================  ===========================================================================================
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..inference.faces import DLIB_SAME_PERSON_DISTANCE, Face, backend_name
+from .metrics import Landmarks, to_uint8_hwc
+
+#: per-frame cross-identity face metrics, in report order (``mouth_corr`` is one value per clip)
+MOTION_METRICS = ("face_detected", "id_dist_source", "id_match_source", "id_dist_driving", "motion_error",
+                  "scale_drift", "mouth_corr", "sharpness")
+#: for each, whether larger is better
+MOTION_HIGHER_IS_BETTER = {"face_detected": True, "id_dist_source": False, "id_match_source": True,
+                           "id_dist_driving": True, "motion_error": False, "scale_drift": False,
+                           "mouth_corr": True, "sharpness": True}
+BACKEND_NOTE = ("dlib numbers (HOG + 68-point shape predictor, ResNet identity embedding) are not comparable "
+                "with the papers' FAN/OpenFace numbers")
+
+
+class FaceAnalyzer:
+    """Detect the largest face of frames with landmarks (and embeddings when the backend has them).
+
+    Call with ``(B, 3, H, W)`` in [0, 1] (or a list of ``(H, W, 3)`` uint8); returns one :class:`Face` or
+    ``None`` per frame. Results are cached by frame content (``cache`` frames, least recently used dropped).
+    """
+
+    def __init__(self, backend, embeddings: bool = True, cache: int = 256):
+        self.backend = backend
+        self.name = backend_name(backend)
+        self.embeddings = bool(embeddings) and self.name == "dlib"
+        self.cache: "OrderedDict[bytes, Optional[Face]]" = OrderedDict()
+        self.cache_size = int(cache)
+        self.frames_analysed = 0
+
+    def analyse_image(self, image: np.ndarray) -> Optional[Face]:
+        key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() + \
+            bytes(str(image.shape), "ascii")
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        kwargs = {"embedding": True} if self.embeddings else {}
+        faces = self.backend.detect(image, landmarks=True, **kwargs)
+        face = faces[0] if faces and faces[0].landmarks is not None else None
+        self.frames_analysed += 1
+        self.cache[key] = face
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return face
+
+    def __call__(self, frames) -> List[Optional[Face]]:
+        images = to_uint8_hwc(frames) if isinstance(frames, torch.Tensor) else frames
+        return [self.analyse_image(image) for image in images]
+
+
+class BackendLandmarks:
+    """AKD landmark detector over a :class:`FaceAnalyzer`: ``(B, 3, H, W)`` -> ``(68, 2)`` or None per frame."""
+
+    def __init__(self, analyzer: FaceAnalyzer):
+        self.analyzer = analyzer
+        self.name = f"{analyzer.name} 68 landmarks"
+
+    def __call__(self, frames: torch.Tensor) -> List[Landmarks]:
+        return [None if f is None else f.landmarks for f in self.analyzer(frames)]
+
+
+class BackendIdentity:
+    """AED/CSIM identity embedder over a :class:`FaceAnalyzer` (dlib's 128-d face embedding of the largest
+    face): ``(B, 3, H, W)`` -> ``(B, 128)``, rows of NaN where no face is found (left out of the means)."""
+
+    dim = 128
+
+    def __init__(self, analyzer: FaceAnalyzer):
+        self.analyzer = analyzer
+        self.name = f"{analyzer.name} face embedding (128-d)"
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        rows = [np.full(self.dim, np.nan) if f is None or f.embedding is None else f.embedding
+                for f in self.analyzer(frames)]
+        return torch.from_numpy(np.stack(rows))
+
+
+# -------------------------------------------------------------------------------------------- geometry
+def interocular(landmarks: np.ndarray) -> float:
+    """Distance between the eye centres (means of points 36-41 and 42-47) of ``(68, 2)`` landmarks."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    return float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
+
+
+def mouth_opening(landmarks: np.ndarray) -> float:
+    """Inner-lip opening ``|L(62) - L(66)|`` over the inter-ocular distance."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    return float(np.linalg.norm(points[62] - points[66])) / max(interocular(points), 1e-6)
+
+
+def motion_error(result: np.ndarray, driving: np.ndarray, result_anchor: np.ndarray,
+                 driving_anchor: np.ndarray) -> float:
+    """Mean Euclidean difference of the 68 landmark displacements from the anchors, each in units of its own
+    anchor's inter-ocular distance (0 = the result moves exactly like the driving face)."""
+    r = (np.asarray(result, np.float64) - result_anchor) / max(interocular(result_anchor), 1e-6)
+    d = (np.asarray(driving, np.float64) - driving_anchor) / max(interocular(driving_anchor), 1e-6)
+    return float(np.linalg.norm(r - d, axis=1).mean())
+
+
+def scale_drift(result: np.ndarray, driving: np.ndarray, result_anchor: np.ndarray,
+                driving_anchor: np.ndarray) -> float:
+    """``|iod_r(t) / iod_r(0) - iod_d(t) / iod_d(0)|``: the face growing or shrinking unlike the driver's."""
+    return abs(interocular(result) / max(interocular(result_anchor), 1e-6)
+               - interocular(driving) / max(interocular(driving_anchor), 1e-6))
+
+
+def pearson(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Pearson correlation of two equally long series; None when shorter than 3 or either is constant."""
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(x) < 3 or len(x) != len(y):
+        return None
+    x, y = x - x.mean(), y - y.mean()
+    norm = np.sqrt((x * x).sum() * (y * y).sum())
+    if norm < 1e-12:
+        return None
+    return float((x * y).sum() / norm)
+
+
+def laplacian_variance(image: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of the grey version of ``(H, W, 3)`` uint8 (or grey) ``image``."""
+    from scipy.ndimage import laplace
+
+    grey = np.asarray(image, np.float64)
+    if grey.ndim == 3:
+        grey = grey @ np.array([0.299, 0.587, 0.114])
+    return float(laplace(grey, mode="reflect").var())
+
+
+def face_crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The part of ``image`` inside ``box`` ``(x0, y0, x1, y1)``, clipped to the image (at least 3x3)."""
+    h, w = image.shape[:2]
+    x0, y0 = int(np.clip(np.floor(box[0]), 0, w - 3)), int(np.clip(np.floor(box[1]), 0, h - 3))
+    x1, y1 = int(np.clip(np.ceil(box[2]), x0 + 3, w)), int(np.clip(np.ceil(box[3]), y0 + 3, h))
+    return image[y0:y1, x0:x1]
+
+
+def sharpness_ratio(result: np.ndarray, result_face: Face, source: np.ndarray, source_face: Face) -> float:
+    """Laplacian variance of the result's face box over the source's face box resized to the same size."""
+    from PIL import Image
+
+    crop = face_crop(result, result_face.box)
+    reference = np.asarray(Image.fromarray(np.ascontiguousarray(face_crop(source, source_face.box))).resize(
+        (crop.shape[1], crop.shape[0]), Image.BICUBIC, reducing_gap=None))
+    return laplacian_variance(crop) / max(laplacian_variance(reference), 1e-9)
+
+
+# ------------------------------------------------------------------------------------ per clip state
+class MotionTracker:
+    """The cross-identity face metrics of one (clip, system): feed batches of result frames with their driving
+    faces; :meth:`finish` adds the per-clip mouth correlation. Anchors are the first frame where both the
+    result and the driving frame have a face."""
+
+    def __init__(self, source_image: np.ndarray, source_face: Optional[Face]):
+        self.source_image = source_image
+        self.source_face = source_face
+        self.anchor_r: Optional[np.ndarray] = None
+        self.anchor_d: Optional[np.ndarray] = None
+        self.mouth_r: List[float] = []
+        self.mouth_d: List[float] = []
+
+    def update(self, results: np.ndarray, result_faces: Sequence[Optional[Face]],
+               driving_faces: Sequence[Optional[Face]]) -> Dict[str, List[Optional[float]]]:
+        """``results`` ``(B, H, W, 3)`` uint8 with their faces and the driving frames' faces -> per-frame values."""
+        out: Dict[str, List[Optional[float]]] = {m: [] for m in MOTION_METRICS if m != "mouth_corr"}
+        src_emb = None if self.source_face is None else self.source_face.embedding
+        for image, fr, fd in zip(results, result_faces, driving_faces):
+            out["face_detected"].append(0.0 if fr is None else 1.0)
+            d_src = None
+            if fr is not None and fr.embedding is not None and src_emb is not None:
+                d_src = float(np.linalg.norm(fr.embedding - src_emb))
+            out["id_dist_source"].append(d_src)
+            out["id_match_source"].append(None if src_emb is None else
+                                          float(d_src is not None and d_src < DLIB_SAME_PERSON_DISTANCE))
+            both = fr is not None and fd is not None
+            out["id_dist_driving"].append(float(np.linalg.norm(fr.embedding - fd.embedding)) if both and
+                                          fr.embedding is not None and fd.embedding is not None else None)
+            if both and self.anchor_r is None:
+                self.anchor_r, self.anchor_d = fr.landmarks, fd.landmarks
+            if both:
+                out["motion_error"].append(motion_error(fr.landmarks, fd.landmarks, self.anchor_r, self.anchor_d))
+                out["scale_drift"].append(scale_drift(fr.landmarks, fd.landmarks, self.anchor_r, self.anchor_d))
+                self.mouth_r.append(mouth_opening(fr.landmarks))
+                self.mouth_d.append(mouth_opening(fd.landmarks))
+            else:
+                out["motion_error"].append(None)
+                out["scale_drift"].append(None)
+            out["sharpness"].append(sharpness_ratio(image, fr, self.source_image, self.source_face)
+                                    if fr is not None and self.source_face is not None else None)
+        return out
+
+    def finish(self) -> Dict[str, List[Optional[float]]]:
+        return {"mouth_corr": [pearson(self.mouth_r, self.mouth_d)]}
