@@ -47,6 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
+    cfg.provenance = {}  # a config exported with a model may start a run; the run is not that model
     if args.average and not args.export:
         raise ConfigError("--average only applies to --export")
     if args.export:

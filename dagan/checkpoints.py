@@ -1,9 +1,11 @@
 """Checkpoint I/O: our own format, official DaGAN files, safe loading and key remapping.
 
-Own format (``save_pretrained``): a directory with ``config.yaml`` (the full model config) and
-``model.pt`` (``{"format_version", "config", "state_dict"}``; or ``model.safetensors`` when asked). A single
-``.pt`` file with the same keys (e.g. a training checkpoint, which adds optimiser/scheduler/RNG states)
-loads the same way.
+Own format (``save_pretrained``): a directory with ``config.yaml`` and ``model.pt`` (``{"format_version",
+"config", "state_dict"}``; or ``model.safetensors`` when asked). ``config.yaml`` is self-describing: the full
+config the model was trained with (``model``, ``train``, ``dataset`` sections as used; passed back to
+``train.py`` it reproduces the run) and a ``provenance`` section (source run, step, averaged checkpoints) with
+the sha256 of the weights file, which :func:`load_pretrained` checks. A single ``.pt`` file with the same keys
+(e.g. a training checkpoint, which adds optimiser/scheduler/RNG states) loads the same way.
 
 Official files: ``checkpoint.pth.tar`` = ``{"generator": ..., "kp_detector": ...}`` with DataParallel
 ``module.`` prefixes; ``encoder.pth`` (ResNet keys ``encoder.*`` plus non-tensor ``height``/``width``/
@@ -12,13 +14,14 @@ unless the caller explicitly trusts the file.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -267,26 +270,65 @@ def model_config_from_checkpoint(ckpt: Mapping[str, Any], where: str) -> ModelCo
         raise CheckpointError(f"{where} holds an invalid config: {exc}") from None
 
 
-def save_pretrained(model: nn.Module, path: PathLike, safetensors: bool = False) -> str:
-    """Directory with ``config.yaml`` and ``model.pt`` (or ``model.safetensors``), written atomically."""
+def file_sha256(path: PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_pretrained(model: nn.Module, path: PathLike, safetensors: bool = False, config: Optional[Config] = None,
+                    provenance: Optional[Mapping[str, Any]] = None, half: bool = False) -> str:
+    """Directory with ``config.yaml`` and ``model.pt`` (or ``model.safetensors``), each written atomically.
+
+    ``config``: the full config the model was trained with (default: the model section alone, with default
+    training settings); its model section must be the model's. ``provenance``: where the weights come from
+    (source run, step, averaged checkpoints); ``weights: {file, sha256}`` is added to it. ``half`` stores
+    floating-point tensors as float16 (they load back into the float32 model).
+    """
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise CheckpointError(f"cannot save into {path}: it is a file, not a directory")
+    full = Config(model=model.config) if config is None else load_config(config_to_dict(config))
+    if config_to_dict(full.model) != config_to_dict(model.config):
+        raise CheckpointError("save_pretrained: the config's model section is not the model's config")
     os.makedirs(path, exist_ok=True)
-    full = Config(model=model.config)
-    save_config(full, os.path.join(path, "config.yaml"))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     if safetensors:
         try:
             from safetensors.torch import save as st_save
         except ImportError:
             raise CheckpointError("safetensors is not installed: pip install 'dagan[safetensors]'") from None
         blob = st_save(state, metadata={"format_version": str(FORMAT_VERSION)})
-        atomic_write(os.path.join(path, "model.safetensors"), lambda fh: fh.write(blob))
+        weights = os.path.join(path, "model.safetensors")
+        atomic_write(weights, lambda fh: fh.write(blob))
     else:
-        atomic_torch_save({"format_version": FORMAT_VERSION, "config": config_to_dict(full),
-                           "state_dict": state}, os.path.join(path, "model.pt"))
+        weights = os.path.join(path, "model.pt")
+        atomic_torch_save({"format_version": FORMAT_VERSION, "config": config_to_dict(Config(model=full.model)),
+                           "state_dict": state}, weights)
+    full.provenance = dict(provenance or {})
+    full.provenance["weights"] = {"file": os.path.basename(weights), "sha256": file_sha256(weights)}
+    save_config(full, os.path.join(path, "config.yaml"))
     return path
+
+
+def check_weights_hash(config_data: Mapping[str, Any], folder: str, cfg_path: str) -> None:
+    """Compare the weights file with the sha256 that ``config.yaml``'s provenance records (when it does)."""
+    provenance = config_data.get("provenance") if isinstance(config_data, Mapping) else None
+    record = provenance.get("weights") if isinstance(provenance, Mapping) else None
+    if not isinstance(record, Mapping) or not record.get("sha256"):
+        return
+    weights = os.path.join(folder, os.path.basename(str(record.get("file") or "model.pt")))
+    if not os.path.isfile(weights):
+        raise CheckpointError(f"{cfg_path} describes weights {weights}, which do not exist")
+    actual = file_sha256(weights)
+    if actual != str(record["sha256"]).lower():
+        raise CheckpointError(f"{weights} does not match {cfg_path}: sha256 {actual[:16]}... but the config records "
+                              f"{str(record['sha256'])[:16]}... (a different or corrupted weights file)")
 
 
 def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: bool = False):
@@ -296,6 +338,13 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
         st_path = os.path.join(path, "model.safetensors")
         pt_path = os.path.join(path, "model.pt")
         cfg_path = os.path.join(path, "config.yaml")
+        cfg_data = None
+        if os.path.isfile(cfg_path):  # first: a weights file that is not the one described is not read at all
+            try:
+                cfg_data = read_yaml(cfg_path)
+            except ConfigError as exc:
+                raise CheckpointError(f"{cfg_path} is invalid: {exc}") from None
+            check_weights_hash(cfg_data, path, cfg_path)
         if os.path.isfile(pt_path):
             ckpt = load_file(pt_path, map_location, trust_checkpoint)
             where = pt_path
@@ -307,11 +356,8 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
                                   f"checkpoint folder? then use --config with --checkpoint)")
         if not isinstance(ckpt, Mapping):
             raise CheckpointError(f"{where} is not a dagan checkpoint")
-        if os.path.isfile(cfg_path):
-            try:
-                cfg = model_config_from_checkpoint({"config": read_yaml(cfg_path)}, cfg_path)
-            except ConfigError as exc:
-                raise CheckpointError(f"{cfg_path} is invalid: {exc}") from None
+        if cfg_data is not None:
+            cfg = model_config_from_checkpoint({"config": cfg_data}, cfg_path)
         else:
             cfg = model_config_from_checkpoint(ckpt, where)
     else:

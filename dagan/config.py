@@ -265,6 +265,9 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     depth_train: DepthTrainConfig = field(default_factory=DepthTrainConfig)
+    # written by train.py --export: source run, step, averaged checkpoints, weights file and its sha256.
+    # Describes a model; training ignores it (a new run starts with none)
+    provenance: Dict[str, Any] = field(default_factory=dict)
 
 
 #: keys that older files and checkpoints hold but nothing reads any more: skipped (logged) when reading

@@ -73,6 +73,78 @@ def test_export_half(cfg, tmp_path):
         assert torch.allclose(b.state_dict()[k].float(), v.float(), rtol=1e-3, atol=1e-4)
 
 
+def test_export_is_self_describing_and_hash_checked(cfg, tmp_path):
+    import yaml
+
+    from dagan.checkpoints import file_sha256
+    from dagan.config import config_to_dict, load_config
+    from dagan.errors import CheckpointError
+    from dagan.training.trainer import export_pretrained
+
+    cfg.train.lr_generator = 1.25e-4  # a non-default training setting must survive the export
+    cfg.dataset.num_repeats = 7
+    train(cfg, ShiftedPairs(), tmp_path / "run", device="cpu", max_steps=2, progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    out = export_pretrained(ckpt, tmp_path / "model", average=[ckpt])
+    written = yaml.safe_load(open(os.path.join(out, "config.yaml")))
+    assert {"model", "train", "dataset", "provenance"} <= set(written)
+    exported = load_config(os.path.join(out, "config.yaml"))
+    for section in ("model", "train", "dataset", "depth_train"):
+        assert config_to_dict(getattr(exported, section)) == config_to_dict(getattr(cfg, section)), section
+    prov = exported.provenance
+    assert prov["checkpoint"] == str(ckpt) and prov["step"] == 2 and prov["source_run"] == str(tmp_path / "run")
+    assert [a["step"] for a in prov["averaged"]] == [2, 2] and prov["half"] is False
+    assert prov["weights"] == {"file": "model.pt", "sha256": file_sha256(os.path.join(out, "model.pt"))}
+    DaGAN.from_pretrained(out)
+    with open(os.path.join(out, "model.pt"), "r+b") as fh:  # same size, one byte changed
+        fh.seek(-100, 2)
+        byte = fh.read(1)
+        fh.seek(-100, 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CheckpointError, match="does not match .*config.yaml: sha256"):
+        DaGAN.from_pretrained(out)
+
+
+def test_shipped_model_config_is_its_stage_3_training_config():
+    """checkpoints/dagan-small/config.yaml passed back to train.py sets up the stage-3 run it came from."""
+    from dagan.checkpoints import file_sha256
+    from dagan.config import config_to_dict, load_config
+
+    shipped = load_config(REPO / "checkpoints" / "dagan-small" / "config.yaml")
+    recipe = load_config(REPO / "configs" / "dagan-small-ft2.yaml")
+    for section in ("task", "model", "train", "dataset", "depth_train"):
+        value = getattr(shipped, section)
+        assert (value if isinstance(value, str) else config_to_dict(value)) == \
+            (getattr(recipe, section) if section == "task" else config_to_dict(getattr(recipe, section))), section
+    assert shipped.train.loss_weights.generator_gan == 0 and shipped.train.loss_weights.l1_pyramid == 10
+    assert shipped.dataset.mode == "mixed"
+    prov = shipped.provenance
+    assert [a["step"] for a in prov["averaged"]] == [5500, 6000, 6500, 7000] and prov["half"] is True
+    assert prov["weights"]["sha256"] == file_sha256(REPO / "checkpoints" / "dagan-small" / "model.pt")
+
+
+@pytest.mark.slow
+def test_shipped_config_runs_one_stage_3_step_through_train_py(shared_data, tmp_path, capsys):
+    """The shipped config is a runnable train.py config: one step of its recipe (stage 3 starts from stage 2's
+    checkpoint, which is not in the repository: the shipped model stands in for it through ``base:``)."""
+    import yaml
+
+    cfg_path = tmp_path / "stage3.yaml"
+    cfg_path.write_text(yaml.safe_dump({"base": str(REPO / "checkpoints" / "dagan-small" / "config.yaml"),
+                                        "train": {"init_checkpoint": str(REPO / "checkpoints" / "dagan-small"),
+                                                  "init_new_keys": []}}))
+    out = tmp_path / "run"
+    code = _train_cli().main(["--config", str(cfg_path), "--data", str(shared_data), "--max-steps", "1",
+                              "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 0 and load_file(out / "checkpoint.pt")["step"] == 1
+    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"l1_pyramid", "ssim_pyramid", "equivariance_value", "kp_distance"} <= set(line)
+    assert "generator_gan" not in line and "perceptual" not in line  # GAN 0, no VGG: as stage 3 was trained
+    from dagan.config import load_config
+
+    assert load_config(out / "config.yaml").provenance == {}  # a new run describes no exported model
+
+
 def test_export_averages_checkpoints(tiny_config, tmp_path):
     import copy
 

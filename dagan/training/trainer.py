@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import FORMAT_VERSION, check_and_load, load_file, strip_prefix
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict, load_config, save_config
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from ..models.dagan import DaGAN, build_discriminator
 from ..models.discriminator import scale_name
@@ -535,14 +535,32 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
 
 def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = False,
                       average: Sequence[PathLike] = ()) -> str:
-    """Write the model of a training checkpoint as a ``save_pretrained`` directory (config + weights only).
+    """Write the model of a training checkpoint as a self-describing ``save_pretrained`` directory.
 
-    ``half`` stores floating-point tensors as float16 (half the size; they load back into the float32
-    model, so the precision loss is the fp16 rounding of the weights). ``average`` lists more checkpoints
-    with the same model config: the exported weights are the mean over all of them (integer buffers come
-    from ``checkpoint``).
+    ``config.yaml`` gets the full config of the run (model, train and dataset sections as trained: passed
+    back to ``train.py`` it reproduces the run) and a ``provenance`` section: the source checkpoint and its
+    step, the averaged checkpoints and theirs, and the sha256 of the weights file. ``half`` stores
+    floating-point tensors as float16 (they load back into the float32 model, so the precision loss is the
+    fp16 rounding of the weights). ``average`` lists more checkpoints with the same model config: the
+    exported weights are the mean over all of them (integer buffers come from ``checkpoint``).
     """
+    def describe(path: PathLike) -> Tuple[Config, Dict[str, Any]]:
+        path = os.fspath(path)
+        if os.path.isdir(path):  # an exported model: its config.yaml
+            cfg = load_config(os.path.join(path, "config.yaml"))
+            return cfg, {"checkpoint": path, "step": int(cfg.provenance.get("step", 0))}
+        ckpt = load_file(path, "cpu")
+        if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("config"), Mapping):
+            raise CheckpointError(f"{path} is not a training checkpoint of ours (no config inside)")
+        try:
+            cfg = load_config(dict(ckpt["config"]))
+        except ConfigError as exc:
+            raise CheckpointError(f"{path} holds an invalid config: {exc}") from None
+        return cfg, {"checkpoint": path, "step": int(ckpt.get("step", 0))}
+
+    cfg, source = describe(checkpoint)
     model = DaGAN.from_pretrained(checkpoint)
+    averaged = []
     if average:
         state = {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
         for other_path in average:
@@ -552,15 +570,13 @@ def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = Fals
             for k, v in other.state_dict().items():
                 if v.is_floating_point():
                     state[k] += v.double()
+            averaged.append(describe(other_path)[1])
         n = 1 + len(average)
         model.load_state_dict({k: (v / n).float() if v.is_floating_point() else v for k, v in state.items()})
-    path = model.save_pretrained(out_dir)
-    if half:
-        weights = os.path.join(path, "model.pt")
-        ckpt = load_file(weights)
-        ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-        atomic_torch_save(ckpt, weights)
-    return path
+    cfg.provenance = {}
+    provenance = {"source_run": os.path.dirname(os.path.abspath(os.fspath(checkpoint))), **source,
+                  "averaged": [source] + averaged if averaged else [], "half": bool(half)}
+    return model.save_pretrained(out_dir, config=cfg, provenance=provenance, half=half)
 
 
 def main(cfg: Config, args) -> Dict[str, Any]:
