@@ -243,6 +243,21 @@ def animate(source: Optional[str], driving: Optional[str], checkpoint: Optional[
     return str(result), str(depth)
 
 
+def page_wording(text: str, paths: Sequence[Optional[str]], options: Sequence[FormOption]) -> str:
+    """A demo message as the page says it: uploaded files by their names (not the server's paths) and the
+    demo's checkbox flags as the page's labels (``use --no-crop`` -> ``use "Crop the face" off``)."""
+    for path in paths:
+        if path:
+            text = text.replace(path, Path(path).name)
+    for option in options:
+        if option.kind != "checkbox":
+            continue
+        for flag, state in sorted(zip(option.flags, ("on", "off")), key=lambda f: -len(f[0] or "")):
+            for spelling in {flag, (flag or "").replace("_", "-")} - {None, ""}:
+                text = text.replace(spelling, f'"{option.label}" {state}')
+    return text
+
+
 # -------------------------------------------------------------------------------------------- page
 INTRO = ("Animate a portrait with the head motion of a driving video. Leave the inputs empty for the built-in "
          "example (the astronaut and a generated head motion). Files stay on this computer.")
@@ -306,7 +321,7 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
                                     {o.dest: v for o, v in zip(options, values)}, work.new_run(), on_frame,
                                     detector_factory, options)
         except DaganError as exc:
-            return None, None, hidden, hidden, message(str(exc))
+            return None, None, hidden, hidden, message(page_wording(str(exc), [source, driving], options))
         except Exception as exc:  # the request boundary: log the traceback here, show one line in the page
             logger.exception("request failed")
             return None, None, hidden, hidden, message(f"internal error ({type(exc).__name__}); see the server log")
@@ -322,12 +337,12 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
                 source_file = gr.File(label="Upload a portrait (image)", file_types=image_types,
                                       elem_id="source-upload")
                 source_view = gr.Image(value=astronaut(), label="Portrait: built-in astronaut", interactive=False,
-                                       height=256, elem_id="source-preview")
+                                       height=220, elem_id="source-preview")
             with gr.Column():
                 driving_file = gr.File(label="Upload a driving video", file_types=video_types,
                                        elem_id="driving-upload")
                 driving_view = gr.Video(label="Driving video: built-in head motion", interactive=False,
-                                        height=256, elem_id="driving-preview")
+                                        height=220, elem_id="driving-preview")
         with gr.Accordion("Options", open=True):
             model = gr.Dropdown(choices=list(known_models), value=next(iter(known_models)), label="Model",
                                 elem_id="model")
@@ -403,10 +418,15 @@ def serve(args: argparse.Namespace) -> None:
         raise InputError(f"--max_upload_mb must be positive, got {args.max_upload_mb}")
     if args.concurrency < 1:
         raise InputError(f"--concurrency must be at least 1, got {args.concurrency}")
-    _import_gradio()
     work = WorkArea(keep_seconds=args.keep_minutes * 60.0)
-    # Gradio keeps uploads and served files in GRADIO_TEMP_DIR: inside the app's folder, removed on exit
+    # Gradio keeps uploads and served files in GRADIO_TEMP_DIR (read when it is imported): inside the app's
+    # folder, removed on exit
     os.environ["GRADIO_TEMP_DIR"] = str(work.uploads)
+    try:
+        _import_gradio()
+    except MissingWeightsError:
+        work.close()
+        raise
     previous = signal.signal(signal.SIGTERM, _interrupt)
     page = None
     try:
