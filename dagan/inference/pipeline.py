@@ -333,14 +333,35 @@ def open_camera(spec: str, size: Optional[Tuple[int, int]] = None) -> Iterator[n
 
 
 # ---------------------------------------------------------------------------------------- demo --stream
-def run_stream(args, detector_factory=None) -> str:
-    """``demo.py --stream``: animate a camera (``--driving_video 0``/``/dev/videoN``) or a file played at its
-    own frame rate, dropping frames that would exceed ``--latency_budget_ms``; the animated frames go to
-    ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
+def stream_animator(args, detector_factory=None) -> Tuple[Any, str]:
+    """The :class:`~dagan.Animator` of the live modes (``demo.py --stream``, the web app's webcam): the model
+    of ``--config/--checkpoint`` on the fast path, the source of ``--source_image`` set and the kernels warmed
+    up; the first frame it animates anchors relative motion. Returns it and a one-line model description."""
     from ..fast import optimize_for_inference
     from ..utils import resolve_device
     from .animator import Animator
     from .cli import load_model, prepare_source
+
+    if args.source_image is not None and not os.path.exists(args.source_image):
+        raise InputError(f"source image not found: {args.source_image}")
+    if args.crop:
+        raise InputError("--stream does not support --crop yet: give a face-centred driving stream")
+    device = resolve_device("cpu" if args.cpu else args.device)
+    model, description = load_model(args)
+    source = prepare_source(args, model.image_size, detector_factory)
+    # the fast path: BN folded, channels_last, conv bodies in --dtype (inputs/outputs stay float32)
+    model = optimize_for_inference(model.to(device), dtype=args.dtype)
+    animator = Animator(model, device=device, relative=args.relative, adapt_movement_scale=args.adapt_scale)
+    animator.set_source(source.image)
+    animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
+    animator.reset()
+    return animator, description
+
+
+def run_stream(args, detector_factory=None) -> str:
+    """``demo.py --stream``: animate a camera (``--driving_video 0``/``/dev/videoN``) or a file played at its
+    own frame rate, dropping frames that would exceed ``--latency_budget_ms``; the animated frames go to
+    ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
     from .images import resize_image
     from .video import VideoReader, VideoWriter, check_output_path
 
@@ -349,20 +370,8 @@ def run_stream(args, detector_factory=None) -> str:
     camera = camera_input(args.driving_video) is not None
     check_output_path(args.result_video, args.overwrite, (args.source_image,) + (() if camera else
                                                                                    (args.driving_video,)))
-    if args.source_image is not None and not os.path.exists(args.source_image):
-        raise InputError(f"source image not found: {args.source_image}")
-    if args.crop:
-        raise InputError("--stream does not support --crop yet: give a face-centred driving stream")
-    device = resolve_device("cpu" if args.cpu else args.device)
-    model, description = load_model(args)
-    size = model.image_size
-    source = prepare_source(args, size, detector_factory)
-    # the fast path: BN folded, channels_last, conv bodies in --dtype (inputs/outputs stay float32)
-    model = optimize_for_inference(model.to(device), dtype=args.dtype)
-    animator = Animator(model, device=device, relative=args.relative, adapt_movement_scale=args.adapt_scale)
-    animator.set_source(source.image)
-    animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
-    animator.reset()
+    animator, description = stream_animator(args, detector_factory)
+    size = animator.size
     if camera:
         frames: Iterable[np.ndarray] = open_camera(args.driving_video)
         fps, audio = 30.0, None
