@@ -55,10 +55,8 @@ def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(cli, "load_face_backend", None)  # the default must never need a detector
     assert cli.main(["--max-frames", "4"]) == 0
     info = probe(tmp_path / "result.mp4")
-    model_size = 64 if not cli.DEFAULT_CHECKPOINT.exists() else None
     assert info["frames"] == 4 and info["fps"] == 25 and info["audio_codec"] is None
-    if model_size:
-        assert info["size"] == (64, 64)
+    assert info["size"] == (256, 256)  # the default output size, whatever size the network runs at
     out = capsys.readouterr()
     assert "result.mp4" in out.out
     if not cli.DEFAULT_CHECKPOINT.exists():
@@ -76,7 +74,7 @@ def test_official_files_shared_clip_audio_depth_and_side_by_side(tmp_path, refer
                    "--batch-size", "2", "--quiet"])
     assert rc == 0
     info = probe(result)
-    assert info["frames"] == 4 and info["fps"] == 25 and info["size"] == (4 * 64, 64)
+    assert info["frames"] == 4 and info["fps"] == 25 and info["size"] == (4 * 256, 256)  # panels at --size
     assert info["audio_codec"] == "aac"
     saved = np.load(depth)["depth"]
     assert saved.shape == (4, 64, 64) and saved.dtype == np.float16
@@ -111,8 +109,9 @@ def test_crop_and_paste_back_keep_source_resolution(tmp_path, shared_data):
     box, outside = (slice(112, 296), slice(164, 348)), (slice(0, 100), slice(0, 150))
     # outside the crop box the source is unchanged (up to H.264 rounding) and still over time
     assert diff(frames[0][outside], full[outside]) < 6 and diff(frames[2][outside], frames[0][outside]) < 0.5
-    # inside it is the generated face: rendered at the model's size (not the source pixels) and moving
-    assert diff(frames[0][box], full[box]) > 2 * diff(frames[0][outside], full[outside])
+    # inside it is the generated face, rendered at the crop's full resolution (the first frame, the anchor of
+    # relative motion, stays close to the source photo) and moving
+    assert diff(frames[0][box], full[box]) < 12
     assert diff(frames[2][box], frames[0][box]) > 1.0
 
 

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..models.dagan import DaGAN, SourceState, normalize_kp
 from ..utils import resolve_device, resolve_dtype
 from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
+from .smoothing import KeypointSmoother, OneEuroSettings
 
 logger = logging.getLogger("dagan")
 Frame = Union[np.ndarray, torch.Tensor]
@@ -33,10 +34,15 @@ class Animator:
         relative: relative motion (the official default) or absolute keypoints.
         adapt_movement_scale: scale relative motion by the ratio of source/driving keypoint hull areas.
         batch_size: frames per forward pass in :meth:`animate_stream`.
+        output_size: side of the results (default: the model's size). Larger than the model, the source is
+            kept at this size and warped along the upsampled motion, so the result is as sharp as the source
+            where it can be copied (:func:`~dagan.models.generator.render_output`).
+        smooth: temporal smoothing of the driving keypoints: ``True`` (One-Euro defaults), a
+            :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
-    ``(3, H, W)`` in [0, 1] of the model size. Results come back in the same kind: uint8 arrays for arrays,
-    ``(3, S, S)`` float tensors for tensors.
+    ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
+    ``(3, O, O)`` float tensors for tensors, ``O`` = ``output_size``.
 
     Example::
 
@@ -49,7 +55,8 @@ class Animator:
 
     def __init__(self, model: DaGAN, device: Union[str, torch.device] = "auto",
                  dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
-                 adapt_movement_scale: bool = True, batch_size: int = 1):
+                 adapt_movement_scale: bool = True, batch_size: int = 1, output_size: Optional[int] = None,
+                 smooth: Union[None, bool, OneEuroSettings] = None):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
             raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
         self.device = resolve_device(device)
@@ -61,6 +68,12 @@ class Animator:
         if int(batch_size) < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        if output_size is not None and int(output_size) < 8:
+            raise InputError(f"output size must be at least 8 pixels, got {output_size}")
+        self.output_size = self.size if output_size is None else int(output_size)
+        self.smoother: Optional[KeypointSmoother] = None
+        if smooth:
+            self.smoother = KeypointSmoother(smooth if isinstance(smooth, OneEuroSettings) else None)
         self.state: Optional[SourceState] = None
         self.source_image: Optional[np.ndarray] = None
         self.kp_driving_initial: Optional[Dict[str, torch.Tensor]] = None
@@ -106,20 +119,31 @@ class Animator:
     def set_source(self, image: ImageLike) -> None:
         """Set the portrait to animate: a path, an ``(H, W, 3)`` uint8 array or a ``(3, H, W)`` tensor in
         [0, 1]. Caches depth, keypoints and generator features; re-anchors relative motion."""
+        source_full = None
         if isinstance(image, torch.Tensor) and image.is_floating_point():
             source = self._frames_to_tensor(image)[:1]
             self.source_image = tensor_to_images(source)[0]
+            if self.output_size != self.size:
+                full = image.unsqueeze(0) if image.dim() == 3 else image[:1]
+                source_full = torch.nn.functional.interpolate(
+                    full.float(), size=(self.output_size, self.output_size), mode="bicubic", align_corners=False,
+                    antialias=True).clamp(0, 1).to(self.device)
         else:
-            self.source_image = resize_image(as_image(image, "source image"), self.size)
+            full = as_image(image, "source image")
+            self.source_image = resize_image(full, self.size)
             source = image_to_tensor(self.source_image).to(self.device)
+            if self.output_size != self.size:
+                source_full = image_to_tensor(resize_image(full, self.output_size)).to(self.device)
         with self._autocast():
-            self.state = self.model.prepare_source(source)
+            self.state = self.model.prepare_source(source, source_full)
         self.reset()
 
     def reset(self) -> None:
         """Forget the anchor: the next driving frame becomes the reference of relative motion."""
         self.kp_driving_initial = None
         self.movement_scale = False
+        if self.smoother is not None:
+            self.smoother.reset()
 
     @torch.no_grad()
     def set_anchor(self, frame: Frame) -> None:
@@ -159,6 +183,8 @@ class Animator:
         depth = self.model.estimate_depth(driving)
         kp_driving = self.model.detect_keypoints(driving, depth)
         kp_driving = {k: v.float() for k, v in kp_driving.items()}
+        if self.smoother is not None:
+            kp_driving = self.smoother(kp_driving)
         state_kp = {k: v.float() for k, v in state.kp.items()}
         with _float32_region(self.device):
             kp_norm, scale = normalize_kp(state_kp, kp_driving, self.kp_driving_initial, self.relative,
@@ -170,8 +196,8 @@ class Animator:
         return out
 
     def __call__(self, frame: Frame) -> Frame:
-        """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(S, S, 3)`` uint8; ``(3, H, W)`` tensor ->
-        ``(3, S, S)`` tensor)."""
+        """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(O, O, 3)`` uint8; ``(3, H, W)`` tensor ->
+        ``(3, O, O)`` tensor)."""
         out = self.animate_tensor(self._frames_to_tensor(frame))
         if isinstance(frame, torch.Tensor):
             return out[0]
@@ -183,7 +209,7 @@ class Animator:
         Animator's), yielding one result per frame in order.
 
         With ``details=False`` each item is what :meth:`__call__` returns; with ``details=True`` it is a
-        dict ``{"prediction": (S, S, 3) uint8, "driving": (S, S, 3) uint8, "driving_depth": (S, S) float32}``.
+        dict ``{"prediction": (O, O, 3) uint8, "driving": (S, S, 3) uint8, "driving_depth": (S, S) float32}``.
         Batched and per-frame results are equal (up to float rounding). ``progress=True`` shows a tqdm bar
         (silent by default).
         """

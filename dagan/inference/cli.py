@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(raw float16, key 'depth' (T, H, W)), aligned frame for frame")
     g.add_argument("--side_by_side", action="store_true", help="write source | driving | driving depth | result")
     g.add_argument("--max_frames", type=int, help="animate at most this many driving frames")
+    g.add_argument("--size", type=int, default=256,
+                   help="side of the output video in pixels (default: 256; the network may run smaller: the source "
+                   "is warped at this size). With --paste-back the face is rendered at the crop's full resolution")
     g = p.add_argument_group("motion")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--relative", dest="relative", action="store_true", default=True,
@@ -83,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="anchor relative motion at the driving frame whose face landmarks best match the "
                       "source (face backend, see --face_backend)")
     best.add_argument("--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
+    g.add_argument("--smooth", nargs="?", type=float, const=1.0, default=None, metavar="MIN_CUTOFF",
+                   help="smooth the driving keypoints over time (One-Euro filter; off by default). The value is the "
+                   "cut-off at rest in Hz: lower = smoother, more lag (default when given: 1.0)")
+    g.add_argument("--smooth_beta", type=float, default=1.0,
+                   help="with --smooth: how fast the cut-off rises with keypoint speed (higher = less lag; default 1.0)")
     g = p.add_argument_group("faces")
     crop = g.add_mutually_exclusive_group()
     crop.add_argument("--crop", dest="crop", action="store_true", default=False,
@@ -191,6 +199,30 @@ class Source:
     full: np.ndarray
     box: Optional[Tuple[float, float, float]]
     image: np.ndarray
+
+    def at(self, size: int) -> "Source":
+        """The same source with ``image`` cut from the full-resolution photo at ``size`` pixels."""
+        image = crop_square(self.full, self.box, size) if self.box is not None else resize_image(self.full, size)
+        return Source(self.full, self.box, image)
+
+
+def output_size(args, model_size: int, source: Source) -> int:
+    """Side of the rendered face: ``--size``, or with ``--paste-back`` the crop's full-resolution side."""
+    if args.paste_back and source.box is not None:
+        return max(8, int(round(source.box[2])))
+    size = getattr(args, "size", None) or model_size
+    if size < 8:
+        raise InputError(f"--size must be at least 8 pixels, got {size}")
+    return int(size)
+
+
+def smoothing(args, fps: float):
+    """The keypoint smoothing the options ask for (None: off)."""
+    if getattr(args, "smooth", None) is None:
+        return None
+    from .smoothing import OneEuroSettings
+
+    return OneEuroSettings(min_cutoff=args.smooth, beta=args.smooth_beta, fps=fps or 25.0)
 
 
 def prepare_source(args, size: int, detector: Optional[Callable[[], FaceDetector]]) -> Source:
@@ -303,12 +335,13 @@ def compose(args, source: Source, item: dict, depth_range: Optional[List[float]]
         return result
     size = item["prediction"].shape[0]
     depth = item["driving_depth"]
+    from .images import resize_image as _resize
     depth_range = [] if depth_range is None else depth_range
     if not depth_range:
         lo, hi = np.percentile(depth, [1, 99])
         pad = 0.1 * max(float(hi - lo), 1e-3)
         depth_range.extend([float(lo) - pad, float(hi) + pad])
-    panels = [source.image, item["driving"], colorize_depth(depth, *depth_range)]
+    panels = [_resize(p, size) for p in (source.image, item["driving"], colorize_depth(depth, *depth_range))]
     if result.shape[0] != size:
         from PIL import Image
 
@@ -353,14 +386,17 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     model, description = load_model(args)
     size = model.image_size
     source = prepare_source(args, size, detector)
+    out_size = output_size(args, size, source)
+    source = source.at(out_size)
+    driving = open_driving(args, size, detector)
     animator = Animator(model, device=device, dtype=args.dtype, relative=args.relative,
-                        adapt_movement_scale=args.adapt_scale, batch_size=args.batch_size)
+                        adapt_movement_scale=args.adapt_scale, batch_size=args.batch_size, output_size=out_size,
+                        smooth=smoothing(args, driving.fps))
     logger.info("%s, %d px, on %s (%s)", description, size, animator.device, str(animator.dtype).replace("torch.", ""))
     animator.set_source(source.image)
     anchor = find_anchor(args, size, source, detector)
     if anchor is not None:
         animator.set_anchor(anchor)
-    driving = open_driving(args, size, detector)
     cut = None
     if args.max_frames is not None and driving.total is not None and driving.reader is not None:
         declared = driving.reader.declared_frames

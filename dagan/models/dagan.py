@@ -169,14 +169,23 @@ class DaGAN(nn.Module):
         return {k: v for k, v in out.items() if k in ("value", "jacobian")}
 
     # ------------------------------------------------------------------------------------- animate
-    def prepare_source(self, source: torch.Tensor) -> SourceState:
-        """Depth, keypoints and generator features of a ``(1, 3, H, W)`` source, computed once."""
+    def prepare_source(self, source: torch.Tensor, source_full: Optional[torch.Tensor] = None) -> SourceState:
+        """Depth, keypoints and generator features of a ``(1, 3, H, W)`` source, computed once.
+
+        ``source_full`` ``(1, 3, H', W')``: the same portrait at the output resolution; predictions then come
+        out at ``H' x W'`` (see :func:`~dagan.models.generator.render_output`)."""
         source = _check_frames(source, "source")
         if source.shape[0] != 1:
             raise InputError(f"source must hold exactly one image, got a batch of {source.shape[0]}")
         depth = self.estimate_depth(source)
         kp = self.detect_keypoints(source, depth)
-        return SourceState(source, depth, kp, self.generator.encode_source(source, depth))
+        cache = self.generator.encode_source(source, depth)
+        if source_full is not None:
+            source_full = _check_frames(source_full, "source_full")
+            if source_full.shape[0] != 1:
+                raise InputError(f"source_full must hold exactly one image, got a batch of {source_full.shape[0]}")
+            cache["source_full"] = source_full.to(source.device)
+        return SourceState(source, depth, kp, cache)
 
     def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
                       relative: bool = True, adapt_movement_scale: Union[bool, float] = True,

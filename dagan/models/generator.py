@@ -89,8 +89,10 @@ class DepthAwareGenerator(nn.Module):
     copies_source = False  # whether decode() takes the exactly warped source (the SPADE output blend)
 
     def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
-               occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Attended bottleneck features ``(B, C, h, w)`` -> image ``(B, 3, H, W)`` in (0, 1)."""
+               occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None,
+               parts: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Attended bottleneck features ``(B, C, h, w)`` -> image ``(B, 3, H, W)`` in (0, 1). A decoder with
+        an output blend also puts ``decoded`` and ``blend_mask`` into ``parts`` when given."""
         out = self.bottleneck(feature)
         for block in self.up_blocks:
             out = block(out)
@@ -142,12 +144,36 @@ class DepthAwareGenerator(nn.Module):
             output["deformed"] = deformed_image
             if self.copies_source:
                 output["deformed_exact"] = deform_image_exact(source_image, deformation)
-        output["prediction"] = self.decode(out, deformed_image, occlusion_map, output.get("deformed_exact"))
+        output["prediction"] = self.decode(out, deformed_image, occlusion_map, output.get("deformed_exact"), output)
+        if "source_full" in cache:
+            output["prediction_model"] = output["prediction"]
+            output["prediction"] = render_output(output, cache["source_full"])
         return output
 
     def forward(self, source_image: torch.Tensor, kp_driving: KP, kp_source: KP, source_depth: torch.Tensor,
                 driving_depth: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         return self.generate(self.encode_source(source_image, source_depth), kp_source, kp_driving)
+
+
+def render_output(output: Dict[str, torch.Tensor], source_full: torch.Tensor) -> torch.Tensor:
+    """The prediction at the resolution of ``source_full`` ``(B, 3, H', W')`` (the source portrait at the
+    output size, e.g. 256 px for a 64 px network).
+
+    With an output blend (``decoded``, ``blend_mask`` and ``deformation`` in ``output``) the full-resolution
+    source is warped along the upsampled dense motion (:func:`deform_image_exact`) and mixed with the
+    upsampled decoder image where the mask says the source cannot be copied:
+    ``m_up * warp(source_full) + (1 - m_up) * decoded_up``, so copied pixels keep the source's sharpness.
+    Without one (official models) the prediction itself is upsampled (bicubic).
+    """
+    size = tuple(source_full.shape[2:])
+    if "blend_mask" in output and "deformation" in output:
+        decoded = F.interpolate(output["decoded"], size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        mask = F.interpolate(output["blend_mask"], size=size, mode="bilinear", align_corners=False)
+        exact = deform_image_exact(source_full.to(decoded.dtype), output["deformation"])
+        return decoded + mask * (exact - decoded)
+    if tuple(output["prediction"].shape[2:]) == size:
+        return output["prediction"]
+    return F.interpolate(output["prediction"], size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 # ------------------------------------------------------------------------------------------------ SPADE
@@ -213,9 +239,10 @@ class SPADEDecoder(nn.Module):
             nn.init.zeros_(self.conv_blend.weight)  # starts as a near-plain decoder (mask 0.05 everywhere)
             nn.init.constant_(self.conv_blend.bias, -3.0)
 
-    def forward(self, feature: torch.Tensor, image: torch.Tensor, skip: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
-        """``skip`` (default ``image``) is what the output blend copies, when the decoder has one."""
+    def forward(self, feature: torch.Tensor, image: torch.Tensor, skip: Optional[torch.Tensor] = None,
+                return_parts: bool = False):
+        """``skip`` (default ``image``) is what the output blend copies, when the decoder has one. With
+        ``return_parts`` (blend decoders) returns ``(blended, decoded, blend_mask)``."""
         seg = torch.cat([F.interpolate(self.compress(feature), size=image.shape[2:]), image], dim=1)
         x = self.fc(feature)
         for i in range(self.num_middle):
@@ -226,7 +253,8 @@ class SPADEDecoder(nn.Module):
         if self.conv_blend is None:
             return out
         mask = torch.sigmoid(self.conv_blend(x))
-        return out + mask * ((image if skip is None else skip) - out)
+        blended = out + mask * ((image if skip is None else skip) - out)
+        return (blended, out, mask) if return_parts else blended
 
 
 class SPADEDepthAwareGenerator(DepthAwareGenerator):
@@ -252,11 +280,16 @@ class SPADEDepthAwareGenerator(DepthAwareGenerator):
                                     output_blend=self.copies_source)
 
     def decode(self, feature: torch.Tensor, deformed_image: torch.Tensor,
-               occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None) -> torch.Tensor:
+               occlusion_map: Optional[torch.Tensor], exact: Optional[torch.Tensor] = None,
+               parts: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
         masked = deformed_image
         if occlusion_map is not None:
             if deformed_image.shape[2:] != occlusion_map.shape[2:]:
                 occlusion_map = F.interpolate(occlusion_map, size=deformed_image.shape[2:], mode="bilinear",
                                               align_corners=False)
             masked = deformed_image * occlusion_map
-        return self.decoder(feature, masked, skip=deformed_image if exact is None else exact)
+        skip = deformed_image if exact is None else exact
+        if parts is None or not self.copies_source:
+            return self.decoder(feature, masked, skip=skip)
+        prediction, parts["decoded"], parts["blend_mask"] = self.decoder(feature, masked, skip=skip, return_parts=True)
+        return prediction
