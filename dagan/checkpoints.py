@@ -223,15 +223,17 @@ def official_state(model: nn.Module) -> Dict[str, Any]:
     return {"generator": model.generator.state_dict(), "kp_detector": model.kp_detector.state_dict()}
 
 
-def export_official_depth(model: nn.Module, out_dir: PathLike) -> Tuple[str, str]:
-    """Write the depth network as the official monodepth2-style pair ``encoder.pth`` + ``depth.pth``."""
+def export_official_depth(model: nn.Module, out_dir: PathLike, image_size: Optional[int] = None) -> Tuple[str, str]:
+    """Write the depth network of ``model`` (anything with ``depth_encoder`` and ``depth_decoder``) as the
+    official monodepth2-style pair ``encoder.pth`` + ``depth.pth``; ``image_size`` defaults to
+    ``model.config.image_size``."""
     out_dir = os.fspath(out_dir)
-    enc = dict(model.depth_encoder.state_dict())
-    size = model.config.image_size
+    enc = {k: v.detach().cpu() for k, v in model.depth_encoder.state_dict().items()}
+    size = model.config.image_size if image_size is None else int(image_size)
     enc.update(height=size, width=size, use_stereo=False)
     enc_path, dec_path = os.path.join(out_dir, "encoder.pth"), os.path.join(out_dir, "depth.pth")
     atomic_torch_save(enc, enc_path)
-    atomic_torch_save(model.depth_decoder.state_dict(), dec_path)
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.depth_decoder.state_dict().items()}, dec_path)
     return enc_path, dec_path
 
 

@@ -212,6 +212,10 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 100
     save_every: int = 500
+    # also keep checkpoint-<step>.pt every keep_every steps (0 = never), the last keep_last of them (0 = all):
+    # the checkpoints train.py --export --average takes
+    keep_every: int = 0
+    keep_last: int = 0
     amp: bool = False
     amp_dtype: str = "auto"  # auto | bfloat16 | float16
     grad_clip: float = 0.0
@@ -250,6 +254,8 @@ class DepthTrainConfig:
     log_every: int = 10
     image_every: int = 100
     save_every: int = 500
+    keep_every: int = 0  # as train.keep_every / keep_last
+    keep_last: int = 0
     amp: bool = False
     amp_dtype: str = "auto"
     grad_clip: float = 0.0
@@ -417,7 +423,11 @@ def _validate(obj: Any, prefix: str) -> None:
         for name in obj.init_networks:
             if name not in known:
                 bad("init_networks", f"unknown network {name!r} (known: {', '.join(known)})")
-    elif isinstance(obj, DepthTrainConfig):
+    if isinstance(obj, (TrainConfig, DepthTrainConfig)):
+        for key in ("keep_every", "keep_last"):
+            if getattr(obj, key) < 0:
+                bad(key, f"must be >= 0, got {getattr(obj, key)}")
+    if isinstance(obj, DepthTrainConfig):
         if obj.intrinsics not in ("learned", "fixed"):
             bad("intrinsics", f"must be 'learned' or 'fixed', got {obj.intrinsics!r}")
         if 0 not in obj.frame_ids or len(obj.frame_ids) < 2:

@@ -114,7 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(quiet=args.quiet, debug=args.debug)
     import torch
 
-    from .evaluation.evaluate import EvalSettings, _dist_env, build_metric_suite, run_evaluation
+    from .distributed import distributed_env
+    from .evaluation.evaluate import EvalSettings, build_metric_suite, run_evaluation
     from .evaluation.report import write_report
     from .utils import resolve_device
 
@@ -126,7 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             max_frames=args.max_frames, seed=args.seed,
                             exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos,
                             sources=args.sources, videos=args.videos)
-    rank, world, local = _dist_env()
+    env = distributed_env()
+    world, local = env.world, env.local_rank
     device = resolve_device(args.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local)

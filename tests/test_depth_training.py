@@ -3,6 +3,7 @@ exact resume, run-folder outputs that DaGAN loads, and clear dataset errors."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import numpy as np
 import pytest
@@ -10,11 +11,21 @@ import torch
 
 from dagan.config import config_from_dict, load_config
 from dagan.errors import DatasetError, OutputError
-from dagan.training.depth_trainer import (CHECKPOINT_NAME, DepthTrainingModel, build_dataset, cli, colorize,
-                                          export_depth, load_depth_weights, main, train)
+from dagan.cliutil import run_cli
+from dagan.training.depth_trainer import (CHECKPOINT_NAME, DepthTask, DepthTrainingModel, build_dataset, colorize,
+                                          export_depth, load_depth_weights, train)
+from dagan.training.runtime import run_from_args
 from dagan.training.synthetic_depth import SyntheticDepthDataset, spearman
 
 from conftest import REPO
+
+
+def _train_py(argv):
+    """``python train.py ARGV`` in this process (exit code; one-line errors like the real command)."""
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return run_cli(module.main, argv)
 
 
 def _cfg(**depth_train):
@@ -126,10 +137,10 @@ def test_resume_continues_bit_exactly(tmp_path):
     ds = _tiny_dataset()
     train(cfg, ds, tmp_path / "straight", device="cpu", max_steps=4, progress=False, tensorboard=False)
     train(cfg, ds, tmp_path / "split", device="cpu", max_steps=2, progress=False, tensorboard=False)
-    with pytest.raises(OutputError, match="--resume"):
+    with pytest.raises(OutputError, match="already holds a training run: pass --checkpoint"):
         train(cfg, ds, tmp_path / "split", device="cpu", max_steps=4, progress=False, tensorboard=False)
-    result = train(cfg, ds, tmp_path / "split", device="cpu", max_steps=4, resume=True, progress=False,
-                   tensorboard=False)
+    result = train(cfg, ds, tmp_path / "split", device="cpu", max_steps=4, resume=tmp_path / "split",
+                   progress=False, tensorboard=False)
     assert result["step"] == 4
     a = torch.load(tmp_path / "straight" / CHECKPOINT_NAME, weights_only=False)
     b = torch.load(tmp_path / "split" / CHECKPOINT_NAME, weights_only=False)
@@ -167,11 +178,11 @@ def test_run_folder_loads_into_dagan_and_exports(tmp_path, tiny_model):
     other = DaGAN(model.config)
     load_depth_weights(other, run)
     np.testing.assert_allclose(other.eval().estimate_depth(frames)[:, 0].detach().numpy(), expected, atol=1e-6)
-    # 3. explicit export, also through the CLI
+    # 3. explicit export, also through train.py (--checkpoint and --export mean what they mean for the generator)
     enc, dec = export_depth(run, tmp_path / "exported")
     assert torch.load(enc, weights_only=True)["height"] == 64
-    assert cli(["--config", str(REPO / "configs" / "depth-tiny.yaml"), "--out", str(run),
-                "--export", str(tmp_path / "exported2")]) == 0
+    assert _train_py(["--config", str(REPO / "configs" / "depth-tiny.yaml"), "--checkpoint", str(run),
+                      "--export", str(tmp_path / "exported2")]) == 0
     assert (tmp_path / "exported2" / "depth.pth").is_file()
 
 
@@ -196,8 +207,8 @@ def test_bad_dataset_paths_give_clear_errors(tmp_path, capsys):
         train(_cfg(batch_size=8), SyntheticDepthDataset(num_videos=1, num_frames=4, size=64), tmp_path / "r",
               device="cpu", progress=False, tensorboard=False)
     # the CLI says it in one line and exits 2
-    code = cli(["--config", str(REPO / "configs" / "depth-tiny.yaml"), "--data", str(tmp_path / "missing"),
-                "--out", str(tmp_path / "cli")])
+    code = _train_py(["--config", str(REPO / "configs" / "depth-tiny.yaml"), "--data", str(tmp_path / "missing"),
+                      "--out", str(tmp_path / "cli")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not found" in err[0]
 
@@ -207,8 +218,8 @@ def test_depth_run_on_real_clips(shared_data, tmp_path):
     cfg = load_config(REPO / "configs" / "depth-tiny.yaml")
     cfg.depth_train.batch_size = 2
     cfg.depth_train.scales = [0, 1]
-    args = argparse.Namespace(out=str(tmp_path / "run"), data=str(shared_data), device="cpu", resume=False,
+    args = argparse.Namespace(out=str(tmp_path / "run"), data=str(shared_data), device="cpu", checkpoint=None,
                               max_steps=2, num_workers=0, no_progress=True)
-    result = main(cfg, args)
+    result = run_from_args(DepthTask, cfg, args)
     assert result["step"] == 2 and np.isfinite(result["loss"])
     assert (tmp_path / "run" / "encoder.pth").is_file() and (tmp_path / "run" / CHECKPOINT_NAME).is_file()

@@ -330,3 +330,31 @@ def test_init_new_keys_let_a_config_add_parameters(tiny_config, tmp_path):
     load_init_checkpoint(again, build_discriminator(grown), tmp_path / "old", ["generator"],
                          ["generator.decoder.conv_blend"])  # per-network loading takes the same prefixes
     assert torch.equal(again.generator.decoder.fc.weight, old.generator.decoder.fc.weight)
+
+
+def test_keep_every_and_keep_last_retain_checkpoints_for_averaging(cfg, tmp_path, capsys):
+    """The run keeps checkpoint-<step>.pt every keep_every steps (the last keep_last of them), each equal to
+    checkpoint.pt at that step; train.py --export --average takes them without hand copies."""
+    from dagan.config import load_config, save_config
+
+    cfg.train.save_every = 1000
+    cfg.train.keep_every = 2
+    cfg.train.keep_last = 2
+    run = tmp_path / "run"
+    train(cfg, ShiftedPairs(), run, device="cpu", max_steps=3, progress=False)
+    train(cfg, ShiftedPairs(), run, device="cpu", max_steps=6, progress=False, resume=run)
+    kept = sorted(p.name for p in run.glob("checkpoint-*.pt"))
+    assert kept == ["checkpoint-0000004.pt", "checkpoint-0000006.pt"]  # step 2 pruned by keep_last
+    assert load_file(run / "checkpoint-0000004.pt")["step"] == 4
+    assert torch.equal(load_file(run / "checkpoint-0000006.pt")["state_dict"]["kp_detector.kp.weight"],
+                       load_file(run / "checkpoint.pt")["state_dict"]["kp_detector.kp.weight"])
+    save_config(cfg, tmp_path / "cfg.yaml")
+    code = _train_cli().main(["--config", str(tmp_path / "cfg.yaml"), "--checkpoint", str(run),
+                              "--average", str(run / "checkpoint-0000004.pt"), "--export", str(tmp_path / "model")])
+    assert code == 0
+    prov = load_config(tmp_path / "model" / "config.yaml").provenance
+    assert prov["step"] == 6 and [a["step"] for a in prov["averaged"]] == [6, 4]
+    mean = (load_file(run / "checkpoint.pt")["state_dict"]["kp_detector.kp.weight"].double()
+            + load_file(run / "checkpoint-0000004.pt")["state_dict"]["kp_detector.kp.weight"].double()) / 2
+    got = DaGAN.from_pretrained(tmp_path / "model").state_dict()["kp_detector.kp.weight"]
+    assert torch.allclose(got.double(), mean, atol=1e-6)

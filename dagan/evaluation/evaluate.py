@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distributed import distributed_env, gather_lists
 from ..errors import DatasetError, InputError, MissingWeightsError
 from . import face_metrics as FM
 from . import metrics as M
@@ -628,25 +629,6 @@ def aggregate(results: List[dict], systems: Sequence[str], metric_names: Sequenc
 
 
 # ------------------------------------------------------------------------------------ distributed
-def _dist_env() -> Tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, world, local
-
-
-def _gather(results: List[dict], rank: int, world: int) -> Optional[List[dict]]:
-    if world == 1:
-        return results
-    import torch.distributed as dist
-
-    gathered: Optional[List[List[dict]]] = [None] * world if rank == 0 else None  # type: ignore[list-item]
-    dist.gather_object(results, gathered, dst=0)
-    if rank != 0:
-        return None
-    return [r for part in gathered for r in part]  # type: ignore[union-attr]
-
-
 def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings: Optional[EvalSettings] = None,
                    pairs: Optional[PathLike] = None, baseline: bool = True, suite: Optional[MetricSuite] = None,
                    device: Union[str, torch.device] = "cpu", progress: bool = False, sources: Optional[dict] = None,
@@ -675,7 +657,8 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
                        settings.protocol, "; ".join(f"{k}: {v}" for k, v in suite.skipped.items()))
     torch.manual_seed(settings.seed)
     items = build_items(data, size, settings, pairs)
-    rank, world, _ = _dist_env()
+    env = distributed_env()
+    rank, world = env.rank, env.world
     group_order: List[str] = []
     for it in items:
         if it.group not in group_order:
@@ -705,7 +688,7 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
             bar.update(1)
     if bar is not None:
         bar.close()
-    merged = _gather(results, rank, world)
+    merged = gather_lists(results, env)
     if merged is None:
         return None
     order = {it.name: k for k, it in enumerate(items)}

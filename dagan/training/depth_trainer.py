@@ -1,7 +1,6 @@
-"""Self-supervised face-depth training (Face-Depth-Network / monodepth2 recipe; DaGAN++ uncertainty variant).
-
-``python train.py --config configs/depth-vox.yaml`` (a config with ``task: depth``) ends up in :func:`main`;
-``python -m dagan.training.depth_trainer --config ...`` is the same without ``train.py``.
+"""Self-supervised face-depth training (Face-Depth-Network / monodepth2 recipe; DaGAN++ uncertainty variant):
+the ``depth`` task of the common runtime (:mod:`dagan.training.runtime`). ``python train.py --config
+configs/depth-vox.yaml`` (a config with ``task: depth``) runs it.
 
 One step: a window of frames ``[0, -1, +1]`` (``depth_train.frame_ids``); the depth net predicts multi-scale
 disparity of frame 0; the pose net predicts the rigid motion (and, in ``learned`` intrinsics mode, the
@@ -9,49 +8,39 @@ camera intrinsics; DaGAN++: per-pixel uncertainty) between frame 0 and each neig
 warped into frame 0; the loss is the per-pixel minimum photometric error (SSIM/L1) with auto-masking plus
 edge-aware smoothness, averaged over scales (see :mod:`dagan.training.depth_losses`).
 
-Run folder (``--out``): ``config.yaml`` (full config), ``checkpoint.pt`` (latest training state, atomic:
-``format_version``, ``task``, ``config``, ``step``, weights of ``depth_encoder``/``depth_decoder``/
-``pose_net``, optimiser, AMP scaler, RNG states), ``encoder.pth`` + ``depth.pth`` (the depth network in
-the official monodepth2 layout, rewritten at every save: this folder works as ``--depth_checkpoint`` /
-``train.depth_checkpoint`` / ``DaGAN.from_official(..., depth_dir=run)``), ``tb/`` (TensorBoard).
-
-Resuming (``--resume``) is exact: sample ``n`` of the run is a pure function of ``(seed, n)``
-(:class:`~dagan.training.datasets.VideoFramesDataset`), and the RNG states, optimiser and scaler are
-restored, so an interrupted run continues bit-identically on the same device.
-
-Multi-GPU: ``torchrun --nproc_per_node N train.py --config ...`` (DDP from the ``RANK``/``WORLD_SIZE``/
-``LOCAL_RANK`` variables; NCCL on GPUs, gloo on CPU). The batch size is per process.
+Run folder (``--out``): the runtime's ``config.yaml``, ``checkpoint.pt`` (``task: depth``, weights of
+``depth_encoder``/``depth_decoder``/``pose_net``, optimiser, AMP scaler, per-rank RNG states), ``metrics.jsonl``
+and ``tb/``, plus ``encoder.pth`` + ``depth.pth`` (the depth network in the official monodepth2 layout,
+rewritten at every save: this folder works as ``--depth_checkpoint`` / ``train.depth_checkpoint`` /
+``DaGAN.from_official(..., depth_dir=run)``). Resuming (``train.py --checkpoint run/``) is exact: sample ``n``
+is a pure function of ``(seed, n)`` (:class:`~dagan.training.datasets.VideoFramesDataset`) and the RNG states,
+optimiser and scaler are restored.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import random
-import sys
-import time
-from contextlib import nullcontext
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, DepthTrainConfig, ModelConfig, config_from_dict, config_to_dict, load_config, save_config
-from ..errors import CheckpointError, ConfigError, DaganError, DatasetError, OutputError, TrainingError
+from ..checkpoints import check_and_load, export_official_depth
+from ..config import Config, DepthTrainConfig, ModelConfig, config_to_dict, load_config
+from ..errors import CheckpointError, ConfigError, DatasetError
 from ..models.depth import DepthDecoder, DepthEncoder, PoseNet, disp_to_depth
-from ..utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
 from .depth_losses import SIGMA_FLOOR, edge_aware_smoothness, min_reprojection, photometric_error
 from .geometry import transformation_from_parameters, warp
+from .runtime import (CHECKPOINT_NAME, StepOutcome, Task, all_ranks_finite, amp_dtype, mean_state_dict,
+                      read_training_checkpoint, run)
 
 logger = logging.getLogger("dagan")
-FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.pt"
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["DepthTrainingModel", "fixed_intrinsics", "train", "main", "load_depth_weights", "export_depth",
-           "colorize", "build_dataset"]
+__all__ = ["DepthTrainingModel", "DepthTask", "fixed_intrinsics", "train", "load_depth_weights", "export_depth",
+           "colorize", "build_dataset", "CHECKPOINT_NAME"]
 
 
 def fixed_intrinsics(batch: int, height: int, width: int, focal: float, device=None,
@@ -191,10 +180,6 @@ class _PermutedEpochs(torch.utils.data.Dataset):
         return self.dataset[int(self._perm[1][pos])]
 
 
-def _sample_numbers(start_step: int, num_steps: int, batch: int, rank: int, world: int) -> List[List[int]]:
-    return [[(step * world + rank) * batch + i for i in range(batch)] for step in range(start_step, num_steps)]
-
-
 def build_dataset(cfg: Config, split: str = "train", root: Optional[PathLike] = None):
     """The video-window dataset of ``cfg.dataset`` for depth training (frames resized to ``model.image_size``)."""
     from .datasets import VideoFramesDataset
@@ -219,37 +204,7 @@ def _frames_of(batch: Mapping[str, torch.Tensor], frame_ids: Sequence[int]) -> t
     return torch.stack([batch[f"frame_{o}"] for o in frame_ids], 1)
 
 
-# --------------------------------------------------------------------------------- distributed
-def _distributed() -> Tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
-def _amp_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _lr_at(cfg: DepthTrainConfig, epoch: int) -> float:
-    return cfg.lr * 0.1 ** sum(1 for m in cfg.step_milestones if epoch >= m)
-
-
 # ---------------------------------------------------------------------------------- checkpoints
-def _load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    from ..checkpoints import load_file
-
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_NAME)
-    ckpt = load_file(path, "cpu")
-    if not isinstance(ckpt, Mapping) or ckpt.get("task") != "depth" or "depth_encoder" not in ckpt:
-        raise CheckpointError(f"{path} is not a depth-training checkpoint (expected 'task': 'depth' and depth weights)")
-    return dict(ckpt)
-
-
 def load_depth_weights(model: nn.Module, path: PathLike, map_location="cpu") -> nn.Module:
     """Load depth weights into ``model`` (a :class:`~dagan.DaGAN` or anything with ``depth_encoder`` and
     ``depth_decoder``) from a depth-training run folder, its ``checkpoint.pt``, or a folder with the
@@ -264,35 +219,35 @@ def load_depth_weights(model: nn.Module, path: PathLike, map_location="cpu") -> 
         enc = _tensors_only(strip_prefix(load_file(enc_path, map_location)))
         dec = _tensors_only(strip_prefix(load_file(dec_path, map_location)))
     else:
-        ckpt = _load_checkpoint(path)
+        ckpt = read_training_checkpoint(path, "depth")
         enc, dec = ckpt["depth_encoder"], ckpt["depth_decoder"]
     check_and_load(model.depth_encoder, enc, f"depth encoder from {path}")
     check_and_load(model.depth_decoder, dec, f"depth decoder from {path}")
     return model
 
 
-def _export_pair(depth_encoder: nn.Module, depth_decoder: nn.Module, image_size: int, out_dir: PathLike
-                 ) -> Tuple[str, str]:
-    enc = {k: v.detach().cpu() for k, v in depth_encoder.state_dict().items()}
-    enc.update(height=image_size, width=image_size, use_stereo=False)
-    enc_path, dec_path = os.path.join(out_dir, "encoder.pth"), os.path.join(out_dir, "depth.pth")
-    atomic_torch_save(enc, enc_path)
-    atomic_torch_save({k: v.detach().cpu() for k, v in depth_decoder.state_dict().items()}, dec_path)
-    return enc_path, dec_path
-
-
-def export_depth(checkpoint: PathLike, out_dir: PathLike) -> Tuple[str, str]:
-    """Write the depth net of a depth-training checkpoint as the official ``encoder.pth`` + ``depth.pth``."""
-    ckpt = _load_checkpoint(checkpoint)
-    cfg = config_from_dict(dict(ckpt["config"]))
+def export_depth(checkpoint: PathLike, out_dir: PathLike, half: bool = False,
+                 average: Sequence[PathLike] = ()) -> Tuple[str, str]:
+    """Write the depth net of a depth-training checkpoint (file or run folder) as the official
+    ``encoder.pth`` + ``depth.pth``; with ``average``, the mean of the weights of all those checkpoints
+    (same model config). ``half`` stores floating-point tensors as float16."""
+    ckpt = read_training_checkpoint(checkpoint, "depth")
+    cfg = load_config(dict(ckpt["config"]))
+    others = [read_training_checkpoint(path, "depth") for path in average]
+    for path, other in zip(average, others):
+        if config_to_dict(load_config(dict(other["config"])).model) != config_to_dict(cfg.model):
+            raise CheckpointError(f"cannot average {path} with {checkpoint}: the model configs differ")
     model = DepthTrainingModel(cfg.model, cfg.depth_train)
-    model.depth_encoder.load_state_dict(ckpt["depth_encoder"])
-    model.depth_decoder.load_state_dict(ckpt["depth_decoder"])
+    for name in ("depth_encoder", "depth_decoder"):
+        state = mean_state_dict([ckpt[name]] + [other[name] for other in others])
+        if half:
+            getattr(model, name).half()  # the exported tensors take the module's dtype
+        getattr(model, name).load_state_dict(state)
     os.makedirs(out_dir, exist_ok=True)
-    return _export_pair(model.depth_encoder, model.depth_decoder, cfg.model.image_size, out_dir)
+    return export_official_depth(model, out_dir, image_size=cfg.model.image_size)
 
 
-# ------------------------------------------------------------------------------------- training
+# ------------------------------------------------------------------------------------------- task
 def _check_config(cfg: Config) -> None:
     tc, dc = cfg.depth_train, cfg.model.depth
     missing = [s for s in tc.scales if s not in dc.scales]
@@ -305,232 +260,111 @@ def _check_config(cfg: Config) -> None:
         raise ConfigError(f"config key 'depth_train.lr': must be > 0, got {tc.lr}")
 
 
-def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.device] = "auto",
-          resume: bool = False, max_steps: Optional[int] = None, num_workers: Optional[int] = None,
-          progress: bool = True, tensorboard: bool = True) -> Dict[str, Any]:
-    """Train the depth network on ``dataset`` (items with ``frame_<o>`` keys) and write the run folder.
+def _lr_at(cfg: DepthTrainConfig, epoch: int) -> float:
+    return cfg.lr * 0.1 ** sum(1 for m in cfg.step_milestones if epoch >= m)
 
-    ``dataset[n]`` for a global sample number ``n`` is used as is when the dataset follows that
-    convention (``VideoFramesDataset``), otherwise through a seeded per-epoch permutation. Returns
-    ``{"step", "loss", "step_time", "out_dir"}``.
-    """
-    _check_config(cfg)
-    tc = cfg.depth_train
-    out_dir = os.fspath(out_dir)
-    rank, local_rank, world = _distributed()
-    is_main = rank == 0
-    device = resolve_device(device)
-    if world > 1:
-        import torch.distributed as dist
 
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+class DepthTask(Task):
+    """Depth net + pose net with Adam, the learning rate x0.1 from each epoch in ``step_milestones``,
+    optional gradient clipping; a non-finite loss on any rank skips the step before the backward pass.
+    Every save also writes ``encoder.pth`` + ``depth.pth`` (official layout) into the run folder, so it
+    works as ``--depth_checkpoint`` / ``train.depth_checkpoint``."""
 
-    ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME)
-    if os.path.exists(ckpt_path) and not resume:
-        raise OutputError(f"{out_dir} already holds a training run: pass --resume to continue it or choose "
-                          f"another --out")
-    if resume and not os.path.exists(ckpt_path):
-        raise CheckpointError(f"--resume: no {CHECKPOINT_NAME} in {out_dir}")
-    if is_main:
-        os.makedirs(out_dir, exist_ok=True)
+    name = "depth"
+    section = "depth_train"
+    progress_key = "loss"
 
-    torch.manual_seed(tc.seed)
-    model = DepthTrainingModel(cfg.model, tc).to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr)
-    amp_dtype = _amp_dtype(tc.amp_dtype, device) if tc.amp else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    def __init__(self, cfg: Config, device: torch.device, env):
+        super().__init__(cfg, device, env)
+        _check_config(cfg)
+        tc = cfg.depth_train
+        self.model = DepthTrainingModel(cfg.model, tc).to(device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=tc.lr)
+        fp16 = bool(tc.amp) and amp_dtype(tc.amp_dtype, device, "depth_train.amp_dtype") == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.module: nn.Module = self.model
 
-    if not hasattr(dataset, "item_of"):
-        dataset = _PermutedEpochs(dataset, tc.seed)
-    steps_per_epoch = len(dataset) // (tc.batch_size * world)
-    if steps_per_epoch < 1:
-        raise DatasetError(f"the dataset has {len(dataset)} samples per epoch, fewer than one batch "
-                           f"({tc.batch_size} x {world} processes): lower depth_train.batch_size")
-    total_steps = max_steps if max_steps else (tc.max_steps or tc.num_epochs * steps_per_epoch)
+    @staticmethod
+    def build_dataset(cfg: Config, root: PathLike):
+        return build_dataset(cfg, "train", root)
 
-    start_step = 0
-    if resume:
-        ckpt = _load_checkpoint(ckpt_path)
-        saved = config_from_dict(dict(ckpt["config"]))
-        if config_to_dict(saved.model) != config_to_dict(cfg.model):
-            raise ConfigError(f"--resume: the model config differs from the one {ckpt_path} was trained with")
-        from ..checkpoints import check_and_load
+    @staticmethod
+    def export(checkpoint: PathLike, out_dir: PathLike, half: bool = False, average: Sequence[PathLike] = ()) -> str:
+        enc, dec = export_depth(checkpoint, out_dir, half=half, average=average)
+        return f"{enc} and {dec}"
 
-        for name in ("depth_encoder", "depth_decoder", "pose_net"):
-            check_and_load(getattr(model, name), ckpt[name], f"{name} in {ckpt_path}")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_step = int(ckpt["step"])
-        set_rng_state(ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0], device)
-    else:
-        torch.manual_seed(tc.seed + rank)
-        np.random.seed(tc.seed + rank)
-        random.seed(tc.seed + rank)
-        if is_main:
-            save_config(cfg, os.path.join(out_dir, "config.yaml"))
+    def prepare_dataset(self, dataset):
+        return dataset if hasattr(dataset, "item_of") else _PermutedEpochs(dataset, self.cfg.depth_train.seed)
 
-    train_module: nn.Module = model
-    if world > 1:
+    def wrap_distributed(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_module = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.module = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    batches = _sample_numbers(start_step, total_steps, tc.batch_size, rank, world)
-    workers = cfg.dataset.num_workers if num_workers is None else num_workers
-    # its own generator: creating the iterator must not draw from the global RNG that a resume restores
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=False,
-                                         generator=torch.Generator().manual_seed(tc.seed + start_step))
-    writer = None
-    if is_main and tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    def step(self, batch, step, epoch, autocast) -> StepOutcome:
+        tc = self.cfg.depth_train
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(tc, epoch)
+        frames = _frames_of(batch, tc.frame_ids).to(self.device, non_blocking=True)
+        with autocast():
+            loss, logs, outputs = self.module(frames)
+        self.optimizer.zero_grad(set_to_none=True)
+        visuals = {"frames": frames, "outputs": outputs}
+        if not all_ranks_finite(torch.isfinite(loss.detach()), self.env):
+            return StepOutcome(False, logs, visuals)
+        self.scaler.scale(loss).backward()
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return StepOutcome(True, logs, visuals)
 
-        writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=start_step)
-    bar = None
-    if is_main and progress:
-        from tqdm import tqdm
+    def state(self) -> Dict[str, Any]:
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "pose_net": {k: v.detach().cpu() for k, v in self.model.pose_net.state_dict().items()}}
+        state.update({k: {n: t.detach().cpu() for n, t in v.items()} for k, v in self.model.depth_state().items()})
+        return state
 
-        bar = tqdm(total=total_steps, initial=start_step, desc="depth", dynamic_ncols=True, file=sys.stderr)
+    def load_state(self, ckpt: Mapping[str, Any], where: str) -> None:
+        for name in ("depth_encoder", "depth_decoder", "pose_net"):
+            if name not in ckpt:
+                raise CheckpointError(f"{where} is not a depth-training checkpoint (no {name} weights)")
+            check_and_load(getattr(self.model, name), ckpt[name], f"{name} in {where}")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
 
-    def save(step: int) -> None:
-        rng = [rng_state(device)]
-        if world > 1:
-            import torch.distributed as dist
+    def after_save(self, out_dir: str) -> None:
+        export_official_depth(self.model, out_dir, image_size=self.cfg.model.image_size)
 
-            gathered: List[Any] = [None] * world
-            dist.all_gather_object(gathered, rng[0])
-            rng = gathered
-        if not is_main:
-            return
-        state = {"format_version": FORMAT_VERSION, "task": "depth", "config": config_to_dict(cfg), "step": step,
-                 "epoch": step // steps_per_epoch, "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict(), "rng": rng,
-                 "pose_net": {k: v.detach().cpu() for k, v in model.pose_net.state_dict().items()}}
-        state.update({k: {n: t.detach().cpu() for n, t in v.items()} for k, v in model.depth_state().items()})
-        atomic_torch_save(state, ckpt_path)
-        _export_pair(model.depth_encoder, model.depth_decoder, cfg.model.image_size, out_dir)
+    def scalar_tag(self, name: str) -> str:
+        return f"intrinsics/{name}" if name in ("fx", "fy", "cx", "cy") else f"depth/{name}"
 
-    model.train()
-    step, bad_steps, last_loss = start_step, 0, float("nan")
-    times: List[float] = []
-    loader_iter: Iterator = iter(loader)
-    try:
-        while step < total_steps:
-            batch = next(loader_iter)
-            t0 = time.perf_counter()
-            epoch = step // steps_per_epoch
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(tc, epoch)
-            frames = _frames_of(batch, tc.frame_ids).to(device, non_blocking=True)
-            autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
-                        else nullcontext())
-            with autocast:
-                loss, logs, outputs = train_module(frames)
-            optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
-                bad_steps += 1
-                logger.warning("step %d: non-finite depth loss (%d in a row), step skipped", step, bad_steps)
-                if bad_steps >= tc.max_bad_steps:
-                    raise TrainingError(f"{bad_steps} non-finite losses in a row at step {step}: lower "
-                                        f"depth_train.lr or disable amp")
-                step += 1
-                continue
-            bad_steps = 0
-            scaler.scale(loss).backward()
-            if tc.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            times.append(time.perf_counter() - t0)
-            last_loss = float(loss.detach())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}", fx=f"{float(logs['fx']):.2f}")
-            if writer is not None and (step % tc.log_every == 0 or step == total_steps):
-                for key, value in logs.items():
-                    writer.add_scalar(f"depth/{key}" if key not in ("fx", "fy", "cx", "cy") else f"intrinsics/{key}",
-                                      float(value), step)
-                writer.add_scalar("depth/lr", optimizer.param_groups[0]["lr"], step)
-            if writer is not None and (step % tc.image_every == 0 or step == total_steps):
-                writer.add_image("depth/target", frames[0, tc.frame_ids.index(0)].float().clamp(0, 1).cpu(), step)
-                writer.add_image("depth/disparity", colorize(outputs["disp"][0]), step)
-                if outputs["automask"] is not None:
-                    writer.add_image("depth/automask", outputs["automask"][0].float().cpu(), step)
-                if "sigma" in outputs:
-                    writer.add_image("depth/uncertainty", colorize(outputs["sigma"][0, 0]), step)
-            if step % tc.save_every == 0 or step == total_steps:
-                save(step)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-    return {"step": step, "loss": last_loss, "step_time": float(np.median(times)) if times else float("nan"),
-            "out_dir": out_dir}
+    def extra_scalars(self) -> Dict[str, float]:
+        return {"depth/lr": self.optimizer.param_groups[0]["lr"]}
+
+    def images(self, outcome: StepOutcome) -> Dict[str, torch.Tensor]:
+        frames, outputs = outcome.visuals["frames"], outcome.visuals["outputs"]
+        images = {"depth/target": frames[0, self.cfg.depth_train.frame_ids.index(0)].float().clamp(0, 1).cpu(),
+                  "depth/disparity": colorize(outputs["disp"][0])}
+        if outputs["automask"] is not None:
+            images["depth/automask"] = outputs["automask"][0].float().cpu()
+        if "sigma" in outputs:
+            images["depth/uncertainty"] = colorize(outputs["sigma"][0, 0])
+        return images
 
 
-# ----------------------------------------------------------------------------------------- CLI
-def main(cfg: Config, args: argparse.Namespace) -> Dict[str, Any]:
-    """Entry point for ``train.py`` when ``cfg.task == "depth"``.
+def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.device] = "auto",
+          resume: Union[None, bool, PathLike] = None, max_steps: Optional[int] = None,
+          num_workers: Optional[int] = None, progress: bool = True, tensorboard: bool = True) -> Dict[str, Any]:
+    """Train the depth network on ``dataset`` (items with ``frame_<o>`` keys) into the run folder ``out_dir``
+    with the common runtime (:func:`dagan.training.runtime.run`; ``resume``: a checkpoint or run folder,
+    ``True`` = the one in ``out_dir``).
 
-    Reads from ``args`` (all optional): ``out`` / ``log_dir`` (run folder, default ``runs/depth``),
-    ``data`` (dataset root overriding ``dataset.root_dir``), ``device``, ``resume``, ``max_steps``,
-    ``num_workers``, ``no_progress``.
+    ``dataset[n]`` for a global sample number ``n`` is used as is when the dataset follows that
+    convention (``VideoFramesDataset``), otherwise through a seeded per-epoch permutation. Returns the
+    runtime's dict (``step``, ``loss``, ``step_time``, ``out_dir``, ...).
     """
-    if cfg.task != "depth":
-        raise ConfigError(f"config key 'task': the depth trainer needs 'depth', got {cfg.task!r}")
-    out_dir = getattr(args, "out", None) or getattr(args, "log_dir", None) or os.path.join("runs", "depth")
-    max_steps = getattr(args, "max_steps", None)
-    if max_steps:
-        cfg.depth_train.max_steps = int(max_steps)
-    dataset = build_dataset(cfg, "train", getattr(args, "data", None))
-    return train(cfg, dataset, out_dir, device=getattr(args, "device", None) or "auto",
-                 resume=bool(getattr(args, "resume", False)), max_steps=cfg.depth_train.max_steps or None,
-                 num_workers=getattr(args, "num_workers", None), progress=not getattr(args, "no_progress", False))
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Self-supervised face-depth training (DaGAN / DaGAN++ variant)")
-    p.add_argument("--config", required=True, help="YAML with task: depth (e.g. configs/depth-vox.yaml)")
-    p.add_argument("--out", default=os.path.join("runs", "depth"), help="run folder (checkpoint, encoder.pth, tb/)")
-    p.add_argument("--data", default=None, help="dataset root (overrides dataset.root_dir)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    p.add_argument("--max_steps", type=int, default=None, help="stop after this many steps")
-    p.add_argument("--num_workers", type=int, default=None, help="data-loader workers (default: config)")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.add_argument("--export", default=None, metavar="DIR",
-                   help="only write encoder.pth + depth.pth of the --out checkpoint into DIR, then exit")
-    p.add_argument("--debug", action="store_true", help="full tracebacks")
-    return p
-
-
-def cli(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.export:
-            enc, dec = export_depth(args.out, args.export)
-            print(f"wrote {enc} and {dec}")
-            return 0
-        cfg = load_config(args.config)
-        if cfg.task != "depth":
-            raise ConfigError(f"config key 'task': expected 'depth' in {args.config}, got {cfg.task!r}")
-        result = main(cfg, args)
-        print(f"depth training: {result['step']} steps, last loss {result['loss']:.4f}, run folder {result['out_dir']}")
-        return 0
-    except DaganError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(cli())
+    return run(DepthTask, cfg, dataset, out_dir, device=device, resume=resume, max_steps=max_steps,
+               num_workers=num_workers, progress=progress, tensorboard=tensorboard)

@@ -1,49 +1,42 @@
-"""DaGAN generator training: one readable loop (nanoGPT-style).
+"""DaGAN generator training: the ``generator`` task of the common runtime (:mod:`dagan.training.runtime`,
+which owns devices, DDP, AMP, checkpoints, exact resume, the NaN guard, logging and checkpoint retention).
 
 * keypoint detector + generator (and the depth network when ``train.train_depth``) against a multi-scale
   discriminator, losses from :mod:`dagan.training.losses` weighted by ``train.loss_weights``;
-* Adam (0.5, 0.999) with the official per-epoch ``MultiStepLR`` (x0.1 at ``epoch_milestones``);
-* mixed precision (``train.amp``: bf16 on CPU, fp16 + GradScaler or bf16 on CUDA), gradient clipping,
-  a NaN/inf guard (the step is skipped and logged; ``max_bad_steps`` in a row stop the run with a
-  :class:`~dagan.errors.TrainingError`, the last checkpoint stays intact);
-* atomic single-file checkpoints in our format (``DaGAN.from_pretrained(run/checkpoint.pt)`` loads them)
-  with discriminator, optimiser, scheduler, scaler, step, epoch and RNG states;
-* exact resume: batch ``s`` reads global sample numbers ``(s * world + rank) * batch + i`` and the random
-  warp of step ``s`` is seeded by ``(seed, s, rank)``, so a resumed run replays the same data and noise;
-* DDP through ``torchrun`` environment variables (gloo on CPU, nccl on CUDA), rank-0-only checkpoints and
-  logs, saved weights without a ``module.`` prefix;
-* TensorBoard scalars and image grids, ``metrics.jsonl``, tqdm progress.
+* Adam (0.5, 0.999) with the official per-epoch ``MultiStepLR`` (x0.1 at ``epoch_milestones``), gradient
+  clipping; a non-finite loss or gradient on any rank undoes the whole step (batch-norm statistics too);
+* the random equivariance warp of step ``s`` is seeded by ``(seed, s, rank)``, so a resumed run replays it;
+* checkpoints are our model format too (``DaGAN.from_pretrained(run/checkpoint.pt)`` loads them), with
+  discriminator, optimiser, scheduler and scaler states; :func:`export_pretrained` writes a self-describing
+  model directory (``train.py --export [--average] [--half]``);
+* TensorBoard image grids (keypoints on frames, depth, deformed source, occlusion, prediction).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import random
-import time
 import warnings
-from contextlib import nullcontext
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import FORMAT_VERSION, check_and_load, load_file, strip_prefix
-from ..config import Config, config_to_dict, load_config, save_config
-from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
+from ..checkpoints import check_and_load, load_file, strip_prefix
+from ..config import Config, config_to_dict, load_config
+from ..errors import CheckpointError, ConfigError
 from ..models.dagan import DaGAN, build_discriminator
 from ..models.discriminator import scale_name
-from ..utils import atomic_torch_save, resolve_device, rng_state, set_rng_state
 from . import losses as L
+from .runtime import (CHECKPOINT_NAME, StepOutcome, Task, all_ranks_finite, amp_dtype, mean_state_dict,
+                      resolve_checkpoint, run, step_seed)
 from .transforms import RandomWarp
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
-CHECKPOINT_NAME = "checkpoint.pt"
+__all__ = ["GeneratorFullModel", "GeneratorTask", "train", "export_pretrained", "load_init_checkpoint",
+           "load_depth_checkpoint", "visualize", "CHECKPOINT_NAME"]
 
 
 # ------------------------------------------------------------------------------------ the full model
@@ -146,46 +139,6 @@ def discriminator_loss(discriminator: nn.Module, driving: torch.Tensor,
 # ---------------------------------------------------------------------------------------- utilities
 def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
-def distributed_env() -> Dict[str, int]:
-    """Rank, local rank and world size from the ``torchrun`` environment (1 process without it)."""
-    return {"rank": int(os.environ.get("RANK", "0")), "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
-            "world": int(os.environ.get("WORLD_SIZE", "1"))}
-
-
-def amp_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> bf16 on CPU and on CUDA with bf16 support, else fp16."""
-    if name == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ConfigError(f"config key 'train.amp_dtype': use auto, bfloat16 or float16, got {name!r}")
-    if table[name] == torch.float16 and device.type == "cpu":
-        raise ConfigError("config key 'train.amp_dtype': float16 autocast is not supported on CPU (use bfloat16)")
-    return table[name]
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """The seed of the random warp of ``step`` on ``rank``."""
-    return int(np.random.default_rng([seed & 0xFFFFFFFF, step, rank, 0x7A4B]).integers(0, 2 ** 62))
-
-
-class StepBatches(torch.utils.data.Sampler):
-    """Batches of global sample numbers for steps ``start..stop-1`` of ``rank`` (see the module docstring)."""
-
-    def __init__(self, start: int, stop: int, batch: int, rank: int = 0, world: int = 1):
-        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
-
-    def __iter__(self) -> Iterator[List[int]]:
-        for step in range(self.start, self.stop):
-            base = (step * self.world + self.rank) * self.batch
-            yield list(range(base, base + self.batch))
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
 
 
 def _draw_keypoints(frames: torch.Tensor, kp: torch.Tensor, radius: int = 1) -> torch.Tensor:
@@ -299,7 +252,7 @@ def load_depth_checkpoint(model: DaGAN, path: PathLike) -> None:
     load_depth_weights(model, path)
 
 
-# ---------------------------------------------------------------------------------------- the trainer
+# ---------------------------------------------------------------------------------------- the task
 def _check_config(cfg: Config) -> None:
     w = cfg.train.loss_weights
     if w.kp_prior or w.kp_scale:
@@ -311,226 +264,164 @@ def _check_config(cfg: Config) -> None:
         logger.info("feature matching uses the first %d discriminator layers", len(w.feature_matching))
 
 
+class GeneratorTask(Task):
+    """Keypoint detector + generator (+ the depth network with ``train.train_depth``) against the
+    discriminator: Adam (0.5, 0.999), the official per-epoch ``MultiStepLR``, gradient clipping. A
+    non-finite loss or gradient on any rank undoes the step, batch-norm statistics included."""
+
+    name = "generator"
+    section = "train"
+    progress_key = "generator_total"
+
+    def __init__(self, cfg: Config, device: torch.device, env, vgg: Optional[nn.Module] = None):
+        super().__init__(cfg, device, env)
+        _check_config(cfg)
+        tc = cfg.train
+        self.model = DaGAN(cfg.model)
+        self.discriminator = build_discriminator(cfg.model)
+        if tc.depth_checkpoint:
+            load_depth_checkpoint(self.model, tc.depth_checkpoint)
+        elif not tc.train_depth:
+            logger.warning("train.depth_checkpoint not set and train.train_depth false: the depth network stays "
+                           "at its random initialisation")
+        if tc.init_checkpoint:
+            load_init_checkpoint(self.model, self.discriminator, tc.init_checkpoint, tc.init_networks,
+                                 tc.init_new_keys)
+        self.model.to(device).train()
+        self.discriminator.to(device).train()
+        if not tc.train_depth:
+            for net in (self.model.depth_encoder, self.model.depth_decoder):
+                net.eval().requires_grad_(False)
+        w = tc.loss_weights
+        if vgg is None and sum(w.perceptual) and tc.perceptual_backbone == "vgg19":
+            vgg = L.Vgg19Features(tc.vgg19_weights)
+        if vgg is not None:
+            vgg.to(device)
+        self.full = GeneratorFullModel(self.model, self.discriminator, cfg, vgg).to(device)
+        model = self.model
+        self.groups = [{"params": list(model.generator.parameters()), "lr": tc.lr_generator},
+                       {"params": list(model.kp_detector.parameters()), "lr": tc.lr_kp_detector}]
+        if tc.train_depth:
+            self.groups.append({"params": list(model.depth_encoder.parameters())
+                                + list(model.depth_decoder.parameters()), "lr": tc.lr_generator})
+        self.opt_g = torch.optim.Adam(self.groups, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=tc.lr_discriminator, betas=(0.5, 0.999))
+        self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, tc.epoch_milestones, gamma=0.1)
+        self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, tc.epoch_milestones, gamma=0.1)
+        fp16 = bool(tc.amp) and amp_dtype(tc.amp_dtype, device) == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.g_module: nn.Module = self.full
+        self.d_module: nn.Module = self.discriminator
+        self.guarded_buffers = list(model.buffers()) + list(self.discriminator.buffers())
+        self.uses_gan = bool(w.discriminator_gan and w.generator_gan)
+
+    @staticmethod
+    def build_dataset(cfg: Config, root: PathLike):
+        from .datasets import build_dataset
+
+        return build_dataset(cfg.dataset, "train", seed=cfg.train.seed, root=root)
+
+    @staticmethod
+    def export(checkpoint: PathLike, out_dir: PathLike, half: bool = False, average: Sequence[PathLike] = ()) -> str:
+        return export_pretrained(checkpoint, out_dir, half=half, average=average)
+
+    def wrap_distributed(self) -> None:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.g_module = nn.parallel.DistributedDataParallel(self.full, device_ids=ids)
+        self.d_module = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
+
+    def step(self, batch, step, epoch, autocast) -> StepOutcome:
+        tc, dev = self.cfg.train, self.device
+        source = batch["source"].to(dev, non_blocking=True)
+        driving = batch["driving"].to(dev, non_blocking=True)
+        clip = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+        # batch-norm statistics are updated by the forward pass itself: keep a copy to undo a bad step
+        saved_buffers = [b.detach().clone() for b in self.guarded_buffers]
+        self.discriminator.requires_grad_(False)
+        with autocast():
+            losses, generated = self.g_module(source, driving, step_seed(tc.seed, step, self.env.rank))
+        loss_g = sum(v.float() for v in losses.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.unscale_(self.opt_g)
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.groups for p in g["params"]], clip)
+        finite = torch.isfinite(loss_g.detach()) & torch.isfinite(grad_norm)
+        self.discriminator.requires_grad_(True)
+        loss_d = torch.zeros((), device=dev)
+        if self.uses_gan:
+            with autocast():
+                loss_d = discriminator_loss(self.d_module, driving, generated["prediction"], generated["kp_driving"],
+                                            tc.loss_weights.discriminator_gan, self.full.pyramid).float()
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_d).backward()
+            self.scaler.unscale_(self.opt_d)
+            d_norm = torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), clip)
+            finite = finite & torch.isfinite(loss_d.detach()) & torch.isfinite(d_norm)
+        ok = all_ranks_finite(finite, self.env)
+        if ok:
+            self.scaler.step(self.opt_g)
+            if self.uses_gan:
+                self.scaler.step(self.opt_d)
+        else:
+            self.opt_g.zero_grad(set_to_none=True)
+            self.opt_d.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buf, saved in zip(self.guarded_buffers, saved_buffers):
+                    buf.copy_(saved)
+        self.scaler.update()
+        logs = {k: v.detach() for k, v in losses.items()}
+        logs.update(generator_total=loss_g.detach(), discriminator=loss_d.detach())
+        return StepOutcome(ok, logs, {"source": source, "driving": driving, "generated": generated})
+
+    def end_epoch(self, epoch: int) -> None:
+        self.sched_g.step()
+        with warnings.catch_warnings():  # without a GAN loss opt_d never steps: torch warns about the order
+            warnings.simplefilter("ignore", UserWarning)
+            self.sched_d.step()
+
+    def state(self) -> Dict[str, Any]:
+        return {"state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "discriminator": {k: v.detach().cpu() for k, v in self.discriminator.state_dict().items()},
+                "optimizers": {"generator": self.opt_g.state_dict(), "discriminator": self.opt_d.state_dict()},
+                "schedulers": {"generator": self.sched_g.state_dict(), "discriminator": self.sched_d.state_dict()},
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None}
+
+    def load_state(self, ckpt: Mapping[str, Any], where: str) -> None:
+        if "optimizers" not in ckpt:
+            raise CheckpointError(f"{where} is not a generator-training checkpoint (no optimiser state)")
+        check_and_load(self.model, ckpt["state_dict"], f"weights in {where}")
+        check_and_load(self.discriminator, ckpt["discriminator"], f"discriminator in {where}")
+        self.opt_g.load_state_dict(ckpt["optimizers"]["generator"])
+        self.opt_d.load_state_dict(ckpt["optimizers"]["discriminator"])
+        self.sched_g.load_state_dict(ckpt["schedulers"]["generator"])
+        self.sched_d.load_state_dict(ckpt["schedulers"]["discriminator"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+
+    def extra_scalars(self) -> Dict[str, float]:
+        return {"lr/generator": self.opt_g.param_groups[0]["lr"]}
+
+    def images(self, outcome: StepOutcome) -> Dict[str, torch.Tensor]:
+        v = outcome.visuals
+        return {"reconstruction": visualize(v["source"], v["driving"], v["generated"])}
+
+    def result(self) -> Dict[str, Any]:
+        return {"model": self.model, "discriminator": self.discriminator}
+
+
 def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.device] = "auto",
           resume: Optional[PathLike] = None, max_steps: Optional[int] = None, num_workers: Optional[int] = None,
-          progress: bool = True, vgg: Optional[nn.Module] = None) -> Dict[str, Any]:
-    """Train the DaGAN generator. Returns ``{"step", "epoch", "losses" (last logged, rank 0), "checkpoint",
-    "out_dir", "skipped_samples", "model", "discriminator"}`` (the trained modules, on ``device``).
+          progress: bool = True, vgg: Optional[nn.Module] = None, tensorboard: bool = True) -> Dict[str, Any]:
+    """Train the DaGAN generator with the common runtime (:func:`dagan.training.runtime.run`). Returns its
+    dict (``step``, ``epoch``, ``losses``, ``checkpoint``, ``out_dir``, ``skipped_samples``, ...) plus the
+    trained ``model`` and ``discriminator`` (on ``device``).
 
     ``dataset[n]`` must give ``{"source", "driving"}`` for any global sample number ``n`` (see
     :mod:`dagan.training.datasets`). ``resume`` is a training checkpoint to continue from exactly.
     ``vgg`` injects a feature extractor (tests); by default VGG19 is loaded when perceptual weights are set.
     """
-    _check_config(cfg)
-    tc = cfg.train
-    env = distributed_env()
-    rank, world = env["rank"], env["world"]
-    distributed = world > 1
-    if distributed and not dist.is_initialized():
-        dev = resolve_device(device)
-        if dev.type == "cuda":
-            dev = torch.device("cuda", env["local_rank"])
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    else:
-        dev = resolve_device(device)
-    is_main = rank == 0
-    out_dir = os.fspath(out_dir)
-    if is_main:
-        os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    np.random.seed(tc.seed)
-    random.seed(tc.seed)
-
-    model = DaGAN(cfg.model)
-    discriminator = build_discriminator(cfg.model)
-    if tc.depth_checkpoint:
-        load_depth_checkpoint(model, tc.depth_checkpoint)
-    elif not tc.train_depth:
-        logger.warning("train.depth_checkpoint not set and train.train_depth false: the depth network stays "
-                       "at its random initialisation")
-    if tc.init_checkpoint:
-        load_init_checkpoint(model, discriminator, tc.init_checkpoint, tc.init_networks, tc.init_new_keys)
-    model.to(dev).train()
-    discriminator.to(dev).train()
-    if not tc.train_depth:
-        for net in (model.depth_encoder, model.depth_decoder):
-            net.eval().requires_grad_(False)
-    w = tc.loss_weights
-    if vgg is None and sum(w.perceptual) and tc.perceptual_backbone == "vgg19":
-        vgg = L.Vgg19Features(tc.vgg19_weights)
-    if vgg is not None:
-        vgg.to(dev)
-    full = GeneratorFullModel(model, discriminator, cfg, vgg).to(dev)
-
-    gen_groups = [{"params": list(model.generator.parameters()), "lr": tc.lr_generator},
-                  {"params": list(model.kp_detector.parameters()), "lr": tc.lr_kp_detector}]
-    if tc.train_depth:
-        gen_groups.append({"params": list(model.depth_encoder.parameters()) + list(model.depth_decoder.parameters()),
-                           "lr": tc.lr_generator})
-    opt_g = torch.optim.Adam(gen_groups, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=tc.lr_discriminator, betas=(0.5, 0.999))
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, tc.epoch_milestones, gamma=0.1)
-    sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, tc.epoch_milestones, gamma=0.1)
-    use_amp = bool(tc.amp)
-    dtype = amp_dtype(tc.amp_dtype, dev) if use_amp else torch.float32
-    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp and dtype == torch.float16)
-
-    batch = tc.batch_size
-    steps_per_epoch = max(1, len(dataset) // (batch * world))
-    total_steps = int(max_steps or tc.max_steps or steps_per_epoch * tc.num_epochs)
-    step, epoch = 0, 0
-    if resume:
-        ckpt = load_file(os.fspath(resume), "cpu")
-        if not isinstance(ckpt, Mapping) or "optimizers" not in ckpt:
-            raise CheckpointError(f"{resume} is not a generator-training checkpoint (no optimiser state)")
-        check_and_load(model, ckpt["state_dict"], f"weights in {resume}")
-        check_and_load(discriminator, ckpt["discriminator"], f"discriminator in {resume}")
-        opt_g.load_state_dict(ckpt["optimizers"]["generator"])
-        opt_d.load_state_dict(ckpt["optimizers"]["discriminator"])
-        sched_g.load_state_dict(ckpt["schedulers"]["generator"])
-        sched_d.load_state_dict(ckpt["schedulers"]["discriminator"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        step, epoch = int(ckpt["step"]), int(ckpt["epoch"])
-        set_rng_state(ckpt["rng"], dev)
-        logger.info("resumed from %s at step %d (epoch %d)", resume, step, epoch)
-
-    g_module: nn.Module = full
-    d_module: nn.Module = discriminator
-    if distributed:
-        ids = [dev.index] if dev.type == "cuda" else None
-        g_module = nn.parallel.DistributedDataParallel(full, device_ids=ids)
-        d_module = nn.parallel.DistributedDataParallel(discriminator, device_ids=ids)
-
-    writer = None
-    metrics_file = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=step or None)
-        metrics_file = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        save_config(cfg, os.path.join(out_dir, "config.yaml"))
-
-    workers = cfg.dataset.num_workers if num_workers is None else num_workers
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=StepBatches(step, total_steps, batch, rank, world),
-                                         num_workers=workers, persistent_workers=False,
-                                         pin_memory=dev.type == "cuda")
-
-    def save(path: str) -> None:
-        state = {"format_version": FORMAT_VERSION, "config": config_to_dict(cfg),
-                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "discriminator": {k: v.detach().cpu() for k, v in discriminator.state_dict().items()},
-                 "optimizers": {"generator": opt_g.state_dict(), "discriminator": opt_d.state_dict()},
-                 "schedulers": {"generator": sched_g.state_dict(), "discriminator": sched_d.state_dict()},
-                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                 "step": step, "epoch": epoch, "rng": rng_state(dev)}
-        atomic_torch_save(state, path)
-
-    ckpt_path = os.path.join(out_dir, CHECKPOINT_NAME)
-    bad_in_row, skipped_total = 0, 0
-    last: Dict[str, float] = {}
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
-    params_g = [p for group in gen_groups for p in group["params"]]
-    guarded_buffers = list(model.buffers()) + list(discriminator.buffers())
-    autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if use_amp else nullcontext
-    t_start = time.time()
-    try:
-        for data in loader:
-            source = data["source"].to(dev, non_blocking=True)
-            driving = data["driving"].to(dev, non_blocking=True)
-            skipped_total += int(data["skipped"].sum())
-            # batch-norm statistics are updated by the forward pass itself: keep a copy to undo a bad step
-            saved_buffers = [b.detach().clone() for b in guarded_buffers]
-            # ------------------------------------------------------------- generator + keypoints
-            discriminator.requires_grad_(False)
-            with autocast():
-                losses, generated = g_module(source, driving, step_seed(tc.seed, step, rank))
-            loss_g = sum(v.float() for v in losses.values())
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss_g).backward()
-            scaler.unscale_(opt_g)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params_g, tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-            finite = torch.isfinite(loss_g.detach()) & torch.isfinite(grad_norm)
-            # ------------------------------------------------------------------- discriminator
-            discriminator.requires_grad_(True)
-            loss_d = torch.zeros((), device=dev)
-            if w.discriminator_gan and w.generator_gan:
-                with autocast():
-                    loss_d = discriminator_loss(d_module, driving, generated["prediction"],
-                                                generated["kp_driving"], w.discriminator_gan, full.pyramid).float()
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(loss_d).backward()
-                scaler.unscale_(opt_d)
-                d_norm = torch.nn.utils.clip_grad_norm_(discriminator.parameters(),
-                                                        tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-                finite = finite & torch.isfinite(loss_d.detach()) & torch.isfinite(d_norm)
-            if distributed:  # every rank must take the same decision
-                flag = finite.float().to(dev)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = flag > 0
-            if not bool(finite):
-                bad_in_row += 1
-                opt_g.zero_grad(set_to_none=True)
-                opt_d.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    for buf, saved in zip(guarded_buffers, saved_buffers):
-                        buf.copy_(saved)
-                scaler.update()
-                logger.warning("step %d: non-finite loss or gradient (%s) -- step skipped (%d in a row)", step,
-                               {k: float(v.detach()) for k, v in losses.items()}, bad_in_row)
-                if bad_in_row >= tc.max_bad_steps:
-                    raise TrainingError(f"{bad_in_row} non-finite steps in a row at step {step}: stopping. The last "
-                                        f"good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'none'}; "
-                                        f"lower the learning rates, enable train.grad_clip or disable train.amp")
-            else:
-                bad_in_row = 0
-                scaler.step(opt_g)
-                if w.discriminator_gan and w.generator_gan:
-                    scaler.step(opt_d)
-                scaler.update()
-            step += 1
-            if step % steps_per_epoch == 0:
-                epoch += 1
-                sched_g.step()
-                with warnings.catch_warnings():  # without a GAN loss opt_d never steps: torch warns about the order
-                    warnings.simplefilter("ignore", UserWarning)
-                    sched_d.step()
-            # ------------------------------------------------------------------------ logging
-            if is_main:
-                last = {k: float(v.detach()) for k, v in losses.items()}
-                last.update(generator_total=float(loss_g.detach()), discriminator=float(loss_d.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last['generator_total']:.3f}")
-                if step % max(1, tc.log_every) == 0 or step == total_steps:
-                    for k, v in last.items():
-                        writer.add_scalar(f"loss/{k}", v, step)
-                    writer.add_scalar("lr/generator", opt_g.param_groups[0]["lr"], step)
-                    writer.add_scalar("data/skipped", skipped_total, step)
-                    record = dict(step=step, epoch=epoch, time=round(time.time() - t_start, 2), **last)
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                if step % max(1, tc.image_every) == 0 or step == total_steps:
-                    writer.add_image("reconstruction", visualize(source, driving, generated), step)
-                if step % max(1, tc.save_every) == 0 or step == total_steps:
-                    save(ckpt_path)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.flush()
-            writer.close()
-        if metrics_file is not None:
-            metrics_file.close()
-        if distributed and dist.is_initialized():
-            dist.barrier()
-    return {"step": step, "epoch": epoch, "losses": last, "checkpoint": ckpt_path, "out_dir": out_dir,
-            "skipped_samples": skipped_total, "model": model, "discriminator": discriminator}
+    return run(GeneratorTask, cfg, dataset, out_dir, device=device, resume=resume, max_steps=max_steps,
+               num_workers=num_workers, progress=progress, tensorboard=tensorboard, vgg=vgg)
 
 
 def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = False,
@@ -558,43 +449,20 @@ def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = Fals
             raise CheckpointError(f"{path} holds an invalid config: {exc}") from None
         return cfg, {"checkpoint": path, "step": int(ckpt.get("step", 0))}
 
+    checkpoint = resolve_checkpoint(checkpoint)
     cfg, source = describe(checkpoint)
     model = DaGAN.from_pretrained(checkpoint)
     averaged = []
     if average:
-        state = {k: v.double() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-        for other_path in average:
+        states = [model.state_dict()]
+        for other_path in map(resolve_checkpoint, average):
             other = DaGAN.from_pretrained(other_path)
             if config_to_dict(other.config) != config_to_dict(model.config):
                 raise CheckpointError(f"cannot average {other_path} with {checkpoint}: the model configs differ")
-            for k, v in other.state_dict().items():
-                if v.is_floating_point():
-                    state[k] += v.double()
+            states.append(other.state_dict())
             averaged.append(describe(other_path)[1])
-        n = 1 + len(average)
-        model.load_state_dict({k: (v / n).float() if v.is_floating_point() else v for k, v in state.items()})
+        model.load_state_dict(mean_state_dict(states))
     cfg.provenance = {}
     provenance = {"source_run": os.path.dirname(os.path.abspath(os.fspath(checkpoint))), **source,
                   "averaged": [source] + averaged if averaged else [], "half": bool(half)}
     return model.save_pretrained(out_dir, config=cfg, provenance=provenance, half=half)
-
-
-def main(cfg: Config, args) -> Dict[str, Any]:
-    """``train.py`` entry for ``task: generator``: reads ``data``, ``out``, ``device``, ``checkpoint``,
-    ``max_steps``, ``num_workers``, ``no_progress`` from ``args``."""
-    from .datasets import build_dataset
-
-    root = getattr(args, "data", None) or cfg.dataset.root_dir
-    if not root:
-        raise DatasetError("no dataset given: set dataset.root_dir in the config or pass --data")
-    env = distributed_env()
-    dataset = build_dataset(cfg.dataset, "train", seed=cfg.train.seed, root=root)
-    out_dir = getattr(args, "out", None) or os.path.join("runs", "generator")
-    result = train(cfg, dataset, out_dir, device=getattr(args, "device", None) or "auto",
-                   resume=getattr(args, "checkpoint", None), max_steps=getattr(args, "max_steps", None),
-                   num_workers=getattr(args, "num_workers", None),
-                   progress=not getattr(args, "no_progress", False) and env["rank"] == 0)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return result
-
