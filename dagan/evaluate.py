@@ -49,6 +49,9 @@ def build_parser() -> DashUnderscoreParser:
     p.add_argument("--sources", nargs="+", metavar="IMAGE",
                    help="cross-identity: animate each of these portraits by every video (default: each video's "
                         "frame 0 is driven by the next video)")
+    p.add_argument("--size", type=int, metavar="N",
+                   help="read, render and score frames at N px (the models run at their own size and render at N, "
+                        "as demo.py --size does; default: the models' size)")
     p.add_argument("--out", default="report", help="report folder (default: report/)")
     p.add_argument("--max_videos", type=int, help="evaluate only the first N videos (pair groups)")
     p.add_argument("--max_frames", type=int, help="use at most N frames of each video")
@@ -126,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             lpips_legacy_range=args.lpips_legacy_range, max_videos=args.max_videos,
                             max_frames=args.max_frames, seed=args.seed,
                             exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos,
-                            sources=args.sources, videos=args.videos)
+                            sources=args.sources, videos=args.videos, output_size=args.size)
     env = distributed_env()
     world, local = env.world, env.local_rank
     device = resolve_device(args.device)

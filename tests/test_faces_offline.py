@@ -198,3 +198,4 @@ def test_find_best_frame_offline_picks_the_matching_frame(backend, shared_data):
 
     frames = list(VideoReader(shared_data / "drv_lp_d0_256.mp4", max_frames=8))
     assert faces.find_best_frame(backend, frames[5], iter(frames)) == 5
+

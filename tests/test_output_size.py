@@ -149,3 +149,21 @@ def test_demo_size_and_smooth_options(tmp_path, capsys):
     assert cli.main(["--max-frames", "3", "--size", "4", "--result_video", str(tmp_path / "s.mp4"), "--quiet"]) == 2
     assert "--size" in capsys.readouterr().err
     assert not (tmp_path / "s.mp4").exists()
+
+
+def test_evaluation_scores_at_the_output_size(shared_data, tiny_config):
+    from dagan import DaGAN
+    from dagan.evaluation.evaluate import BASELINE, EvalSettings, build_metric_suite, run_evaluation
+
+    tiny_config.model.generator.type = "SPADEDepthAwareGenerator"
+    tiny_config.model.generator.spade_hidden = 16
+    tiny_config.model.generator.output_blend = True
+    model = DaGAN(tiny_config.model).eval()
+    torch.nn.init.constant_(model.generator.decoder.conv_blend.bias, 30.0)  # copy the warped source
+    settings = EvalSettings(protocol="reconstruction", max_frames=3, videos=["drv_lp_d0_256"], output_size=128)
+    suite = build_metric_suite("reconstruction", settings, lpips="off", landmarks="off", identity="off")
+    report = run_evaluation({"tiny": model}, shared_data, settings, suite=suite, frames_dir=None)
+    assert report["image_size"] == 128
+    # frame 0 drives itself: the copying model returns the 128 px source exactly, like the baseline
+    first = report["_results"][0]["values"]
+    assert first["tiny"]["l1"][0] == pytest.approx(first[BASELINE]["l1"][0], abs=1e-3)

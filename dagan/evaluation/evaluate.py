@@ -79,6 +79,9 @@ class EvalSettings:
     # cross-identity: portrait images animated by every video (default: each video's frame 0 by the next video)
     sources: Optional[List[str]] = None
     videos: Optional[List[str]] = None  # only these videos of the data folder (names, without extension)
+    # frames are read, rendered and scored at this size (default: the models' size); the models still run at
+    # their own size and render at this one (see DaGAN.prepare_source's source_full), as demo.py --size does
+    output_size: Optional[int] = None
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -96,6 +99,8 @@ class EvalSettings:
                 raise InputError(f"source image not found: {missing[0]}")
             if not self.sources:
                 raise InputError("--sources lists no image")
+        if self.output_size is not None and self.output_size < 8:
+            raise InputError(f"output size must be >= 8, got {self.output_size}")
         for name in ("max_videos", "max_frames"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -289,11 +294,19 @@ class ModelSystem:
         self.model = model.eval()
         self.adapt = adapt_movement_scale
 
+    def _model_size(self, frames: torch.Tensor) -> torch.Tensor:
+        size = self.model.image_size
+        if tuple(frames.shape[2:]) == (size, size):
+            return frames
+        return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
     @torch.no_grad()
     def start(self, source: torch.Tensor, first_driving: torch.Tensor, relative: bool) -> None:
         from ..models.dagan import normalize_kp
 
-        self.state = self.model.prepare_source(source)
+        full = source if tuple(source.shape[2:]) != (self.model.image_size,) * 2 else None
+        source, first_driving = self._model_size(source), self._model_size(first_driving)
+        self.state = self.model.prepare_source(source, full)
         # reconstruction drives a frame with itself: its keypoints are already known
         same = source.shape == first_driving.shape and torch.equal(source, first_driving)
         self.kp_initial = self.state.kp if same else self.model.detect_keypoints(first_driving)
@@ -304,7 +317,8 @@ class ModelSystem:
 
     @torch.no_grad()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
-        return self.model.animate_batch(self.state, driving, self.kp_initial, self.relative, self.scale)
+        return self.model.animate_batch(self.state, self._model_size(driving), self.kp_initial, self.relative,
+                                        self.scale)
 
 
 class RepeatSource:
@@ -651,6 +665,7 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
     size = sizes.pop() if sizes else int(image_size or 256)
     if image_size is not None and size != image_size:
         raise InputError(f"image_size {image_size} differs from the models' {size}")
+    size = settings.output_size or size
     suite = suite or build_metric_suite(settings.protocol, settings, device)
     if not suite.active:
         logger.warning("no %s metric can run (%s): the report will only hold the frame grids",
