@@ -5,6 +5,8 @@ generated head motion), the options of ``demo.py`` that matter to a user, and a 
 or a user folder. Pressing *Animate* builds the demo's own argument namespace from the form and calls
 :func:`dagan.inference.cli.run`, the code path of ``demo.py``: frames stream through the model (memory stays
 flat for long videos), the result keeps the driving audio, and the driving depth video is written beside it.
+A *Live webcam* panel streams the browser's camera through the ``demo.py --stream`` set-up
+(:func:`dagan.inference.pipeline.stream_animator`), one :class:`LiveSession` per browser.
 
 Safety defaults of the local server:
 
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .cliutil import DashUnderscoreParser, run_cli, setup_logging
 from .errors import DaganError, InputError, MissingWeightsError
 from .inference import cli
@@ -51,6 +55,15 @@ DEFAULT_KEEP_MINUTES = 60
 #: label of the model entry that means "what demo.py uses without --checkpoint"
 SHIPPED_MODEL = "shipped (checkpoints/dagan-small)"
 USER_MODELS_ENV = "DAGAN_MODELS"
+#: webcam frames the browser sends: small (the model works at 64-256 px; a 1920x1440 camera frame costs more to
+#: send than to animate), one every WEBCAM_EVERY_S seconds at most
+WEBCAM_CONSTRAINTS = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}
+WEBCAM_EVERY_S = 0.04
+#: a webcam session (its model and Animator) is freed this long after the browser leaves
+LIVE_SESSION_TTL_S = 600
+OPTIONS_PER_ROW = 4
+#: the live result is a model-size (64 px) frame: let the browser scale it to its box
+PAGE_CSS = "#live-result img { width: 100%; height: 100%; object-fit: contain; }"
 DEFAULT_USER_MODELS = Path.home() / ".cache" / "dagan" / "models"
 
 
@@ -61,27 +74,27 @@ class FormOption:
 
     ``dest``: the demo parser's destination (the default value comes from the parser; an option the parser
     does not have is left off the page, so the form follows the demo). ``kind``: ``"checkbox"`` (``flags``:
-    the argv for True, for False), ``"radio"`` (``choices``: ``(label, flag, value)`` triples), ``"slider"``
-    or ``"number"`` (``flags[0]`` followed by the value; for ``"number"`` 0 means "not given").
+    the argv for True, for False), ``"radio"`` (``choices``: ``(label, argv, value)`` triples), ``"slider"``
+    or ``"number"`` (an integer; both ``flags[0]`` followed by the value, or nothing when the value is ``off``,
+    the form's value for the parser's None).
     """
 
     dest: str
     label: str
     kind: str
     flags: Tuple[Optional[str], ...] = ()
-    choices: Tuple[Tuple[str, str, Any], ...] = ()
+    choices: Tuple[Tuple[str, Tuple[str, ...], Any], ...] = ()
     minimum: float = 0.0
     maximum: float = 1.0
     step: float = 0.05
+    off: Optional[float] = None
     info: str = ""
 
     def default(self, defaults: argparse.Namespace) -> Any:
         value = getattr(defaults, self.dest)
         if self.kind == "radio":
             return next(label for label, _, v in self.choices if v == value)
-        if self.kind == "number":
-            return 0 if value is None else value
-        return value
+        return self.off if value is None else value
 
     def argv(self, value: Any) -> List[str]:
         """The demo arguments for the form value ``value``; :class:`InputError` when it is out of range."""
@@ -89,9 +102,9 @@ class FormOption:
             flag = self.flags[0] if bool(value) else self.flags[1]
             return [flag] if flag else []
         if self.kind == "radio":
-            for label, flag, _ in self.choices:
+            for label, argv, _ in self.choices:
                 if value == label:
-                    return [flag]
+                    return list(argv)
             raise InputError(f"{self.label}: unknown choice {value!r}")
         try:
             number = float(value)
@@ -99,26 +112,30 @@ class FormOption:
             raise InputError(f"{self.label}: expected a number, got {value!r}") from None
         if not self.minimum <= number <= self.maximum:
             raise InputError(f"{self.label}: {number:g} is outside [{self.minimum:g}, {self.maximum:g}]")
-        if self.kind == "number":
-            return [] if number == 0 else [self.flags[0], str(int(number))]
-        return [self.flags[0], f"{number:g}"]
+        if self.off is not None and number == self.off:
+            return []
+        return [self.flags[0], str(int(number)) if self.kind == "number" else f"{number:g}"]
 
 
 #: the options on the page, in order; adding a demo option (e.g. ``--size``) is one line here
 FORM_OPTIONS: Tuple[FormOption, ...] = (
-    FormOption("relative", "Motion", "radio", choices=(("relative", "--relative", True),
-                                                        ("absolute", "--absolute", False)),
+    FormOption("relative", "Motion", "radio", choices=(("relative", ("--relative",), True),
+                                                        ("absolute", ("--absolute",), False)),
                info="relative: the portrait moves as the driving face moves from its first frame"),
     FormOption("adapt_scale", "Adapt movement scale", "checkbox", flags=("--adapt_scale", "--no_adapt_scale"),
                info="scale relative motion by the face sizes"),
+    FormOption("smooth", "Motion smoothing", "slider", flags=("--smooth",), minimum=0.0, maximum=10.0, step=0.1,
+               off=0.0, info="0: off; otherwise the keypoint filter's cut-off in Hz (lower = smoother, more lag)"),
     FormOption("crop", "Crop the face", "checkbox", flags=("--crop", "--no_crop"),
                info="detect and crop the face in the portrait and every driving frame (face detector)"),
     FormOption("paste_back", "Paste back", "checkbox", flags=("--paste_back", None),
                info="blend the animated face back into the full portrait"),
     FormOption("smoothing", "Crop smoothing", "slider", flags=("--smoothing",), minimum=0.05, maximum=1.0,
                step=0.05, info="with crop: weight of each new face detection (lower = steadier box)"),
+    FormOption("size", "Output size", "radio", choices=tuple((f"{n} px", ("--size", str(n)), n)
+                                                             for n in (64, 128, 256, 512))),
     FormOption("max_frames", "At most N frames (0: all)", "number", flags=("--max_frames",), minimum=0,
-               maximum=10 ** 7, step=1),
+               maximum=10 ** 7, step=1, off=0),
 )
 
 
@@ -227,20 +244,74 @@ def animate(source: Optional[str], driving: Optional[str], checkpoint: Optional[
     ``source``/``driving``: file paths or None for the built-in astronaut / head motion; ``checkpoint``:
     ``--checkpoint`` or None for the demo's default model; ``values``: form values by option ``dest``.
     Both videos are written in ``run_dir`` (under a temporary name, renamed when complete)."""
-    options = form_options() if options is None else options
     result, depth = run_dir / "result.mp4", run_dir / "depth.mp4"
-    argv = ["--result_video", str(result), "--save_depth", str(depth), "--quiet"]
+    args = demo_args(source, checkpoint, values, options,
+                     ["--result_video", str(result), "--save_depth", str(depth), "--quiet"] +
+                     ([] if driving is None else ["--driving_video", driving]))
+    cli.run(args, detector_factory, on_frame=on_frame)
+    return str(result), str(depth)
+
+
+def demo_args(source: Optional[str], checkpoint: Optional[str], values: Mapping[str, Any],
+              options: Optional[Sequence[FormOption]] = None, extra: Sequence[str] = ()) -> argparse.Namespace:
+    """The demo's argument namespace for the form: parsed by ``demo.py``'s own parser."""
+    options = form_options() if options is None else options
+    argv = list(extra)
     if source is not None:
         argv += ["--source_image", source]
-    if driving is not None:
-        argv += ["--driving_video", driving]
     if checkpoint is not None:
         argv += ["--checkpoint", checkpoint]
     for option in options:
         argv += option.argv(values[option.dest])
-    args = cli.build_parser().parse_args(argv)
-    cli.run(args, detector_factory, on_frame=on_frame)
-    return str(result), str(depth)
+    return cli.build_parser().parse_args(argv)
+
+
+class LiveSession:
+    """One browser's webcam animation: its own :class:`~dagan.Animator` from
+    :func:`dagan.inference.pipeline.stream_animator` (the ``demo.py --stream`` set-up), used under a lock.
+
+    ``key`` identifies the settings it was built for (a new portrait, model or option builds a new session);
+    the first frame after start or :meth:`reanchor` anchors relative motion."""
+
+    def __init__(self, key: Any, animator, description: str):
+        self.key, self.animator, self.description = key, animator, description
+        self.frames = 0
+        self.busy = 0.0  # seconds spent animating
+        self.started: Optional[float] = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, source: Optional[str], checkpoint: Optional[str], values: Mapping[str, Any],
+              options: Optional[Sequence[FormOption]] = None, detector_factory=None, key: Any = None) -> "LiveSession":
+        from .inference.pipeline import stream_animator
+
+        if values.get("crop"):
+            raise InputError('the webcam mode does not crop faces: turn "Crop the face" off and keep your face '
+                             'in the middle of the picture')
+        animator, description = stream_animator(demo_args(source, checkpoint, values, options), detector_factory)
+        return cls(key, animator, description)
+
+    def animate(self, frame: np.ndarray) -> np.ndarray:
+        """``frame``: ``(H, W, 3)`` uint8 RGB from the webcam -> the animated ``(S, S, 3)`` uint8 frame."""
+        with self._lock:
+            began = time.perf_counter()
+            output = self.animator(frame)
+            self.frames += 1
+            self.busy += time.perf_counter() - began
+            if self.started is None:
+                self.started = began
+            return output
+
+    def reanchor(self) -> None:
+        with self._lock:
+            self.animator.reset()
+
+    def status(self) -> str:
+        seconds = time.perf_counter() - self.started if self.started is not None else 0.0
+        rate = (self.frames - 1) / seconds if self.frames > 1 and seconds > 0 else 0.0
+        per_frame = 1000.0 * self.busy / max(1, self.frames)
+        return (f"Live: {self.frames} frames animated, {rate:.1f} frames/s, {per_frame:.0f} ms per frame in the "
+                f"model ({self.description}).")
 
 
 def page_wording(text: str, paths: Sequence[Optional[str]], options: Sequence[FormOption]) -> str:
@@ -330,6 +401,26 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
         return (result, depth, gr.update(value=result, visible=True), gr.update(value=depth, visible=True),
                 status)
 
+    def webcam_frame(frame, session, source, model_label, *values):
+        if frame is None:
+            return gr.update(), session, gr.update()
+        key = (source, model_label) + tuple(values)
+        try:
+            if session is None or session.key != key:
+                if model_label not in known_models:
+                    raise InputError(f"unknown model {model_label!r}")
+                session = LiveSession.start(check_upload(source, "image", max_upload_bytes), known_models[model_label],
+                                            {o.dest: v for o, v in zip(options, values)}, options,
+                                            detector_factory, key)
+            return session.animate(frame), session, session.status()
+        except DaganError as exc:
+            return None, None, message(page_wording(str(exc), [source], options))
+
+    def reanchor_clicked(session):
+        if session is not None:
+            session.reanchor()
+        return session
+
     with gr.Blocks(title="dagan: animate a portrait", analytics_enabled=False) as page:
         gr.Markdown("# dagan: animate a portrait\n" + INTRO)
         with gr.Row():
@@ -346,8 +437,11 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
         with gr.Accordion("Options", open=True):
             model = gr.Dropdown(choices=list(known_models), value=next(iter(known_models)), label="Model",
                                 elem_id="model")
-            with gr.Row():
-                fields = [_component(gr, option, option.default(defaults)) for option in options]
+            fields = []
+            for start in range(0, len(options), OPTIONS_PER_ROW):
+                with gr.Row():
+                    fields += [_component(gr, option, option.default(defaults))
+                               for option in options[start:start + OPTIONS_PER_ROW]]
         button = gr.Button("Animate", variant="primary", elem_id="animate")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
@@ -359,11 +453,27 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
                                                 elem_id="download-result")
             depth_download = gr.DownloadButton("Download the depth video (mp4)", visible=False,
                                                elem_id="download-depth")
+        with gr.Accordion("Live webcam", open=False, elem_id="webcam-panel"):
+            gr.Markdown("Animate the portrait with your webcam, live: press the camera button, then Record. "
+                        "Your first frame is the reference pose; keep your face in the middle of the picture.")
+            with gr.Row():
+                webcam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", height=256,
+                                  webcam_options=gr.WebcamOptions(mirror=True, constraints=WEBCAM_CONSTRAINTS),
+                                  elem_id="webcam")
+                live_view = gr.Image(label="Live result", interactive=False, height=256, elem_id="live-result")
+            with gr.Row():
+                live_status = gr.Markdown(elem_id="live-status")
+                reanchor = gr.Button("Take the next frame as the reference pose", size="sm", elem_id="reanchor")
+            live_state = gr.State(None, time_to_live=LIVE_SESSION_TTL_S)
         source_file.change(source_changed, source_file, [source_view, status])
         driving_file.change(driving_changed, driving_file, [driving_view, status])
         button.click(run_clicked, [source_file, driving_file, model] + fields,
                      [result_view, depth_view, result_download, depth_download, status],
                      concurrency_limit=concurrency)
+        webcam.stream(webcam_frame, [webcam, live_state, source_file, model] + fields,
+                      [live_view, live_state, live_status], stream_every=WEBCAM_EVERY_S,
+                      concurrency_limit=concurrency, show_progress="hidden")
+        reanchor.click(reanchor_clicked, live_state, live_state)
         if model_folders_:
             page.load(rescan_models, None, model)
     return page
@@ -436,7 +546,7 @@ def serve(args: argparse.Namespace) -> None:
         page.queue(default_concurrency_limit=args.concurrency)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning("listening on %s: anyone who can reach this address can use the app", args.host)
-        _, local_url, _ = page.launch(
+        _, local_url, _ = page.launch(css=PAGE_CSS,
             server_name=args.host, server_port=args.port, share=args.share, max_file_size=max_bytes,
             inbrowser=False, prevent_thread_lock=True, show_error=False, quiet=True, ssr_mode=False, pwa=False,
             mcp_server=False, run_history=False, footer_links=[], enable_monitoring=False)

@@ -67,7 +67,9 @@ def test_form_defaults_are_the_demo_defaults():
     parser = cli.build_parser()
     defaults = parser.parse_args([])
     options = app.form_options(parser)
-    assert [o.dest for o in options] == [o.dest for o in app.FORM_OPTIONS]  # the demo has every option
+    known = {action.dest for action in parser._actions}
+    assert [o.dest for o in options] == [o.dest for o in app.FORM_OPTIONS if o.dest in known]
+    assert {"relative", "adapt_scale", "crop", "paste_back", "smoothing", "max_frames"} <= {o.dest for o in options}
     argv = [flag for o in options for flag in o.argv(o.default(defaults))]
     assert vars(parser.parse_args(argv)) == vars(defaults)
 
@@ -78,6 +80,12 @@ def test_form_values_become_demo_flags():
     args = parser.parse_args([flag for o in app.form_options(parser) for flag in o.argv(values[o.dest])])
     assert (args.relative, args.adapt_scale, args.crop, args.paste_back, args.smoothing, args.max_frames) == \
         (False, False, True, True, 0.5, 7)
+    newer = {o.dest: o for o in app.form_options(parser) if o.dest in ("smooth", "size")}
+    if newer:  # the demo's --smooth and --size (issue 16)
+        values = _form(smooth=2.5, size="128 px")
+        args = parser.parse_args([flag for o in app.form_options(parser) for flag in o.argv(values[o.dest])])
+        assert (args.smooth, args.size) == (2.5, 128)
+        assert newer["smooth"].argv(0.0) == []  # 0 = off = the demo's default (None)
     smoothing = next(o for o in app.FORM_OPTIONS if o.dest == "smoothing")
     with pytest.raises(InputError, match="outside"):
         smoothing.argv(3.0)
@@ -205,6 +213,27 @@ def test_no_face_with_crop_is_a_clear_error_and_without_crop_animates(tmp_path, 
     assert probe(result)["frames"] == 2
 
 
+def test_live_session_anchors_at_its_first_frame_and_reanchors(shared_data):
+    from dagan.inference.images import load_image, resize_image
+
+    session = app.LiveSession.start(str(PORTRAIT), None, _form())
+    frames = [frame for _, frame in zip(range(8), VideoReader(CLIP))]
+    outputs = [session.animate(frame).astype(np.int16) for frame in frames]
+    side = outputs[0].shape[0]
+    assert outputs[0].shape == (side, side, 3) and side >= 64
+    source = resize_image(load_image(PORTRAIT), side).astype(np.int16)
+    assert np.abs(outputs[0] - source).mean() < 2  # zero motion: the portrait itself
+    assert np.abs(outputs[-1] - source).mean() > 5  # the driving head moved
+    session.reanchor()
+    assert np.abs(session.animate(frames[-1]).astype(np.int16) - source).mean() < 2
+    assert session.status().startswith("Live: 9 frames animated")
+
+
+def test_live_session_refuses_crop():
+    with pytest.raises(InputError, match="does not crop"):
+        app.LiveSession.start(None, None, _form(crop=True))
+
+
 # ------------------------------------------------------------------------------------ the real page
 def _browser_paths():
     try:
@@ -283,7 +312,9 @@ def browser(server, tmp_path):
     downloads.mkdir()
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1300",
                 # no internet: any host but the app's fails to resolve, so the page must work offline
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                # a synthetic camera (moving test pattern) that needs no permission prompt
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
@@ -299,9 +330,14 @@ def browser(server, tmp_path):
 
 
 def _wait(driver, condition, timeout: float, what: str):
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.time() + timeout
     while time.time() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementReferenceException:  # the page re-rendered the element: look again
+            value = None
         if value:
             return value
         time.sleep(0.25)
@@ -351,7 +387,8 @@ def test_browser_animates_uploads_and_downloads_the_result(browser, server, tmp_
                    "the download did not arrive")[0]
     info = probe(result)
     assert info["frames"] == frames and info["fps"] == 25 and info["audio_codec"] == "aac"
-    assert _frames(result).shape == (frames, 64, 64, 3)
+    side = getattr(cli.build_parser().parse_args([]), "size", 64)  # the demo's default output size
+    assert _frames(result).shape == (frames, side, side, 3)
     requested = set()
     for entry in browser.get_log("performance"):
         message = json.loads(entry["message"])["message"]
@@ -414,3 +451,30 @@ def _offline_face_backend() -> bool:
     except ImportError:
         return False
     return hasattr(faces, "load_face_backend")
+
+
+@pytest.mark.slow
+def test_browser_webcam_animates_live(browser):
+    browser.find_element("xpath", "//*[@id='webcam-panel']//*[contains(text(), 'Live webcam')]").click()
+
+    def click(label: str):
+        for button in browser.find_elements("css selector", "#webcam button"):
+            if button.is_displayed() and button.text.strip() == label:
+                button.click()
+                return True
+        return False
+
+    _wait(browser, lambda: click("Click to Access Webcam"), 30, "no webcam panel")
+    _wait(browser, lambda: click("Record"), 30, "the camera did not start")
+
+    def animated() -> int:
+        text = browser.find_element("id", "live-status").text
+        return int(text.split()[1]) if text.startswith("Live:") else 0
+
+    _wait(browser, lambda: animated() >= 5, 180, "no live frames")
+    image = browser.find_element("css selector", "#live-result img")
+    assert int(image.get_attribute("naturalWidth")) >= 64
+    browser.find_element("id", "reanchor").click()
+    count = animated()
+    _wait(browser, lambda: animated() >= count + 3, 120, "the stream stopped after re-anchoring")
+    assert "Error" not in browser.find_element("id", "live-status").text
