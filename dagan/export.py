@@ -7,7 +7,9 @@
   keypoints ``kp_initial_value (1, K, 2)``, ``kp_initial_jacobian (1, K, 2, 2)`` + ``scale (1,)`` ->
   ``prediction (B, 3, H, W)``, ``kp_driving_value``, ``kp_driving_jacobian`` (the first frame's keypoints are
   the anchor of relative motion). Driving depth, keypoints, motion normalisation, dense motion, warping,
-  attention and decoding are all in the graph.
+  attention and decoding are all in the graph. Exported with an output size (``--size N``), the frame graph
+  also takes ``source_full (1, 3, N, N)`` (the portrait at N px) and renders ``prediction (B, 3, N, N)`` as
+  ``Animator(output_size=N)`` does (:func:`~dagan.models.generator.render_output`).
 
 The batch axis of both graphs is dynamic. The adapt-movement scale (a ratio of convex-hull areas of the source
 and anchor keypoints) is not a tensor operation: it is computed outside the graph, once per source/anchor
@@ -65,8 +67,9 @@ def source_outputs(model: DaGAN) -> Tuple[str, ...]:
     return SOURCE_OUTPUTS[:3] + cache_names(model)
 
 
-def frame_inputs_names(model: DaGAN) -> Tuple[str, ...]:
-    return ("driving", "source_image") + cache_names(model) + _KP_INPUTS
+def frame_inputs_names(model: DaGAN, output_size: Optional[int] = None) -> Tuple[str, ...]:
+    full = ("source_full",) if output_size else ()
+    return ("driving", "source_image") + full + cache_names(model) + _KP_INPUTS
 
 
 def movement_scale(kp_source_value: np.ndarray, kp_initial_value: np.ndarray) -> float:
@@ -103,15 +106,19 @@ class FrameGraph(nn.Module):
     ``J_d inv(J_d0) J_s``, else absolute driving keypoints (the anchor inputs are then unused).
     """
 
-    def __init__(self, model: DaGAN, relative: bool = True):
+    def __init__(self, model: DaGAN, relative: bool = True, output_size: Optional[int] = None):
         super().__init__()
         self.model = model
         self.relative = relative
+        self.output_size = output_size
         self.cache_names = cache_names(model)
         self.eval()
 
     def forward(self, driving, source_image, *cached_and_kp) -> Tuple[torch.Tensor, ...]:
         """Inputs in the order of :func:`frame_inputs_names` (DaGAN: :data:`FRAME_INPUTS`)."""
+        full = {}
+        if self.output_size:
+            full, cached_and_kp = {"source_full": cached_and_kp[0]}, cached_and_kp[1:]
         n = len(self.cache_names)
         kp_source_value, kp_source_jacobian, kp_initial_value, kp_initial_jacobian, scale = cached_and_kp[n:]
         depth = self.model.estimate_depth(driving)
@@ -124,13 +131,15 @@ class FrameGraph(nn.Module):
             kp_norm = {"value": value, "jacobian": jacobian}
         else:
             kp_norm = kp_driving
-        cache = {"source_image": source_image, **dict(zip(self.cache_names, cached_and_kp[:n]))}
+        cache = {"source_image": source_image, **full, **dict(zip(self.cache_names, cached_and_kp[:n]))}
         out = self.model.generator.generate(cache, kp_source, kp_norm)
         return out["prediction"], kp_driving["value"], kp_driving["jacobian"]
 
 
-def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
-    """A random source ``(1, 3, H, W)`` and frame-graph inputs with ``batch`` driving frames."""
+def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0, output_size: Optional[int] = None
+                   ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    """A random source ``(1, 3, H, W)`` and frame-graph inputs with ``batch`` driving frames (and the source
+    at ``output_size`` when given)."""
     size = model.image_size
     gen = torch.Generator().manual_seed(seed)
     source = torch.rand(1, 3, size, size, generator=gen)
@@ -139,7 +148,9 @@ def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0) -> Tuple[torch.T
         src = SourceGraph(model)(source)
         kp0 = model.detect_keypoints(driving[:1])
     scale = torch.tensor([movement_scale(src[1].numpy(), kp0["value"].numpy())], dtype=torch.float32)
-    frame_inputs = (driving, source, *src[3:], src[1], src[2], kp0["value"], kp0["jacobian"], scale)
+    full = () if not output_size else (torch.nn.functional.interpolate(
+        source, size=(output_size, output_size), mode="bicubic", align_corners=False).clamp(0, 1),)
+    frame_inputs = (driving, source, *full, *src[3:], src[1], src[2], kp0["value"], kp0["jacobian"], scale)
     return source, frame_inputs
 
 
@@ -165,7 +176,7 @@ def _register_onnx_symbolics(opset: int) -> None:
 
 
 def export_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], opset: int = 17, relative: bool = True,
-                batch: int = 2) -> Dict[str, str]:
+                batch: int = 2, output_size: Optional[int] = None) -> Dict[str, str]:
     """Write ``source.onnx`` and ``frame.onnx`` (dynamic batch) into ``out_dir``; returns their paths.
 
     Uses the TorchScript-based exporter (``dynamo=False``): it needs no extra package and handles
@@ -177,14 +188,15 @@ def export_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], opset: int = 17,
         raise InputError("ONNX export of models without Jacobians is not supported")
     model = model.eval()
     _register_onnx_symbolics(opset)
-    source, frame_inputs = example_inputs(model, batch=batch)
+    source, frame_inputs = example_inputs(model, batch=batch, output_size=output_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     batch_axis = {"source": {0: "batch"}, **{name: {0: "batch"} for name in source_outputs(model)}}
     frame_axes = {"driving": {0: "batch"}, **{name: {0: "batch"} for name in FRAME_OUTPUTS}}
     jobs = [("source", SourceGraph(model), (source,), ["source"], list(source_outputs(model)), batch_axis),
-            ("frame", FrameGraph(model, relative), frame_inputs, list(frame_inputs_names(model)),
+            ("frame", FrameGraph(model, relative, output_size), frame_inputs,
+             list(frame_inputs_names(model, output_size)),
              list(FRAME_OUTPUTS), frame_axes)]
     for name, graph, args, inputs, outputs, axes in jobs:
         path = out_dir / f"{name}.onnx"
@@ -197,15 +209,15 @@ def export_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], opset: int = 17,
 
 
 def export_torchscript(model: DaGAN, out_dir: Union[str, os.PathLike], relative: bool = True,
-                       batch: int = 2) -> Dict[str, str]:
+                       batch: int = 2, output_size: Optional[int] = None) -> Dict[str, str]:
     """Traced TorchScript modules ``source.ts.pt`` / ``frame.ts.pt`` (load with :func:`torch.jit.load`)."""
     model = model.eval()
-    source, frame_inputs = example_inputs(model, batch=batch)
+    source, frame_inputs = example_inputs(model, batch=batch, output_size=output_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, graph, args in (("source", SourceGraph(model), (source,)),
-                              ("frame", FrameGraph(model, relative), frame_inputs)):
+                              ("frame", FrameGraph(model, relative, output_size), frame_inputs)):
         path = out_dir / f"{name}.ts.pt"
         with temporary_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -239,6 +251,9 @@ class OnnxAnimator:
         >>> anim = OnnxAnimator("out/")
         >>> anim.set_source(source)            # (1, 3, H, W) float32 in [0, 1]
         >>> frames = anim(driving)             # (B, 3, H, W) -> (B, 3, H, W); the first frame anchors motion
+
+    An export made with an output size N also needs the portrait at N px: ``set_source(source, source_full)``
+    with ``source_full (1, 3, N, N)``; the frames then come out at N px.
     """
 
     def __init__(self, export_dir: Union[str, os.PathLike], adapt_movement_scale: bool = True,
@@ -258,12 +273,19 @@ class OnnxAnimator:
         self.source: Optional[Dict[str, np.ndarray]] = None
         self.anchor: Optional[Dict[str, np.ndarray]] = None
 
-    def set_source(self, source: np.ndarray) -> Dict[str, np.ndarray]:
-        """Encode a ``(1, 3, H, W)`` float32 source once; resets the motion anchor."""
+    def set_source(self, source: np.ndarray, source_full: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+        """Encode a ``(1, 3, H, W)`` float32 source once; resets the motion anchor. ``source_full``: the same
+        portrait at the export's output size (needed exactly when the export has one)."""
+        takes_full = "source_full" in {i.name for i in self.frame_session.get_inputs()}
+        if takes_full != (source_full is not None):
+            raise InputError("this export renders at its output size: pass source_full (1, 3, N, N)" if takes_full
+                             else "this export renders at the model size: it takes no source_full")
         source = np.ascontiguousarray(source, dtype=np.float32)
         outs = self.source_session.run(None, {"source": source})
         self.source = dict(zip([o.name for o in self.source_session.get_outputs()], outs))
         self.source["source_image"] = source
+        if source_full is not None:
+            self.source["source_full"] = np.ascontiguousarray(source_full, dtype=np.float32)
         self.anchor = None
         return self.source
 
@@ -287,21 +309,22 @@ class OnnxAnimator:
         return self.frame_session.run(None, _used(self.frame_session, feeds))
 
 
-def verify_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], batch: int = 3, relative: bool = True
-                ) -> Dict[str, float]:
+def verify_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], batch: int = 3, relative: bool = True,
+                output_size: Optional[int] = None) -> Dict[str, float]:
     """Max abs differences between ONNX Runtime and PyTorch on random inputs (``batch`` frames, so the
     dynamic batch axis is exercised with a size other than the one used at export)."""
     ort = _onnxruntime()
-    source, frame_inputs = example_inputs(model, batch=batch, seed=1)
+    source, frame_inputs = example_inputs(model, batch=batch, seed=1, output_size=output_size)
     with torch.no_grad():
         ref_source = SourceGraph(model)(source)
-        ref_frame = FrameGraph(model, relative)(*frame_inputs)
+        ref_frame = FrameGraph(model, relative, output_size)(*frame_inputs)
     sess = ort.InferenceSession(str(Path(out_dir) / "source.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"source": source.numpy()})
     diffs = {f"source/{n}": float(np.abs(g - r.numpy()).max())
              for n, g, r in zip(source_outputs(model), got, ref_source)}
     sess = ort.InferenceSession(str(Path(out_dir) / "frame.onnx"), providers=["CPUExecutionProvider"])
-    got = sess.run(None, _used(sess, {n: t.numpy() for n, t in zip(frame_inputs_names(model), frame_inputs)}))
+    names = frame_inputs_names(model, output_size)
+    got = sess.run(None, _used(sess, {n: t.numpy() for n, t in zip(names, frame_inputs)}))
     diffs.update({f"frame/{n}": float(np.abs(g - r.numpy()).max()) for n, g, r in zip(FRAME_OUTPUTS, got, ref_frame)})
     return diffs
 
@@ -314,6 +337,8 @@ def build_parser() -> DashUnderscoreParser:
     p.add_argument("--format", default="onnx", choices=FORMATS)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16 for grid_sample)")
     p.add_argument("--absolute", action="store_true", help="absolute instead of relative keypoint motion")
+    p.add_argument("--size", type=int, metavar="N", help="render predictions at N px (the frame graph then also "
+                   "takes source_full, the portrait at N px); default: the model's size")
     p.add_argument("--no_verify", action="store_true", help="skip the ONNX Runtime comparison")
     p.add_argument("--trust_checkpoint", action="store_true",
                    help="allow pickled Python objects in the checkpoint (only for files you trust)")
@@ -333,25 +358,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = DaGAN.from_pretrained(args.checkpoint, map_location="cpu", trust_checkpoint=args.trust_checkpoint)
     model.eval()
     relative = not args.absolute
+    size = args.size
+    if size is not None and size < 8:
+        raise InputError(f"--size must be at least 8 pixels, got {size}")
     meta: Dict[str, object] = {
         "checkpoint": os.path.abspath(args.checkpoint), "image_size": model.image_size, "num_kp": model.config.num_kp,
-        "relative": relative, "dynamic_axes": "batch (axis 0) of every input and output except the cached source "
+        "relative": relative, "output_size": size or model.image_size, "dynamic_axes": "batch (axis 0) of every input and output except the cached source "
         "tensors and anchor keypoints of the frame graph, which take batch 1", "files": {}}
     if args.format in ("onnx", "all"):
-        meta["files"]["onnx"] = export_onnx(model, out_dir, args.opset, relative)
+        meta["files"]["onnx"] = export_onnx(model, out_dir, args.opset, relative, output_size=size)
         meta.update(opset=args.opset, source_outputs=list(source_outputs(model)),
-                    frame_inputs=list(frame_inputs_names(model)),
+                    frame_inputs=list(frame_inputs_names(model, size)),
                     frame_outputs=list(FRAME_OUTPUTS))
         if not args.no_verify:
             try:
-                diffs = verify_onnx(model, out_dir, relative=relative)
+                diffs = verify_onnx(model, out_dir, relative=relative, output_size=size)
             except MissingWeightsError as exc:
                 logger.warning("not verified: %s", exc)
             else:
                 meta["onnxruntime_max_abs_diff"] = diffs
                 logger.info("onnxruntime vs PyTorch: max abs diff %.2e", max(diffs.values()))
     if args.format in ("torchscript", "all"):
-        meta["files"]["torchscript"] = export_torchscript(model, out_dir, relative)
+        meta["files"]["torchscript"] = export_torchscript(model, out_dir, relative, output_size=size)
     atomic_write_bytes(out_dir / "export.json", (json.dumps(meta, indent=2) + "\n").encode())
     logger.info("wrote %s", ", ".join(p for files in meta["files"].values() for p in files.values()))
     return 0

@@ -120,3 +120,37 @@ def test_spade_model_exports_and_matches(tmp_path):
     assert main(["--checkpoint", str(tmp_path / "spade"), "--format", "onnx", "--quiet", str(tmp_path / "out")]) == 0
     diffs = json.loads((tmp_path / "out" / "export.json").read_text())["onnxruntime_max_abs_diff"]
     assert "frame/prediction" in diffs and max(diffs.values()) <= 1e-4
+
+
+def test_export_at_an_output_size_renders_like_the_animator(tmp_path):
+    """--size N: the frame graph takes the portrait at N px and renders at N px, as Animator(output_size=N)."""
+    pytest.importorskip("onnxruntime")
+    from dagan.inference.animator import Animator
+
+    cfg = config_to_dict(load_config(REPO / "configs" / "dagan-tiny.yaml"))
+    cfg["model"]["depth"]["num_layers"] = 10
+    cfg["model"]["generator"].update(type="SPADEDepthAwareGenerator", spade_hidden=16, output_blend=True)
+    torch.manual_seed(0)
+    model = DaGAN(cfg).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.generator.decoder.conv_blend.weight, std=0.1)
+    model.save_pretrained(tmp_path / "spade")
+    assert main(["--checkpoint", str(tmp_path / "spade"), "--size", "128", "--quiet", str(tmp_path / "out")]) == 0
+    meta = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert meta["output_size"] == 128 and "source_full" in meta["frame_inputs"]
+    assert max(meta["onnxruntime_max_abs_diff"].values()) <= 1e-4
+    rng = np.random.default_rng(0)
+    source = (rng.random((128, 128, 3)) * 255).astype(np.uint8)
+    driving = (rng.random((3, 64, 64, 3)) * 255).astype(np.uint8)
+    anim = Animator(model, device="cpu", output_size=128)
+    anim.set_source(source)
+    expected = np.stack(list(anim.animate_stream(list(driving), batch_size=3))).astype(np.float32) / 255
+    onnx_anim = OnnxAnimator(tmp_path / "out", threads=1)
+    small = anim.source_image.transpose(2, 0, 1)[None].astype(np.float32) / 255
+    full = source.transpose(2, 0, 1)[None].astype(np.float32) / 255
+    with pytest.raises(Exception, match="source_full"):
+        onnx_anim.set_source(small)
+    onnx_anim.set_source(small, full)
+    got = onnx_anim(driving.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    assert got.shape == (3, 3, 128, 128)
+    assert np.abs(got.transpose(0, 2, 3, 1) - expected).max() < 1.5 / 255  # the animator rounds to 8 bits
