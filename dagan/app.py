@@ -42,7 +42,7 @@ import numpy as np
 from .cliutil import DashUnderscoreParser, run_cli, setup_logging
 from .errors import DaganError, InputError, MissingWeightsError
 from .inference import cli
-from .inference.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from .io.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 logger = logging.getLogger("dagan")
 
@@ -189,14 +189,14 @@ def check_upload(path: Optional[str], kind: str, max_bytes: int) -> Optional[str
     if size > max_bytes:
         raise InputError(f"{name} is {size / 2 ** 20:.1f} MB; the limit is {max_bytes / 2 ** 20:.0f} MB")
     if kind == "image":
-        from .inference.images import load_image
+        from .io.images import load_image
 
         try:
             load_image(path)
         except InputError:
             raise InputError(f"{name} is not an image this app can read (PNG, JPEG, WebP, BMP, TIFF)") from None
         return path
-    from .inference.video import VideoReader
+    from .io.video import VideoReader
 
     try:
         reader = VideoReader(path)
@@ -335,9 +335,9 @@ INTRO = ("Animate a portrait with the head motion of a driving video. Leave the 
 
 
 def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_bytes: int,
-              concurrency: int = 2, detector_factory=None, model_folders_: Sequence[Path] = ()):
+              concurrency: int = 2, detector_factory=None, rescan_folders: Sequence[Path] = ()):
     """The page as a ``gr.Blocks`` (not launched). ``models``: label -> ``--checkpoint`` (see
-    :func:`find_models`); ``model_folders_``: folders re-scanned on each page load; ``detector_factory``:
+    :func:`find_models`); ``rescan_folders``: folders re-scanned on each page load; ``detector_factory``:
     passed to :func:`dagan.inference.cli.run` (tests inject a detector)."""
     import gradio as gr
 
@@ -371,7 +371,7 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
         return gr.update(value=path, label="Driving video"), ""
 
     def rescan_models():
-        known_models.update(find_models(model_folders_))
+        known_models.update(find_models(rescan_folders))
         return gr.update(choices=list(known_models))
 
     hidden = gr.update(value=None, visible=False)
@@ -415,6 +415,9 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
             return session.animate(frame), session, session.status()
         except DaganError as exc:
             return None, None, message(page_wording(str(exc), [source], options))
+        except Exception as exc:  # the request boundary, as in run_clicked
+            logger.exception("webcam frame failed")
+            return None, None, message(f"internal error ({type(exc).__name__}); see the server log")
 
     def reanchor_clicked(session):
         if session is not None:
@@ -474,7 +477,7 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
                       [live_view, live_state, live_status], stream_every=WEBCAM_EVERY_S,
                       concurrency_limit=concurrency, show_progress="hidden")
         reanchor.click(reanchor_clicked, live_state, live_state)
-        if model_folders_:
+        if rescan_folders:
             page.load(rescan_models, None, model)
     return page
 
@@ -542,7 +545,7 @@ def serve(args: argparse.Namespace) -> None:
     try:
         folders = model_folders(args.models_dir)
         max_bytes = int(args.max_upload_mb * 2 ** 20)
-        page = build_app(work, find_models(folders), max_bytes, args.concurrency, model_folders_=folders)
+        page = build_app(work, find_models(folders), max_bytes, args.concurrency, rescan_folders=folders)
         page.queue(default_concurrency_limit=args.concurrency)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning("listening on %s: anyone who can reach this address can use the app", args.host)

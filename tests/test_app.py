@@ -19,7 +19,7 @@ import pytest
 from conftest import DATA, REPO
 from dagan.errors import InputError, NoFaceError
 from dagan.inference import cli
-from dagan.inference.video import VideoReader, probe
+from dagan.io.video import VideoReader, probe
 
 app = pytest.importorskip("dagan.app")
 
@@ -214,7 +214,7 @@ def test_no_face_with_crop_is_a_clear_error_and_without_crop_animates(tmp_path, 
 
 
 def test_live_session_anchors_at_its_first_frame_and_reanchors(shared_data):
-    from dagan.inference.images import load_image, resize_image
+    from dagan.io.images import load_image, resize_image
 
     session = app.LiveSession.start(str(PORTRAIT), None, _form())
     frames = [frame for _, frame in zip(range(8), VideoReader(CLIP))]
