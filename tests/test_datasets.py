@@ -10,8 +10,8 @@ from PIL import Image
 
 from dagan.config import AugmentationConfig, DatasetConfig
 from dagan.errors import DatasetError
-from dagan.training.datasets import (ImagePairsDataset, MixedDataset, VideoFramesDataset, build_dataset,
-                                     list_videos, resize_frames)
+from dagan.io.images import fit_frames
+from dagan.training.datasets import ImagePairsDataset, MixedDataset, VideoFramesDataset, build_dataset, list_videos
 
 
 def _frame_folder(folder, values, size=(40, 48)):
@@ -178,7 +178,7 @@ def test_image_pairs_warp_comes_from_the_config(tmp_path):
 def test_resize_crops_to_aspect():
     frames = np.zeros((1, 20, 40, 3), np.uint8)
     frames[:, :, 10:30] = 255  # the centre square is white, the sides black
-    out = resize_frames(frames, (8, 8))
+    out = fit_frames(frames, (8, 8))
     assert out.shape == (1, 8, 8, 3) and out.min() == 255
 
 

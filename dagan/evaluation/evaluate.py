@@ -24,6 +24,7 @@ rank 0 merges the rows, so N processes write the same report as one.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
@@ -109,42 +110,46 @@ class EvalSettings:
 
 # ------------------------------------------------------------------------------------------- data
 def iter_video_frames(path: PathLike, size: int, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Stream a video (file or folder of frames) as ``(size, size, 3)`` uint8 frames (centre-cropped to
-    square, antialiased resize), one at a time."""
-    from ..inference.video import VideoReader
-    from ..training.datasets import FrameFolder, resize_frames
+    """Stream a video (file or folder of frames) as ``(size, size, 3)`` uint8 frames, one at a time, read and
+    resized by :mod:`dagan.io` as for training and the demo."""
+    from ..io.images import read_image, resize_image
+    from ..io.video import IMAGE_EXTENSIONS, VideoReader
 
     path = Path(path)
     if path.is_dir():
-        folder = FrameFolder(path, (size, size))
-        count = folder.num_frames() if max_frames is None else min(folder.num_frames(), max_frames)
-        if count == 0:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
             raise InputError(f"frame folder {path} holds no images")
-        for i in range(count):
-            try:
-                yield folder.frame(i)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read frame {folder.files[i]}: {exc}") from None
+        for file in files if max_frames is None else files[:max_frames]:
+            yield resize_image(read_image(file), size)
         return
     for frame in VideoReader(path, max_frames=max_frames):
-        yield resize_frames(np.array(frame)[None], (size, size))[0]
+        yield resize_image(frame, size)
+
+
+@functools.lru_cache(maxsize=2)
+def _decoded_clip(path: str, size: int) -> np.ndarray:
+    """A pair list's video file, decoded once at ``size`` (its frames are addressed one by one)."""
+    from ..io.video import decode_video
+
+    return decode_video(path, (size, size))[0]
 
 
 def read_frame(path: Path, size: int) -> np.ndarray:
     """One frame addressed like the official pair lists: ``<video>/<frame file>``; the video may be a frame
     folder (the file is read) or a video file (the frame file's number is the index)."""
-    from ..training.datasets import open_video, read_image, resize_frames
+    from ..io.images import read_image, resize_image
 
     try:
         if path.is_file():
-            return resize_frames(read_image(path)[None], (size, size))[0]
+            return resize_image(read_image(path), size)
         video = path.parent
-        if video.exists():
+        if video.is_file():
             index = int(path.stem)
-            source = open_video(video, (size, size))
-            if index >= source.num_frames():
-                raise InputError(f"{path}: frame {index} is past the end of {video} ({source.num_frames()} frames)")
-            return source.frame(index)
+            frames = _decoded_clip(str(video), size)
+            if index >= len(frames):
+                raise InputError(f"{path}: frame {index} is past the end of {video} ({len(frames)} frames)")
+            return frames[index]
     except InputError:
         raise
     except ValueError:
@@ -156,7 +161,7 @@ def read_frame(path: Path, size: int) -> np.ndarray:
 
 def list_test_videos(data: PathLike) -> List[Path]:
     """The videos (files or frame folders) in ``data`` (or ``data/test`` when it exists), sorted by name."""
-    from ..inference.video import VIDEO_EXTENSIONS
+    from ..io.video import VIDEO_EXTENSIONS
 
     folder = Path(data)
     if not folder.is_dir():
@@ -198,7 +203,7 @@ def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
 def video_name(entry: str) -> str:
     """A video's name in the report: its file or folder name without a video extension (official frame
     folders are called ``<id>#<yt>#<start>#<end>.mp4``)."""
-    from ..inference.video import VIDEO_EXTENSIONS
+    from ..io.video import VIDEO_EXTENSIONS
 
     base = os.path.basename(os.path.normpath(entry))
     root, ext = os.path.splitext(base)

@@ -7,16 +7,14 @@
   time, only the newest pending frame is kept (older ones are dropped when inference falls behind), and a
   frame that has already waited longer than the latency budget is dropped instead of animated. It yields a
   :class:`StreamFrame` per animated frame and fills :class:`StreamStats` (p50/p95 latency, frames/s, drops).
-* :func:`open_camera` reads ``0`` / ``/dev/videoN`` (Linux v4l2, macOS avfoundation, Windows dshow) as an
-  iterator of RGB frames through ffmpeg; :func:`run_stream` is ``demo.py --stream``.
+* cameras (``0`` / ``/dev/videoN``) are read by :func:`dagan.io.video.open_camera`; :func:`run_stream` is
+  ``demo.py --stream``.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..io.video import camera_input, open_camera
 
 logger = logging.getLogger("dagan")
 _DONE = object()
@@ -287,51 +286,6 @@ def stream(animate: Callable[[Any], Any], frames: Iterable[Any], fps: Optional[f
         thread.join(timeout=5)
 
 
-# --------------------------------------------------------------------------------------------- camera
-def camera_input(spec: str) -> Optional[Tuple[str, List[str]]]:
-    """``(ffmpeg input, input options)`` when ``spec`` names a camera (``"0"``, ``"/dev/video2"``), else None."""
-    spec = str(spec)
-    if spec.isdigit():
-        if sys.platform.startswith("linux"):
-            return f"/dev/video{spec}", ["-f", "v4l2"]
-        if sys.platform == "darwin":
-            return spec, ["-f", "avfoundation", "-framerate", "30"]
-        if sys.platform.startswith("win"):
-            return f"video={spec}", ["-f", "dshow"]
-        raise InputError(f"camera {spec}: unsupported platform {sys.platform}; give a device path or a file")
-    if spec.startswith("/dev/video"):
-        return spec, ["-f", "v4l2"]
-    return None
-
-
-def open_camera(spec: str, size: Optional[Tuple[int, int]] = None) -> Iterator[np.ndarray]:
-    """Frames ``(H, W, 3)`` uint8 RGB from a camera (see :func:`camera_input`) through ffmpeg."""
-    import imageio_ffmpeg
-
-    target = camera_input(spec)
-    if target is None:
-        raise InputError(f"{spec} is not a camera (use 0, 1, ... or /dev/videoN)")
-    path, options = target
-    if path.startswith("/dev/") and not os.path.exists(path):
-        raise InputError(f"camera {path} not found")
-    try:
-        gen = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24", input_params=options)
-        meta = next(gen)
-    except (OSError, RuntimeError, StopIteration) as exc:
-        raise InputError(f"cannot open camera {spec}: {str(exc).strip().splitlines()[-1] if str(exc) else exc}") \
-            from None
-    width, height = meta["size"]
-    frame_bytes = width * height * 3
-    try:
-        for raw in gen:
-            if len(raw) != frame_bytes:
-                break
-            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
-    finally:
-        with contextlib.suppress(Exception):
-            gen.close()
-
-
 # ---------------------------------------------------------------------------------------- demo --stream
 def stream_animator(args, detector_factory=None) -> Tuple[Any, str]:
     """The :class:`~dagan.Animator` of the live modes (``demo.py --stream``, the web app's webcam): the model
@@ -362,8 +316,8 @@ def run_stream(args, detector_factory=None) -> str:
     """``demo.py --stream``: animate a camera (``--driving_video 0``/``/dev/videoN``) or a file played at its
     own frame rate, dropping frames that would exceed ``--latency_budget_ms``; the animated frames go to
     ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
-    from .images import resize_image
-    from .video import VideoReader, VideoWriter, check_output_path
+    from ..io.images import resize_image
+    from ..io.video import VideoReader, VideoWriter, check_output_path
 
     if args.driving_video is None:
         raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")

@@ -1,15 +1,19 @@
-"""Image loading and conversion: any common still image -> ``(H, W, 3)`` uint8 RGB.
+"""Still images for training, evaluation and inference alike: any common image -> ``(H, W, 3)`` uint8 RGB,
+and the one resize policy.
 
-Handles PNG/JPEG/WebP/BMP/TIFF through Pillow, EXIF orientation, palette images, RGBA/LA (alpha
-composited over white), greyscale, 16-bit and float images.
+* :func:`read_image` handles PNG/JPEG/WebP/BMP/TIFF through Pillow, EXIF orientation, palette images,
+  RGBA/LA (alpha composited over white), greyscale, 16-bit (scaled, not clipped) and float images;
+* :func:`fit_frames` / :func:`resize_image`: centre-crop to the target aspect (faces are not squashed), then
+  antialiased bilinear resampling -- how frames are prepared for the model everywhere.
 """
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import InputError
 
@@ -55,8 +59,8 @@ def to_uint8_rgb(array: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(np.round(data * 255.0).astype(np.uint8))
 
 
-def load_image(path: PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB (EXIF orientation applied).
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB (EXIF orientation applied; see :func:`to_uint8_rgb`).
 
     Raises :class:`InputError` when the file is missing or not a readable image.
     """
@@ -86,7 +90,7 @@ def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
     """A path, an ``(H, W[, C])`` array or a ``(3, H, W)`` / ``(1, 3, H, W)`` float tensor in [0, 1] ->
     ``(H, W, 3)`` uint8 RGB."""
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image)
+        return read_image(image)
     if isinstance(image, torch.Tensor):
         t = image.detach().float().cpu()
         if t.dim() == 4 and t.shape[0] == 1:
@@ -99,13 +103,36 @@ def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
     raise InputError(f"{name} must be a path, a numpy array or a torch tensor, got {type(image).__name__}")
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize ``(H, W, 3)`` uint8 to ``(size, size, 3)`` uint8 (area/antialiased filtering)."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    from PIL import Image
+def fit_frames(frames: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """The one resize policy: centre-crop ``(T, h, w, 3)`` uint8 frames to the aspect of ``size = (H, W)``,
+    then resize them (antialiased bilinear) -> ``(T, H, W, 3)`` uint8. Frames already of that size are
+    returned as they are."""
+    frames = np.asarray(frames)
+    t, h, w = frames.shape[:3]
+    out_h, out_w = int(size[0]), int(size[1])
+    if (h, w) == (out_h, out_w):
+        return frames
+    if h * out_w != w * out_h:  # crop the longer side so faces are not squashed
+        if h * out_w > w * out_h:
+            ch = max(1, round(w * out_h / out_w))
+            top = (h - ch) // 2
+            frames = frames[:, top:top + ch]
+        else:
+            cw = max(1, round(h * out_w / out_h))
+            left = (w - cw) // 2
+            frames = frames[:, :, left:left + cw]
+    chunks = []
+    for start in range(0, t, 64):
+        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + 64])).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+        chunks.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, out_h, out_w, 3), np.uint8)
 
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC, reducing_gap=None))
+
+def resize_image(image: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(size, size, 3)`` (or ``size = (H', W')``) uint8 by :func:`fit_frames`."""
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    return fit_frames(np.asarray(image)[None], shape)[0]
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -116,3 +143,7 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 def tensor_to_images(frames: torch.Tensor) -> np.ndarray:
     """``(T, 3, H, W)`` float in [0, 1] -> ``(T, H, W, 3)`` uint8."""
     return frames.detach().float().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+#: the old name of :func:`read_image`
+load_image = read_image

@@ -1,8 +1,11 @@
-"""Streaming video I/O on top of imageio-ffmpeg: one frame in memory at a time.
+"""Streaming video I/O through ffmpeg, one frame in memory at a time: the one video decoder of the toolkit
+(files for training, evaluation and the demo, and cameras), and the encoder.
 
 * :class:`VideoReader` decodes any size / fps / pixel format (grey, yuv420p, 10-bit, ...) to ``(H, W, 3)``
-  uint8 RGB frames, knows the fps, the declared length and whether there is an audio track, and notices a
-  truncated file (fewer decodable frames than the container declares).
+  uint8 RGB frames, one per decoded frame (variable frame rates are not resampled to a constant one, which
+  would duplicate or drop frames), knows the fps, the declared length and whether there is an audio track,
+  and notices a truncated file (fewer decodable frames than the container declares). :func:`decode_video`
+  (a whole clip at a size, for training) and :func:`open_camera` are built on it.
 * :class:`VideoWriter` encodes H.264 (VP9 for ``.webm``) into a temporary file next to the target and renames
   it at the end, after checking ffmpeg's exit status (a failure raises :class:`~dagan.errors.OutputError` with
   ffmpeg's message); on any error the temporary file is removed, so no partial output is ever left behind. The audio track of
@@ -16,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -60,23 +64,28 @@ class VideoReader:
     purpose, which is not a truncation.
     """
 
-    def __init__(self, path: PathLike, max_frames: Optional[int] = None, check_complete: bool = True):
+    def __init__(self, path: PathLike, max_frames: Optional[int] = None, check_complete: bool = True,
+                 input_params: Sequence[str] = (), live: bool = False):
         import imageio_ffmpeg
 
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise InputError(f"video not found: {self.path}")
-        if os.path.isdir(self.path):
-            raise InputError(f"expected a video file but {self.path} is a directory")
-        if os.path.getsize(self.path) == 0:
-            raise InputError(f"video {self.path} is empty (0 bytes)")
+        self.live = live  # a camera: no length, nothing to check against
+        if not live or self.path.startswith("/dev/"):
+            if not os.path.exists(self.path):
+                raise InputError(f"{'camera' if live else 'video'} not found: {self.path}")
+        if not live:
+            if os.path.isdir(self.path):
+                raise InputError(f"expected a video file but {self.path} is a directory")
+            if os.path.getsize(self.path) == 0:
+                raise InputError(f"video {self.path} is empty (0 bytes)")
         self.max_frames = None if max_frames is None else max(0, int(max_frames))
-        self.check_complete = check_complete
+        self.check_complete = check_complete and not live
         self.frames_read = 0
         try:
             # passthrough: one output frame per decoded frame (variable frame rate clips are not resampled
             # to a constant rate, which would duplicate frames)
-            gen = imageio_ffmpeg.read_frames(self.path, pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
+            gen = imageio_ffmpeg.read_frames(self.path, pix_fmt="rgb24", input_params=list(input_params),
+                                             output_params=[] if live else ["-fps_mode", "passthrough"])
             meta = next(gen)
         except (IOError, OSError, RuntimeError, StopIteration) as exc:
             raise InputError(f"cannot read video {self.path}: not a video file or no video stream "
@@ -160,6 +169,59 @@ class VideoReader:
         if self._gen is not None:
             self._gen.close()
             self._gen = None
+
+
+def decode_video(path: PathLike, size: Sequence[int]) -> Tuple[np.ndarray, int]:
+    """A whole video file at ``size = (H, W)`` (:func:`~dagan.io.images.fit_frames`, in blocks as frames
+    arrive): ``(frames (T, H, W, 3) uint8, declared frame count or 0)``. A file that stops decoding early
+    keeps the frames read so far (a warning says so); one without any frame raises :class:`InputError`."""
+    from .images import fit_frames
+
+    reader = VideoReader(path, check_complete=False)
+    blocks, pending = [], []
+    try:
+        for frame in reader:
+            pending.append(frame)
+            if len(pending) == 64:
+                blocks.append(fit_frames(np.stack(pending), size))
+                pending = []
+    except InputError as exc:
+        if reader.frames_read == 0:
+            raise
+        logger.warning("video %s stopped decoding early: %s", reader.path, exc)
+    if pending:
+        blocks.append(fit_frames(np.stack(pending), size))
+    frames = np.concatenate(blocks) if blocks else np.zeros((0, int(size[0]), int(size[1]), 3), np.uint8)
+    return frames, reader.declared_frames or 0
+
+
+def camera_input(spec: str) -> Optional[Tuple[str, List[str]]]:
+    """``(ffmpeg input, input options)`` when ``spec`` names a camera (``"0"``, ``"/dev/video2"``), else None."""
+    spec = str(spec)
+    if spec.isdigit():
+        if sys.platform.startswith("linux"):
+            return f"/dev/video{spec}", ["-f", "v4l2"]
+        if sys.platform == "darwin":
+            return spec, ["-f", "avfoundation", "-framerate", "30"]
+        if sys.platform.startswith("win"):
+            return f"video={spec}", ["-f", "dshow"]
+        raise InputError(f"camera {spec}: unsupported platform {sys.platform}; give a device path or a file")
+    if spec.startswith("/dev/video"):
+        return spec, ["-f", "v4l2"]
+    return None
+
+
+def open_camera(spec: str) -> Iterator[np.ndarray]:
+    """Frames ``(H, W, 3)`` uint8 RGB from a camera (see :func:`camera_input`), through :class:`VideoReader`."""
+    target = camera_input(spec)
+    if target is None:
+        raise InputError(f"{spec} is not a camera (use 0, 1, ... or /dev/videoN)")
+    path, options = target
+    try:
+        reader = VideoReader(path, input_params=options, live=True)
+    except InputError as exc:
+        raise InputError(f"cannot open camera {spec}: {exc}") from None
+    yield from reader
 
 
 def read_video(path: PathLike, max_frames: Optional[int] = None) -> Tuple[np.ndarray, float]:

@@ -16,8 +16,9 @@ taken from a per-epoch permutation seeded by ``(seed, epoch)``, and all randomne
 indices, augmentation, warps) comes from a generator seeded by ``(seed, n)``. ``ds[n]`` is therefore the same
 in any process, worker or resumed run, which makes resuming a training run exact.
 
-Frames are returned as float32 ``(3, H, W)`` in [0, 1], resized (centre-cropped to the target aspect, then
-antialiased bilinear) to ``frame_shape``. Unreadable frames are skipped and counted (``sample["skipped"]``),
+Frames are read and resized by :mod:`dagan.io` (the readers of evaluation and the demo: 16-bit images scaled,
+alpha composited over white; centre-cropped to the target aspect, then antialiased bilinear) to
+``frame_shape`` and returned as float32 ``(3, H, W)`` in [0, 1]. Unreadable frames are skipped and counted (``sample["skipped"]``),
 never fatal: only a dataset without any usable video raises :class:`~dagan.errors.DatasetError`.
 """
 from __future__ import annotations
@@ -31,11 +32,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..config import AugmentationConfig, DatasetConfig, TransformConfig
 from ..errors import DatasetError
+from ..io.images import fit_frames, read_image
+from ..io.video import decode_video
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
@@ -43,48 +45,6 @@ VIDEO_EXTS = (".mp4", ".mov", ".gif", ".avi", ".mkv", ".webm")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # the whole clip is decoded once (resized to frame_shape) and kept; evict beyond this many bytes per process
 DEFAULT_CACHE_BYTES = 768 * 2 ** 20
-
-
-# ------------------------------------------------------------------------------------------- pixels
-def resize_frames(frames: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Centre-crop ``(T, h, w, 3)`` uint8 frames to the aspect of ``size = (H, W)`` and resize them
-    (antialiased bilinear) -> ``(T, H, W, 3)`` uint8."""
-    t, h, w = frames.shape[:3]
-    out_h, out_w = size
-    if (h, w) == (out_h, out_w):
-        return frames
-    if h * out_w != w * out_h:  # crop the longer side so faces are not squashed
-        if h * out_w > w * out_h:
-            ch = max(1, round(w * out_h / out_w))
-            top = (h - ch) // 2
-            frames = frames[:, top:top + ch]
-        else:
-            cw = max(1, round(h * out_w / out_h))
-            left = (w - cw) // 2
-            frames = frames[:, :, left:left + cw]
-    chunks = []
-    for start in range(0, t, 64):
-        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + 64])).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
-        chunks.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, out_h, out_w, 3), np.uint8)
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return image
-
-
-def read_image(path: PathLike) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB; raises ``OSError``/``ValueError`` when unreadable."""
-    import imageio.v3 as iio
-
-    return _to_rgb(np.asarray(iio.imread(os.fspath(path))))
 
 
 # ------------------------------------------------------------------------------------------- videos
@@ -115,7 +75,7 @@ class FrameFolder(VideoSource):
         return len(self.files)
 
     def frame(self, index: int) -> np.ndarray:
-        return resize_frames(read_image(self.files[index])[None], self.size)[0]
+        return fit_frames(read_image(self.files[index])[None], self.size)[0]
 
 
 class _ClipCache:
@@ -141,44 +101,6 @@ class _ClipCache:
 
 
 _CLIP_CACHE = _ClipCache()
-
-
-def decode_video(path: PathLike, size: Tuple[int, int]) -> Tuple[np.ndarray, int]:
-    """Decode a whole video file, streaming, resizing every block of frames as it arrives.
-
-    Returns ``(frames (T, H, W, 3) uint8, expected)`` where ``expected`` is the frame count the container
-    declares (fps x duration, 0 if unknown); a file that stops decoding early keeps the frames read so far.
-    """
-    path = os.fspath(path)
-    if path.lower().endswith(".gif"):
-        import imageio.v3 as iio
-
-        frames = np.stack([_to_rgb(np.asarray(f)) for f in iio.imiter(path)])
-        return resize_frames(frames, size), len(frames)
-    import imageio_ffmpeg
-
-    gen = imageio_ffmpeg.read_frames(path)
-    try:
-        meta = next(gen)
-    except (RuntimeError, OSError, StopIteration, ValueError) as exc:
-        raise OSError(f"cannot open video {path}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}")
-    w, h = meta["size"]
-    expected = int(round(meta.get("fps", 0) * meta.get("duration", 0))) if meta.get("duration") else 0
-    blocks, pending = [], []
-    try:
-        for raw in gen:
-            pending.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
-            if len(pending) == 64:
-                blocks.append(resize_frames(np.stack(pending), size))
-                pending = []
-    except (RuntimeError, OSError) as exc:
-        logger.warning("video %s stopped decoding early: %s", path, str(exc).strip().splitlines()[-1:])
-    finally:
-        gen.close()
-    if pending:
-        blocks.append(resize_frames(np.stack(pending), size))
-    frames = np.concatenate(blocks) if blocks else np.zeros((0, size[0], size[1], 3), np.uint8)
-    return frames, expected
 
 
 class VideoFile(VideoSource):
@@ -532,7 +454,7 @@ class ImagePairsDataset(_SeededItems):
 
     def _image(self, index: int) -> torch.Tensor:
         if index not in self._images:
-            image = resize_frames(read_image(self.paths[index])[None], self.size)
+            image = fit_frames(read_image(self.paths[index])[None], self.size)
             self._images[index] = _to_tensor(image)[0]
         return self._images[index]
 
