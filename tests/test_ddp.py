@@ -6,6 +6,7 @@ import json
 import os
 import socket
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -46,6 +47,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path):
     from dagan import DaGAN
     from dagan.checkpoints import load_file

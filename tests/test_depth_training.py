@@ -49,6 +49,7 @@ def _disparity(model, frames):
 
 
 # --------------------------------------------------------------------------------- synthetic check
+@pytest.mark.slow
 def test_synthetic_training_recovers_depth_ranks(tmp_path):
     """The heart of the depth trainer: on rendered videos with known depth, a short run's disparity must
     rank pixels by nearness clearly better than an untrained network and than a constant map."""

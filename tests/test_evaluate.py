@@ -221,6 +221,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_cli_two_process_torchrun_matches_one_process(dataset, tiny_model, tmp_path):
     ckpt = tiny_model.save_pretrained(tmp_path / "tiny")
     second = tiny_model.save_pretrained(tmp_path / "tiny_b")

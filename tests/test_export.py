@@ -47,6 +47,7 @@ def onnx_dir(model_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_graphs_and_verifies(onnx_dir):
     assert (onnx_dir / "source.onnx").is_file() and (onnx_dir / "frame.onnx").is_file()
     meta = json.loads((onnx_dir / "export.json").read_text())
@@ -57,6 +58,7 @@ def test_cli_writes_graphs_and_verifies(onnx_dir):
     assert not list(onnx_dir.glob("*.partial*"))  # temp files renamed or removed
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_onnx_animator_matches_pytorch_with_dynamic_batch(onnx_dir, model_dir):
     model = DaGAN.from_pretrained(model_dir)
@@ -75,6 +77,7 @@ def test_onnx_animator_matches_pytorch_with_dynamic_batch(onnx_dir, model_dir):
     assert anim.anchor["scale"][0] != pytest.approx(1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated in favour of torch.export
 @torch.no_grad()
 def test_torchscript_roundtrip(model_dir, tmp_path):
@@ -104,6 +107,7 @@ def test_low_opset_refused(tiny_model, tmp_path):
         export_onnx(tiny_model, tmp_path, opset=15)
 
 
+@pytest.mark.slow
 def test_spade_model_exports_and_matches(tmp_path):
     """The shipped small model's decoder (SPADE, spectral norm, output blend) exports and verifies too."""
     pytest.importorskip("onnx")
@@ -122,6 +126,7 @@ def test_spade_model_exports_and_matches(tmp_path):
     assert "frame/prediction" in diffs and max(diffs.values()) <= 1e-4
 
 
+@pytest.mark.slow
 def test_export_at_an_output_size_renders_like_the_animator(tmp_path):
     """--size N: the frame graph takes the portrait at N px and renders at N px, as Animator(output_size=N)."""
     pytest.importorskip("onnxruntime")

@@ -263,6 +263,7 @@ def test_three_training_steps_train_attention_at_every_level(tmp_path, pp_config
     assert torch.isfinite(video).all()
 
 
+@pytest.mark.slow
 def test_onnx_export_of_per_level_caches(tmp_path, pp_config):
     pytest.importorskip("onnxruntime")
     from dagan.export import OnnxAnimator, export_onnx, source_outputs

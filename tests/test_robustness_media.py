@@ -155,6 +155,7 @@ def test_api_raises_typed_errors(media):
         to_uint8_rgb(np.zeros((4, 4, 5)))
 
 
+@pytest.mark.slow
 def test_huge_source_image_keeps_memory_bounded(media, tmp_path):
     """A 4000x4000 portrait animates in a separate process whose peak RSS stays modest."""
     out = tmp_path / "out.mp4"
@@ -172,6 +173,7 @@ def test_huge_source_image_keeps_memory_bounded(media, tmp_path):
     assert sum(1 for _ in VideoReader(out)) == 2
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=0, max_size=3000), suffix=st.sampled_from([".png", ".jpg", ".webp"]))
 def test_fuzz_image_bytes(tmp_path, data, suffix):
@@ -187,6 +189,7 @@ def test_fuzz_image_bytes(tmp_path, data, suffix):
 @settings(max_examples=40, deadline=None)
 @given(shape=st.lists(st.integers(0, 6), min_size=1, max_size=4),
        dtype=st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_]))
+@pytest.mark.slow
 def test_fuzz_array_conversion(shape, dtype):
     arr = np.ones(shape, dtype=dtype)
     try:
@@ -196,6 +199,7 @@ def test_fuzz_array_conversion(shape, dtype):
     assert img.dtype == np.uint8 and img.shape == (shape[0], shape[1], 3)
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_half_written_result(media, tmp_path):
     """SIGINT in the middle of a long animation: exit code 130, nothing under the final name, no temp files."""
     import signal

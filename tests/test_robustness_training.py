@@ -37,6 +37,7 @@ def _weights(path):
     return load_file(path)["state_dict"]
 
 
+@pytest.mark.slow
 def test_sigkill_while_saving_then_exact_resume(cfg, tmp_path):
     """Kill the trainer in the middle of writing its step-4 checkpoint: the step-2 checkpoint survives and
     resuming from it reaches the same weights as a run that was never interrupted."""
