@@ -472,8 +472,8 @@ def test_browser_webcam_animates_live(browser):
         return int(text.split()[1]) if text.startswith("Live:") else 0
 
     _wait(browser, lambda: animated() >= 5, 180, "no live frames")
-    image = browser.find_element("css selector", "#live-result img")
-    assert int(image.get_attribute("naturalWidth")) >= 64
+    _wait(browser, lambda: int(browser.find_element("css selector", "#live-result img")
+                               .get_attribute("naturalWidth") or 0) >= 64, 30, "no live result shown")
     browser.find_element("id", "reanchor").click()
     count = animated()
     _wait(browser, lambda: animated() >= count + 3, 120, "the stream stopped after re-anchoring")
