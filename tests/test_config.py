@@ -121,19 +121,17 @@ def test_base_inherits_and_deep_merges(tmp_path):
     assert (cfg.model.num_kp, cfg.model.generator.max_features, cfg.train.batch_size) == (7, 32, 2)
 
 
-def test_base_errors_name_the_problem(tmp_path):
-    loop = tmp_path / "loop.yaml"
-    loop.write_text("base: loop.yaml\n")
-    with pytest.raises(ConfigError, match="includes itself"):
-        load_config(loop)
-    missing = tmp_path / "missing.yaml"
-    missing.write_text("base: nowhere.yaml\n")
-    with pytest.raises(ConfigError, match="not found.*nowhere.yaml"):
-        load_config(missing)
-    typo = tmp_path / "typo.yaml"
-    typo.write_text(f"base: {CONFIGS / 'dagan-tiny.yaml'}\nmodel: {{generator: {{block_expanson: 8}}}}\n")
-    with pytest.raises(ConfigError, match="model.generator.block_expanson"):
-        load_config(typo)
+@pytest.mark.parametrize("text,message", [
+    ("base: loop.yaml\n", "includes itself"),
+    ("base: nowhere.yaml\n", "not found.*nowhere.yaml"),
+    (f"base: {CONFIGS / 'dagan-tiny.yaml'}\nmodel: {{generator: {{block_expanson: 8}}}}\n",
+     "model.generator.block_expanson"),
+], ids=["cycle", "missing", "typo"])
+def test_base_errors_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
 
 
 def test_variant_configs_equal_their_full_form():
