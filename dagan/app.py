@@ -203,8 +203,9 @@ def check_upload(path: Optional[str], kind: str, max_bytes: int) -> Optional[str
         reader.check_integrity()
         reader.close()
     except InputError as exc:
-        what = "is not a video" if "cannot read video" in str(exc) else "cannot be used"
-        raise InputError(f"{name} {what}: {str(exc).replace(path, name)}") from None
+        if "cannot read video" in str(exc):
+            raise InputError(f"{name} is not a video (ffmpeg finds no video stream in it)") from None
+        raise InputError(f"{name} cannot be used: {str(exc).replace(path, name)}") from None
     return path
 
 

@@ -402,8 +402,15 @@ def test_browser_animates_uploads_and_downloads_the_result(browser, server, tmp_
 def test_browser_explains_bad_uploads(browser, tmp_path):
     noise = tmp_path / "holiday.mp4"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 10 * 2 ** 20, dtype=np.uint8).tobytes())
-    _upload(browser, "driving-upload", noise)
-    _wait(browser, lambda: "holiday.mp4 is not a video" in _status(browser), 60, "no message for a non-video")
+    archive = noise.with_suffix(".zip")
+    shutil.copy(noise, archive)
+    _upload(browser, "driving-upload", archive)  # refused by the page before it is sent (file types)
+    _wait(browser, lambda: any("Invalid file type: holiday.zip" in e.text
+                               for e in browser.find_elements("css selector", "[data-testid=toast-text]")),
+          60, "no message for a .zip")
+    _upload(browser, "driving-upload", noise)  # sent, then checked by content
+    _wait(browser, lambda: _status(browser) == "Error: holiday.mp4 is not a video (ffmpeg finds no video stream "
+          "in it)", 60, "no message for a non-video")
     text = tmp_path / "me.png"
     text.write_text("not a picture")
     _upload(browser, "source-upload", text)
