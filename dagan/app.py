@@ -425,7 +425,10 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
             session.reanchor()
         return session
 
-    with gr.Blocks(title="dagan: animate a portrait", analytics_enabled=False) as page:
+    keep = max(1, int(work.keep_seconds))
+    # Gradio's own copies (uploads, served results) age out like the run folders
+    with gr.Blocks(title="dagan: animate a portrait", analytics_enabled=False,
+                   delete_cache=(max(5, keep // 4), keep)) as page:
         gr.Markdown("# dagan: animate a portrait\n" + INTRO)
         with gr.Row():
             with gr.Column():
