@@ -370,6 +370,8 @@ def test_browser_animates_uploads_and_downloads_the_result(browser, server, tmp_
           "the driving clip was not previewed")
     _set_number(browser, "At most N frames", frames)
     browser.find_element("id", "animate").click()
+    _wait(browser, lambda: any(t in browser.find_element("tag name", "body").text
+                               for t in ("loading the model", f"/{frames} frames")), 120, "no progress bar")
     download = _wait(browser, lambda: [b for b in browser.find_elements("id", "download-result") if b.is_displayed()],
                      600, "no result")[0]
     assert _status(browser).startswith("Done in"), _status(browser)
