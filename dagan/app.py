@@ -533,6 +533,8 @@ def serve(args: argparse.Namespace) -> None:
     """Start the server from parsed :func:`build_parser` arguments; returns when it is stopped."""
     if args.max_upload_mb <= 0:
         raise InputError(f"--max_upload_mb must be positive, got {args.max_upload_mb}")
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be in 1-65535, got {args.port}")
     if args.concurrency < 1:
         raise InputError(f"--concurrency must be at least 1, got {args.concurrency}")
     work = WorkArea(keep_seconds=args.keep_minutes * 60.0)
@@ -553,10 +555,14 @@ def serve(args: argparse.Namespace) -> None:
         page.queue(default_concurrency_limit=args.concurrency)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning("listening on %s: anyone who can reach this address can use the app", args.host)
-        _, local_url, _ = page.launch(css=PAGE_CSS,
-            server_name=args.host, server_port=args.port, share=args.share, max_file_size=max_bytes,
-            inbrowser=False, prevent_thread_lock=True, show_error=False, quiet=True, ssr_mode=False, pwa=False,
-            mcp_server=False, run_history=False, footer_links=[], enable_monitoring=False)
+        try:
+            _, local_url, _ = page.launch(
+                server_name=args.host, server_port=args.port, share=args.share, max_file_size=max_bytes, css=PAGE_CSS,
+                inbrowser=False, prevent_thread_lock=True, show_error=False, quiet=True, ssr_mode=False, pwa=False,
+                mcp_server=False, run_history=False, footer_links=[], enable_monitoring=False)
+        except OSError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot listen on {args.host}:{args.port} ({first}): choose another --port") from None
         print(f"dagan app: {local_url} (temporary files in {work.root}; Ctrl-C to stop)", flush=True)
         while page.is_running:
             time.sleep(0.2)
@@ -564,9 +570,9 @@ def serve(args: argparse.Namespace) -> None:
         print("dagan app: stopping", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        work.close()  # first: closing the server can take seconds, and a SIGKILL then must not leave files
         if page is not None:
             page.close()
-        work.close()
 
 
 def _interrupt(signum, frame) -> None:
