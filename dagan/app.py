@@ -573,6 +573,7 @@ def serve(args: argparse.Namespace) -> None:
         work.close()  # first: closing the server can take seconds, and a SIGKILL then must not leave files
         if page is not None:
             page.close()
+            work.close()  # again: whatever Gradio wrote while closing
 
 
 def _interrupt(signum, frame) -> None:
