@@ -107,11 +107,9 @@ def test_low_opset_refused(tiny_model, tmp_path):
         export_onnx(tiny_model, tmp_path, opset=15)
 
 
-@pytest.mark.slow
-def test_spade_model_exports_and_matches(tmp_path):
-    """The shipped small model's decoder (SPADE, spectral norm, output blend) exports and verifies too."""
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+def _spade_blend_model(folder):
+    """The shipped small model's decoder kind (SPADE, spectral norm, output blend) at tiny size, with attention
+    and a blend mask that varies, saved to ``folder``."""
     cfg = config_to_dict(load_config(REPO / "configs" / "dagan-tiny.yaml"))
     cfg["model"]["depth"]["num_layers"] = 10
     cfg["model"]["generator"].update(type="SPADEDepthAwareGenerator", spade_hidden=16, output_blend=True)
@@ -119,8 +117,17 @@ def test_spade_model_exports_and_matches(tmp_path):
     model = DaGAN(cfg).eval()
     with torch.no_grad():
         model.generator.AttnModule.gamma.fill_(0.7)
-        torch.nn.init.normal_(model.generator.decoder.conv_blend.weight, std=0.1)  # a mask that varies
-    model.save_pretrained(tmp_path / "spade")
+        torch.nn.init.normal_(model.generator.decoder.conv_blend.weight, std=0.1)
+    model.save_pretrained(folder)
+    return model
+
+
+@pytest.mark.slow
+def test_spade_model_exports_and_matches(tmp_path):
+    """The shipped small model's decoder (SPADE, spectral norm, output blend) exports and verifies too."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    _spade_blend_model(tmp_path / "spade")
     assert main(["--checkpoint", str(tmp_path / "spade"), "--format", "onnx", "--quiet", str(tmp_path / "out")]) == 0
     diffs = json.loads((tmp_path / "out" / "export.json").read_text())["onnxruntime_max_abs_diff"]
     assert "frame/prediction" in diffs and max(diffs.values()) <= 1e-4
@@ -132,14 +139,7 @@ def test_export_at_an_output_size_renders_like_the_animator(tmp_path):
     pytest.importorskip("onnxruntime")
     from dagan.inference.animator import Animator
 
-    cfg = config_to_dict(load_config(REPO / "configs" / "dagan-tiny.yaml"))
-    cfg["model"]["depth"]["num_layers"] = 10
-    cfg["model"]["generator"].update(type="SPADEDepthAwareGenerator", spade_hidden=16, output_blend=True)
-    torch.manual_seed(0)
-    model = DaGAN(cfg).eval()
-    with torch.no_grad():
-        torch.nn.init.normal_(model.generator.decoder.conv_blend.weight, std=0.1)
-    model.save_pretrained(tmp_path / "spade")
+    model = _spade_blend_model(tmp_path / "spade")
     assert main(["--checkpoint", str(tmp_path / "spade"), "--size", "128", "--quiet", str(tmp_path / "out")]) == 0
     meta = json.loads((tmp_path / "out" / "export.json").read_text())
     assert meta["output_size"] == 128 and "source_full" in meta["frame_inputs"]
