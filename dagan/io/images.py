@@ -121,12 +121,16 @@ def fit_frames(frames: np.ndarray, size: Sequence[int]) -> np.ndarray:
             cw = max(1, round(h * out_w / out_h))
             left = (w - cw) // 2
             frames = frames[:, :, left:left + cw]
-    chunks = []
-    for start in range(0, t, 64):
-        x = torch.from_numpy(np.ascontiguousarray(frames[start:start + 64])).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
-        chunks.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, out_h, out_w, 3), np.uint8)
+    # channel by channel, a few frames at a time: memory stays near one float copy of one channel (a 4000 x 4000
+    # portrait must not cost four float copies of itself); channels are resampled independently anyway
+    out = np.empty((t, out_h, out_w, frames.shape[3]), np.uint8)
+    step = max(1, (1 << 22) // max(1, frames.shape[1] * frames.shape[2]))
+    for start in range(0, t, step):
+        for c in range(frames.shape[3]):
+            x = torch.from_numpy(np.ascontiguousarray(frames[start:start + step, :, :, c])).unsqueeze(1).float()
+            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+            out[start:start + step, :, :, c] = x.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
+    return out
 
 
 def resize_image(image: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.ndarray:
