@@ -20,6 +20,18 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes tens of seconds (deselect with -m 'not slow')")
 
 
+@pytest.fixture(autouse=True)
+def _restore_dagan_log_level():
+    """CLIs run in-process set the 'dagan' logger's level (--quiet: errors only); later tests that check
+    warnings with caplog must not inherit it."""
+    import logging
+
+    logger = logging.getLogger("dagan")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 def requires_shared(path: Path = SHARED):
     """Skip (not fail) when ../shared is absent: a user's fresh clone does not have it; CI does."""
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not present (shared test data)")
