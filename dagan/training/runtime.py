@@ -243,6 +243,58 @@ class Task:
 
 
 # ------------------------------------------------------------------------------------------- loop
+class RunLog:
+    """Rank 0's record of a run: ``metrics.jsonl`` (every ``log_every`` steps and the last), TensorBoard
+    scalars and images (``image_every``), the progress bar."""
+
+    def __init__(self, out_dir: str, task: Task, start: int, total_steps: int, steps_per_epoch: int,
+                 tensorboard: bool, progress: bool):
+        self.task, self.total_steps, self.steps_per_epoch = task, total_steps, steps_per_epoch
+        self.started = time.time()
+        self.metrics = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        self.writer, self.bar = None, None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=start or None)
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start, desc=task.name, dynamic_ncols=True)
+
+    def step(self, step: int, outcome: StepOutcome, skipped: int) -> Dict[str, float]:
+        """Record the outcome of the step that made ``step`` steps; returns its logs as floats."""
+        task, s = self.task, self.task.settings
+        last = {k: float(v) for k, v in outcome.logs.items()}
+        if self.bar is not None:
+            self.bar.update(1)
+            if task.progress_key in last:
+                self.bar.set_postfix(loss=f"{last[task.progress_key]:.4f}")
+        final = step == self.total_steps
+        if step % max(1, s.log_every) == 0 or final:
+            if self.writer is not None:
+                scalars = {task.scalar_tag(k): v for k, v in last.items()}
+                scalars.update(task.extra_scalars(), **{"data/skipped": skipped})
+                for tag, value in scalars.items():
+                    self.writer.add_scalar(tag, value, step)
+            record = dict(step=step, epoch=step // self.steps_per_epoch, time=round(time.time() - self.started, 2),
+                          **last)
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+        if self.writer is not None and (step % max(1, s.image_every) == 0 or final):
+            for tag, image in task.images(outcome).items():
+                self.writer.add_image(tag, image, step)
+        return last
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+        self.metrics.close()
+
+
 def run(task_cls: Type[Task], cfg: Config, dataset: Any, out_dir: PathLike,
         device: Union[str, torch.device] = "auto", resume: Union[None, bool, PathLike] = None,
         max_steps: Optional[int] = None, num_workers: Optional[int] = None, progress: bool = True,
@@ -318,18 +370,10 @@ def run(task_cls: Type[Task], cfg: Config, dataset: Any, out_dir: PathLike,
                                          num_workers=workers, persistent_workers=False,
                                          pin_memory=dev.type == "cuda",
                                          generator=torch.Generator().manual_seed(seed + start))
-    writer, metrics_file, bar = None, None, None
+    log = None
     if env.is_main:
         save_config(cfg, os.path.join(out_dir, "config.yaml"))
-        metrics_file = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=start or None)
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=start, desc=task.name, dynamic_ncols=True)
+        log = RunLog(out_dir, task, start, total_steps, steps_per_epoch, tensorboard, progress)
 
     def save(step: int) -> None:
         rng = all_gather_objects(rng_state(dev), env)  # collective: every rank takes part
@@ -345,7 +389,6 @@ def run(task_cls: Type[Task], cfg: Config, dataset: Any, out_dir: PathLike,
     step, bad_in_row, skipped = start, 0, 0
     last: Dict[str, float] = {}
     times: List[float] = []
-    t_start = time.time()
     try:
         for data in loader:
             t0 = time.perf_counter()
@@ -367,35 +410,13 @@ def run(task_cls: Type[Task], cfg: Config, dataset: Any, out_dir: PathLike,
             times.append(time.perf_counter() - t0)
             if step % steps_per_epoch == 0:
                 task.end_epoch(step // steps_per_epoch)
-            if env.is_main:
-                last = {k: float(v) for k, v in outcome.logs.items()}
-                if bar is not None:
-                    bar.update(1)
-                    if task.progress_key in last:
-                        bar.set_postfix(loss=f"{last[task.progress_key]:.4f}")
-                if step % max(1, s.log_every) == 0 or step == total_steps:
-                    scalars = {task.scalar_tag(k): v for k, v in last.items()}
-                    scalars.update(task.extra_scalars(), **{"data/skipped": skipped})
-                    if writer is not None:
-                        for tag, value in scalars.items():
-                            writer.add_scalar(tag, value, step)
-                    record = dict(step=step, epoch=step // steps_per_epoch, time=round(time.time() - t_start, 2),
-                                  **last)
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                if writer is not None and (step % max(1, s.image_every) == 0 or step == total_steps):
-                    for tag, image in task.images(outcome).items():
-                        writer.add_image(tag, image, step)
+            if log is not None:
+                last = log.step(step, outcome, skipped)
             if step % max(1, s.save_every) == 0 or step == total_steps or (s.keep_every and step % s.keep_every == 0):
                 save(step)
     finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.flush()
-            writer.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        if log is not None:
+            log.close()
         if env.distributed:
             import torch.distributed as dist
 
