@@ -43,7 +43,7 @@ from torch import nn
 
 from .cliutil import DashUnderscoreParser, run_cli, setup_logging
 from .errors import InputError, MissingWeightsError, OutputError
-from .models.dagan import DaGAN, convex_hull_area
+from .models.dagan import DaGAN, SourceState, movement_scale
 from .utils import atomic_write_bytes, temporary_output
 
 logger = logging.getLogger("dagan")
@@ -70,15 +70,6 @@ def source_outputs(model: DaGAN) -> Tuple[str, ...]:
 def frame_inputs_names(model: DaGAN, output_size: Optional[int] = None) -> Tuple[str, ...]:
     full = ("source_full",) if output_size else ()
     return ("driving", "source_image") + full + cache_names(model) + _KP_INPUTS
-
-
-def movement_scale(kp_source_value: np.ndarray, kp_initial_value: np.ndarray) -> float:
-    """``sqrt(area(hull(kp_source))) / sqrt(area(hull(kp_initial)))`` of batch item 0 (1.0 if degenerate):
-    the official adapt-movement scale, computed outside the exported graphs."""
-    k = np.shape(kp_source_value)[-2]
-    src = convex_hull_area(np.asarray(kp_source_value, dtype=np.float64).reshape(-1, k, 2)[0])
-    drv = convex_hull_area(np.asarray(kp_initial_value, dtype=np.float64).reshape(-1, k, 2)[0])
-    return float(np.sqrt(src) / np.sqrt(drv)) if src > 0 and drv > 0 else 1.0
 
 
 # ---------------------------------------------------------------------------------------- the graphs
@@ -115,25 +106,18 @@ class FrameGraph(nn.Module):
         self.eval()
 
     def forward(self, driving, source_image, *cached_and_kp) -> Tuple[torch.Tensor, ...]:
-        """Inputs in the order of :func:`frame_inputs_names` (DaGAN: :data:`FRAME_INPUTS`)."""
+        """Inputs in the order of :func:`frame_inputs_names` (DaGAN: :data:`FRAME_INPUTS`); the per-frame step
+        is :meth:`DaGAN.animate_batch`, with the scale as a tensor input."""
         full = {}
         if self.output_size:
             full, cached_and_kp = {"source_full": cached_and_kp[0]}, cached_and_kp[1:]
         n = len(self.cache_names)
         kp_source_value, kp_source_jacobian, kp_initial_value, kp_initial_jacobian, scale = cached_and_kp[n:]
-        depth = self.model.estimate_depth(driving)
-        kp_driving = self.model.detect_keypoints(driving, depth)
-        kp_source = {"value": kp_source_value, "jacobian": kp_source_jacobian}
-        if self.relative:
-            value = (kp_driving["value"] - kp_initial_value) * scale + kp_source_value
-            jacobian = torch.matmul(torch.matmul(kp_driving["jacobian"], torch.inverse(kp_initial_jacobian)),
-                                    kp_source_jacobian)
-            kp_norm = {"value": value, "jacobian": jacobian}
-        else:
-            kp_norm = kp_driving
         cache = {"source_image": source_image, **full, **dict(zip(self.cache_names, cached_and_kp[:n]))}
-        out = self.model.generator.generate(cache, kp_source, kp_norm)
-        return out["prediction"], kp_driving["value"], kp_driving["jacobian"]
+        state = SourceState(source_image, None, {"value": kp_source_value, "jacobian": kp_source_jacobian}, cache)
+        out = self.model.animate_batch(state, driving, {"value": kp_initial_value, "jacobian": kp_initial_jacobian},
+                                       self.relative, scale, return_details=True)
+        return out["prediction"], out["kp_driving"]["value"], out["kp_driving"]["jacobian"]
 
 
 def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0, output_size: Optional[int] = None

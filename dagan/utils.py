@@ -52,7 +52,39 @@ def resolve_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise InputError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)") from None
+        raise InputError(f"unknown dtype {dtype!r} (use float32, bfloat16, float16 or auto)") from None
+
+
+def cpu_has_bf16_kernels() -> bool:
+    """True on CPUs with native bfloat16 dot products (AVX-512 BF16 or AMX), where oneDNN's bf16 convolutions
+    beat float32 (Linux ``/proc/cpuinfo`` flags; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def default_inference_dtype(device: torch.device) -> torch.dtype:
+    """The precision ``dtype="auto"`` picks: float16 on CUDA, bfloat16 on CPUs with bf16 kernels
+    (:func:`cpu_has_bf16_kernels`), else float32. Chosen by measurement (``benchmarks/inference.py``: the speed
+    and the PSNR against float32 of each precision)."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_bf16_kernels():
+        return torch.bfloat16
+    return torch.float32
+
+
+def resolve_inference_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+    """:func:`resolve_dtype`, plus ``"auto"`` = :func:`default_inference_dtype` of ``device``."""
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        return default_inference_dtype(device)
+    return resolve_dtype(dtype)
 
 
 def _fsync_dir(path: str) -> None:

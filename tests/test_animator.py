@@ -1,11 +1,14 @@
-"""The Animator: cached source, per-frame == batched == DaGAN.animate, anchoring, dtypes, errors."""
+"""The Animator: cached source, per-frame == batched == DaGAN.animate, anchoring, the fast path, dtypes, errors."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 
 from dagan.errors import InputError
+from dagan.fast import is_optimized
 from dagan.inference.animator import Animator
 from dagan.inference.synthetic import HeadPose, SyntheticHead, synthetic_driving
 
@@ -103,16 +106,41 @@ def test_tensor_in_tensor_out_and_resizing(tiny_model, clip, source):
     assert anim(big).shape == (64, 64, 3)
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_low_precision_autocast_runs_close_to_fp32(tiny_model, clip, source, dtype):
-    ref = Animator(tiny_model, device="cpu")
+def test_low_precision_runs_close_to_fp32(tiny_model, clip, source, dtype, fast):
+    """Low precision: the fast path's conv bodies in ``dtype`` (or autocast on the plain model, fast=False)."""
+    ref = Animator(copy.deepcopy(tiny_model), device="cpu", fast=False)
     ref.set_source(source)
-    low = Animator(tiny_model, device="cpu", dtype=dtype)
+    low = Animator(tiny_model, device="cpu", dtype=dtype, fast=fast)
     low.set_source(source)
+    assert is_optimized(low.model) == fast
     a = ref.animate_tensor(_t(clip[:2]))
     b = low.animate_tensor(_t(clip[:2]))
     assert b.dtype == torch.float32 and torch.isfinite(b).all()
-    assert (a - b).abs().mean() < 0.05
+    assert 0 < (a - b).abs().mean() < 0.05
+
+
+def test_fast_path_is_the_default_and_matches_plain_fp32(tiny_model, clip, source):
+    plain = Animator(copy.deepcopy(tiny_model), device="cpu", fast=False)
+    fast = Animator(tiny_model, device="cpu")
+    assert is_optimized(fast.model) and not is_optimized(plain.model)
+    assert fast.model is tiny_model  # rewritten in place: no second copy of the weights
+    for anim in (plain, fast):
+        anim.set_source(source)
+    assert (plain.animate_tensor(_t(clip)) - fast.animate_tensor(_t(clip))).abs().max() < 1e-4
+    with pytest.raises(InputError, match="already optimized for inference in float32"):
+        Animator(tiny_model, device="cpu", dtype="bfloat16")
+    assert Animator(tiny_model, device="cpu", dtype="float32").model is tiny_model
+
+
+def test_auto_dtype_follows_the_device(tiny_model, monkeypatch):
+    import dagan.utils
+
+    monkeypatch.setattr(dagan.utils, "cpu_has_bf16_kernels", lambda: True)
+    assert Animator(copy.deepcopy(tiny_model), device="cpu", dtype="auto").dtype == torch.bfloat16
+    monkeypatch.setattr(dagan.utils, "cpu_has_bf16_kernels", lambda: False)
+    assert Animator(tiny_model, device="cpu", dtype="auto").dtype == torch.float32
 
 
 def test_details_stream_gives_depth(tiny_model, clip, source):

@@ -307,7 +307,7 @@ class ModelSystem:
 
     @torch.no_grad()
     def start(self, source: torch.Tensor, first_driving: torch.Tensor, relative: bool) -> None:
-        from ..models.dagan import normalize_kp
+        from ..models.dagan import movement_scale
 
         full = source if tuple(source.shape[2:]) != (self.model.image_size,) * 2 else None
         source, first_driving = self._model_size(source), self._model_size(first_driving)
@@ -318,7 +318,7 @@ class ModelSystem:
         self.relative = relative
         self.scale: Union[bool, float] = False
         if relative and self.adapt:
-            _, self.scale = normalize_kp(self.state.kp, self.kp_initial, self.kp_initial, True, True)
+            self.scale = movement_scale(self.state.kp["value"], self.kp_initial["value"])
 
     @torch.no_grad()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:

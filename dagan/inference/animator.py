@@ -2,20 +2,22 @@
 
 Everything that depends only on the source (its depth, keypoints, encoder features and the attention
 queries of its depth features) is computed once in :meth:`Animator.set_source` through
-:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only.
+:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only, in the
+one per-frame step :meth:`DaGAN.animate_batch`. The model runs on the fast path of :mod:`dagan.fast` (folded
+BatchNorms, channels-last, sub-pixel decoder, chunked attention, conv bodies in ``dtype``) for every dtype.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..models.dagan import DaGAN, SourceState, normalize_kp
-from ..utils import resolve_device, resolve_dtype
+from ..models.dagan import KP, DaGAN, SourceState, movement_scale
+from ..utils import resolve_device, resolve_inference_dtype
 from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from .smoothing import KeypointSmoother, OneEuroSettings
 
@@ -29,8 +31,13 @@ class Animator:
     Args:
         model: a :class:`~dagan.DaGAN` (moved to ``device`` and put in eval mode).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
-        dtype: ``torch.float32``, or ``torch.bfloat16`` / ``torch.float16`` to run under autocast
-            (weights stay float32; the keypoint normalisation always runs in float32).
+        dtype: precision of the conv bodies: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or the torch
+            dtypes), or ``"auto"``: the fastest precision whose quality holds on the device
+            (:func:`~dagan.utils.default_inference_dtype`). Inputs, outputs, keypoint heads, warps and the motion
+            normalisation stay float32.
+        fast: put the model on the fast path (:func:`dagan.fast.optimize_for_inference`, **in place**: the
+            model becomes inference-only; float32 stays within 1e-4 of the plain model). ``False`` keeps the
+            plain model (for debugging) and runs low precisions under autocast.
         relative: relative motion (the official default) or absolute keypoints.
         adapt_movement_scale: scale relative motion by the ratio of source/driving keypoint hull areas.
         batch_size: frames per forward pass in :meth:`animate_stream`.
@@ -56,12 +63,17 @@ class Animator:
     def __init__(self, model: DaGAN, device: Union[str, torch.device] = "auto",
                  dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
                  adapt_movement_scale: bool = True, batch_size: int = 1, output_size: Optional[int] = None,
-                 smooth: Union[None, bool, OneEuroSettings] = None):
+                 smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
             raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_inference_dtype(dtype, self.device)
+        self.fast = bool(fast)
         self.model = model.to(self.device).eval()
+        if self.fast:
+            from ..fast import inference_model
+
+            self.model = inference_model(self.model, self.dtype)
         self.size = int(model.image_size)
         self.relative = bool(relative)
         self.adapt_movement_scale = bool(adapt_movement_scale)
@@ -76,13 +88,13 @@ class Animator:
             self.smoother = KeypointSmoother(smooth if isinstance(smooth, OneEuroSettings) else None)
         self.state: Optional[SourceState] = None
         self.source_image: Optional[np.ndarray] = None
-        self.kp_driving_initial: Optional[Dict[str, torch.Tensor]] = None
+        self.kp_driving_initial: Optional[KP] = None
         self.movement_scale: Union[bool, float] = False
         self._autocast_ok = True
 
     # ------------------------------------------------------------------------------------ helpers
     def _autocast(self):
-        if self.dtype == torch.float32 or not self._autocast_ok:
+        if self.fast or self.dtype == torch.float32 or not self._autocast_ok:
             return contextlib.nullcontext()
         try:
             return torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -153,12 +165,9 @@ class Animator:
         with self._autocast():
             kp = self.model.detect_keypoints(driving)
         self.kp_driving_initial = {k: v.float() for k, v in kp.items()}
+        self.movement_scale = False
         if self.relative and self.adapt_movement_scale:
-            state_kp = {k: v.float() for k, v in self.state.kp.items()}
-            _, self.movement_scale = normalize_kp(state_kp, self.kp_driving_initial, self.kp_driving_initial,
-                                                  True, True)
-        else:
-            self.movement_scale = False
+            self.movement_scale = movement_scale(self.state.kp["value"], self.kp_driving_initial["value"])
 
     def _require_source(self) -> None:
         if self.state is None:
@@ -166,34 +175,18 @@ class Animator:
 
     @torch.no_grad()
     def animate_tensor(self, driving: torch.Tensor, return_details: bool = False):
-        """Animate ``(T, 3, S, S)`` float frames in [0, 1] on the device -> ``(T, 3, S, S)`` float32 in
+        """Animate ``(T, 3, S, S)`` float frames in [0, 1] on the device -> ``(T, 3, O, O)`` float32 in
         [0, 1] (or the model's dict of intermediates with ``return_details``). Anchors on the first frame
         when no anchor is set."""
         self._require_source()
         if self.kp_driving_initial is None:
             self.set_anchor(driving[:1])
         with self._autocast():
-            out = self._animate(driving, return_details)
+            out = self.model.animate_batch(self.state, driving, self.kp_driving_initial, self.relative,
+                                           self.movement_scale, return_details, self.smoother)
         if return_details:
             return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
         return out.float()
-
-    def _animate(self, driving: torch.Tensor, return_details: bool):
-        state = self.state
-        depth = self.model.estimate_depth(driving)
-        kp_driving = self.model.detect_keypoints(driving, depth)
-        kp_driving = {k: v.float() for k, v in kp_driving.items()}
-        if self.smoother is not None:
-            kp_driving = self.smoother(kp_driving)
-        state_kp = {k: v.float() for k, v in state.kp.items()}
-        with _float32_region(self.device):
-            kp_norm, scale = normalize_kp(state_kp, kp_driving, self.kp_driving_initial, self.relative,
-                                          self.movement_scale)
-        out = self.model.generator.generate(state.cache, state.kp, kp_norm)
-        if not return_details:
-            return out["prediction"]
-        out.update(driving_depth=depth, kp_driving=kp_driving, kp_norm=kp_norm, adapt_movement_scale=scale)
-        return out
 
     def __call__(self, frame: Frame) -> Frame:
         """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(O, O, 3)`` uint8; ``(3, H, W)`` tensor ->
@@ -243,9 +236,3 @@ class Animator:
         for prediction, drv, depth in zip(predictions, drivings, depths):
             yield {"prediction": prediction, "driving": drv, "driving_depth": depth}
 
-
-@contextlib.contextmanager
-def _float32_region(device: torch.device):
-    """Disable autocast: ``torch.inverse`` of the Jacobians has no low-precision kernels."""
-    with torch.autocast(device_type=device.type, enabled=False):
-        yield

@@ -291,7 +291,6 @@ def stream_animator(args, detector_factory=None) -> Tuple[Any, str]:
     """The :class:`~dagan.Animator` of the live modes (``demo.py --stream``, the web app's webcam): the model
     of ``--config/--checkpoint`` on the fast path, the source of ``--source_image`` set and the kernels warmed
     up; the first frame it animates anchors relative motion. Returns it and a one-line model description."""
-    from ..fast import optimize_for_inference
     from ..utils import resolve_device
     from .animator import Animator
     from .cli import load_model, prepare_source
@@ -303,9 +302,8 @@ def stream_animator(args, detector_factory=None) -> Tuple[Any, str]:
     device = resolve_device("cpu" if args.cpu else args.device)
     model, description = load_model(args)
     source = prepare_source(args, model.image_size, detector_factory)
-    # the fast path: BN folded, channels_last, conv bodies in --dtype (inputs/outputs stay float32)
-    model = optimize_for_inference(model.to(device), dtype=args.dtype)
-    animator = Animator(model, device=device, relative=args.relative, adapt_movement_scale=args.adapt_scale)
+    animator = Animator(model, device=device, dtype=args.dtype, relative=args.relative,
+                        adapt_movement_scale=args.adapt_scale)
     animator.set_source(source.image)
     animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
     animator.reset()

@@ -3,10 +3,11 @@ and exposes the official demo path as three calls (``estimate_depth``, ``detect_
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,32 +65,57 @@ def convex_hull_area(points: np.ndarray) -> float:
         return 0.0
 
 
+def movement_scale(kp_source_value: Any, kp_initial_value: Any) -> float:
+    """The official adapt-movement scale ``sqrt(area(hull(kp_s))) / sqrt(area(hull(kp_d0)))`` of batch item 0
+    (1.0 when a hull is degenerate). ``kp_*_value``: ``(B, K, 2)`` tensors or arrays.
+
+    Not a tensor operation: computed once per source/anchor, outside the per-frame step (and outside exported
+    graphs, which take it as an input)."""
+    def first_points(value: Any) -> np.ndarray:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float().cpu().numpy()
+        value = np.asarray(value, dtype=np.float64)
+        return value.reshape(-1, value.shape[-2], 2)[0]
+
+    src = convex_hull_area(first_points(kp_source_value))
+    drv = convex_hull_area(first_points(kp_initial_value))
+    return float(np.sqrt(src) / np.sqrt(drv)) if src > 0 and drv > 0 else 1.0
+
+
+def relative_motion(kp_source: KP, kp_driving: KP, kp_initial: KP, scale: Union[float, torch.Tensor] = 1.0) -> KP:
+    """Relative keypoint motion of the official demo, tensor ops only (traceable):
+    ``value = (kp_d - kp_d0) * scale + kp_s`` ``(B, K, 2)`` and ``jacobian = J_d inv(J_d0) J_s`` ``(B, K, 2, 2)``;
+    ``kp_initial``/``kp_source`` of batch 1 broadcast over the driving batch. Runs in float32 (the 2x2 inverses
+    have no low-precision kernels), also under autocast."""
+    device_type = kp_driving["value"].device.type
+    region = (torch.autocast(device_type=device_type, enabled=False) if torch.is_autocast_enabled(device_type)
+              else contextlib.nullcontext())
+    with region:
+        kp_source, kp_driving, kp_initial = ({k: v.float() for k, v in kp.items()}
+                                             for kp in (kp_source, kp_driving, kp_initial))
+        kp_new = {"value": (kp_driving["value"] - kp_initial["value"]) * scale + kp_source["value"]}
+        if "jacobian" in kp_driving:
+            jd = torch.matmul(kp_driving["jacobian"], torch.inverse(kp_initial["jacobian"]))
+            kp_new["jacobian"] = torch.matmul(jd, kp_source["jacobian"])
+    return kp_new
+
+
 def normalize_kp(kp_source: KP, kp_driving: KP, kp_driving_initial: KP, relative: bool = True,
                  adapt_movement_scale: Union[bool, float] = True) -> Tuple[KP, float]:
-    """Motion normalisation of the official demo.
-
-    * relative: ``value = (kp_d - kp_d0) * scale + kp_s`` and ``jacobian = J_d inv(J_d0) J_s``;
-    * absolute: the driving keypoints unchanged;
-    * ``scale = sqrt(area(hull(kp_s))) / sqrt(area(hull(kp_d0)))`` (batch item 0) when
-      ``adapt_movement_scale`` is True, a given float is used as is, else 1.
+    """Motion normalisation of the official demo: :func:`relative_motion` when ``relative``, else the
+    driving keypoints unchanged. ``adapt_movement_scale``: True computes :func:`movement_scale`, a float is
+    used as is, False means 1.
 
     Returns the normalised keypoints and the scale used.
     """
     if isinstance(adapt_movement_scale, bool):
-        scale = 1.0
-        if adapt_movement_scale:
-            src = convex_hull_area(kp_source["value"][0].detach().float().cpu().numpy())
-            drv = convex_hull_area(kp_driving_initial["value"][0].detach().float().cpu().numpy())
-            scale = float(np.sqrt(src) / np.sqrt(drv)) if src > 0 and drv > 0 else 1.0
+        scale = (movement_scale(kp_source["value"], kp_driving_initial["value"]) if adapt_movement_scale
+                 else 1.0)
     else:
         scale = float(adapt_movement_scale)
-    kp_new = {k: v for k, v in kp_driving.items() if k in ("value", "jacobian")}
-    if relative:
-        kp_new["value"] = (kp_driving["value"] - kp_driving_initial["value"]) * scale + kp_source["value"]
-        if "jacobian" in kp_driving:
-            jd = torch.matmul(kp_driving["jacobian"], torch.inverse(kp_driving_initial["jacobian"]))
-            kp_new["jacobian"] = torch.matmul(jd, kp_source["jacobian"])
-    return kp_new, scale
+    if not relative:
+        return {k: v for k, v in kp_driving.items() if k in ("value", "jacobian")}, scale
+    return relative_motion(kp_source, kp_driving, kp_driving_initial, scale), scale
 
 
 @dataclass
@@ -97,7 +123,7 @@ class SourceState:
     """Everything computed once per source portrait (see :meth:`DaGAN.prepare_source`)."""
 
     image: torch.Tensor  # (1, 3, H, W)
-    depth: torch.Tensor  # (1, 1, H, W)
+    depth: Optional[torch.Tensor]  # (1, 1, H, W); None where only the per-frame step needs the state
     kp: KP
     cache: Dict[str, torch.Tensor]
 
@@ -187,27 +213,58 @@ class DaGAN(nn.Module):
             cache["source_full"] = source_full.to(source.device)
         return SourceState(source, depth, kp, cache)
 
-    def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
-                      relative: bool = True, adapt_movement_scale: Union[bool, float] = True,
-                      return_details: bool = False):
-        """Animate the prepared source with a batch of driving frames ``(T, 3, H, W)``.
+    def drive(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
+              relative: bool = True, adapt_movement_scale: Union[bool, float, torch.Tensor] = True,
+              smoother: Optional[Callable[[KP], KP]] = None) -> Dict[str, Any]:
+        """The motion half of the per-frame step: driving depth and keypoints, then the normalised keypoints
+        that move the prepared source.
 
-        ``kp_driving_initial`` anchors relative motion (defaults to the first frame of this batch).
-        Returns ``(T, 3, H, W)``, or a dict of every intermediate when ``return_details``.
+        Args:
+            state: from :meth:`prepare_source`.
+            driving: ``(T, 3, H, W)`` in [0, 1], the size of ``state.image``.
+            kp_driving_initial: the anchor of relative motion, ``{"value": (1, K, 2), "jacobian": (1, K, 2, 2)}``
+                (default: the first frame of ``driving``).
+            relative: relative motion (:func:`relative_motion`) or absolute driving keypoints.
+            adapt_movement_scale: True computes :func:`movement_scale` of the source and the anchor, False
+                means 1, a float or a ``(1,)`` tensor is used as is (exported graphs take it as an input).
+            smoother: applied to the driving keypoints (float32) before normalisation, e.g. a
+                :class:`~dagan.inference.smoothing.KeypointSmoother`; the anchor stays unsmoothed.
+
+        Returns ``{"driving_depth": (T, 1, H, W), "kp_driving", "kp_norm", "adapt_movement_scale"}``.
         """
         driving = _check_frames(driving, "driving")
         if driving.shape[2:] != state.image.shape[2:]:
             raise InputError(f"driving frames are {tuple(driving.shape[2:])} but the source is "
                              f"{tuple(state.image.shape[2:])}: resize them to the same size")
         depth = self.estimate_depth(driving)
-        kp_driving = self.detect_keypoints(driving, depth)
+        kp_driving = {k: v.float() for k, v in self.detect_keypoints(driving, depth).items()}
         if kp_driving_initial is None:
             kp_driving_initial = {k: v[:1] for k, v in kp_driving.items()}
-        kp_norm, scale = normalize_kp(state.kp, kp_driving, kp_driving_initial, relative, adapt_movement_scale)
-        out = self.generator.generate(state.cache, state.kp, kp_norm)
+        if smoother is not None:
+            kp_driving = smoother(kp_driving)
+        scale = adapt_movement_scale
+        if isinstance(scale, bool):
+            scale = movement_scale(state.kp["value"], kp_driving_initial["value"]) if scale and relative else 1.0
+        kp_norm = relative_motion(state.kp, kp_driving, kp_driving_initial, scale) if relative else kp_driving
+        return {"driving_depth": depth, "kp_driving": kp_driving, "kp_norm": kp_norm, "adapt_movement_scale": scale}
+
+    def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
+                      relative: bool = True, adapt_movement_scale: Union[bool, float, torch.Tensor] = True,
+                      return_details: bool = False, smoother: Optional[Callable[[KP], KP]] = None):
+        """The per-frame step (the one implementation used by :class:`~dagan.Animator`, :meth:`animate`, the
+        exported frame graph, the evaluation and the benchmarks): :meth:`drive`, then the generator from the
+        cached source features.
+
+        ``driving (T, 3, H, W)`` in [0, 1] -> predictions ``(T, 3, O, O)`` (``O``: the size of the source's
+        ``source_full`` when :meth:`prepare_source` got one, else ``H``), or with ``return_details`` the
+        generator's dict (``prediction``, ``deformation``, ``occlusion_map``, ...) plus :meth:`drive`'s.
+        Arguments as in :meth:`drive`.
+        """
+        motion = self.drive(state, driving, kp_driving_initial, relative, adapt_movement_scale, smoother)
+        out = self.generator.generate(state.cache, state.kp, motion["kp_norm"])
         if not return_details:
             return out["prediction"]
-        out.update(driving_depth=depth, kp_driving=kp_driving, kp_norm=kp_norm, adapt_movement_scale=scale)
+        out.update(motion)
         return out
 
     @torch.no_grad()
@@ -225,7 +282,7 @@ class DaGAN(nn.Module):
         state = self.prepare_source(source)
         kp_initial = self.detect_keypoints(driving[:1])
         # the hull-area scale depends only on the source and the anchor: compute it once, not per batch
-        scale = normalize_kp(state.kp, kp_initial, kp_initial, True, adapt_movement_scale)[1] if relative else 1.0
+        scale = movement_scale(state.kp["value"], kp_initial["value"]) if relative and adapt_movement_scale else 1.0
         outs = [self.animate_batch(state, chunk, kp_initial, relative, scale, return_details)
                 for chunk in driving.split(max(1, int(batch_size)))]
         if not return_details:
