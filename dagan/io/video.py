@@ -373,7 +373,7 @@ class VideoWriter:
         self.crf = int(crf)
         self.max_seconds = max_seconds
         self.frames_written = 0
-        self._gen = None
+        self._encoder = None
         self._tmp: Optional[str] = None
         self._size: Optional[Tuple[int, int]] = None
 
@@ -407,7 +407,7 @@ class VideoWriter:
         if self.max_seconds is not None and self.audio_from is not None:
             cmd += ["-t", f"{self.max_seconds:.6f}"]
         cmd += [self._tmp]
-        self._gen = _Encoder(cmd, self.path)
+        self._encoder = _Encoder(cmd, self.path)
 
     def write(self, frame: np.ndarray) -> None:
         """Append one ``(H, W, 3)`` uint8 frame (all frames must have the size of the first)."""
@@ -416,7 +416,7 @@ class VideoWriter:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise InputError(f"frames to write must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
-        if self._gen is None:
+        if self._encoder is None:
             self._open(frame.shape[0], frame.shape[1])
         width, height = self._size
         if frame.shape[0] != height or frame.shape[1] != width:
@@ -424,17 +424,17 @@ class VideoWriter:
                 raise InputError(f"frame {self.frames_written} is {frame.shape[1]}x{frame.shape[0]} but the video "
                                  f"is {width}x{height}")
             frame = np.pad(frame, ((0, height - frame.shape[0]), (0, width - frame.shape[1]), (0, 0)), mode="edge")
-        self._gen.write(np.ascontiguousarray(frame))
+        self._encoder.write(np.ascontiguousarray(frame))
         self.frames_written += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        gen, self._gen = self._gen, None
+        encoder, self._encoder = self._encoder, None
         try:
-            if gen is not None:
+            if encoder is not None:
                 if exc_type is None:
-                    gen.finish()
+                    encoder.finish()
                 else:
-                    gen.kill()
+                    encoder.kill()
             if exc_type is None:
                 if self.frames_written == 0:
                     raise OutputError(f"no frames were written to {self.path}")
