@@ -6,7 +6,7 @@ or a user folder. Pressing *Animate* builds the demo's own argument namespace fr
 :func:`dagan.inference.cli.run`, the code path of ``demo.py``: frames stream through the model (memory stays
 flat for long videos), the result keeps the driving audio, and the driving depth video is written beside it.
 A *Live webcam* panel streams the browser's camera through the ``demo.py --stream`` set-up
-(:func:`dagan.inference.pipeline.stream_animator`), one :class:`LiveSession` per browser.
+(:func:`dagan.inference.cli.stream_animator`), one :class:`LiveSession` per browser.
 
 Safety defaults of the local server:
 
@@ -269,7 +269,7 @@ def demo_args(source: Optional[str], checkpoint: Optional[str], values: Mapping[
 
 class LiveSession:
     """One browser's webcam animation: its own :class:`~dagan.Animator` from
-    :func:`dagan.inference.pipeline.stream_animator` (the ``demo.py --stream`` set-up), used under a lock.
+    :func:`dagan.inference.cli.stream_animator` (the ``demo.py --stream`` set-up), used under a lock.
 
     ``key`` identifies the settings it was built for (a new portrait, model or option builds a new session);
     the first frame after start or :meth:`reanchor` anchors relative motion."""
@@ -284,7 +284,7 @@ class LiveSession:
     @classmethod
     def start(cls, source: Optional[str], checkpoint: Optional[str], values: Mapping[str, Any],
               options: Optional[Sequence[FormOption]] = None, detector_factory=None, key: Any = None) -> "LiveSession":
-        from .inference.pipeline import stream_animator
+        from .inference.cli import stream_animator
 
         if values.get("crop"):
             raise InputError('the webcam mode does not crop faces: turn "Crop the face" off and keep your face '

@@ -91,12 +91,9 @@ def build_parser() -> DashUnderscoreParser:
 
 
 def _load(checkpoint: str, config: Optional[str], depth_dir: Optional[str], trust: bool):
-    from .models import DaGAN
+    from .inference.loading import load_model
 
-    if config:
-        return DaGAN.from_official(config=config, checkpoint=checkpoint, depth_dir=depth_dir,
-                                   trust_checkpoint=trust)
-    return DaGAN.from_pretrained(checkpoint, trust_checkpoint=trust)
+    return load_model(checkpoint, config, {"depth_dir": depth_dir} if depth_dir else None, trust)[0]
 
 
 def _system_name(path: str, taken: List[str]) -> str:
@@ -120,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .distributed import distributed_env
     from .evaluation.evaluate import EvalSettings, build_metric_suite, run_evaluation
     from .evaluation.report import write_report
-    from .utils import resolve_device
+    from .inference.loading import resolve_runtime
 
     if args.config_b and not args.checkpoint_b:
         raise InputError("--config-b needs --checkpoint-b")
@@ -132,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             sources=args.sources, videos=args.videos, output_size=args.size)
     env = distributed_env()
     world, local = env.world, env.local_rank
-    device = resolve_device(args.device)
+    device, _ = resolve_runtime(args.device, "float32")  # scores of the float32 computation
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local)
     if world > 1:

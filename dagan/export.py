@@ -43,6 +43,7 @@ from torch import nn
 
 from .cliutil import DashUnderscoreParser, run_cli, setup_logging
 from .errors import InputError, MissingWeightsError, OutputError
+from .inference.loading import load_model
 from .models.dagan import DaGAN, SourceState, movement_scale
 from .utils import atomic_write_bytes, temporary_output
 
@@ -339,8 +340,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir} exists and is not a directory")
-    model = DaGAN.from_pretrained(args.checkpoint, map_location="cpu", trust_checkpoint=args.trust_checkpoint)
-    model.eval()
+    model = load_model(args.checkpoint, trust=args.trust_checkpoint)[0].eval()
     relative = not args.absolute
     size = args.size
     if size is not None and size < 8:

@@ -71,7 +71,7 @@ def test_official_files_shared_clip_audio_depth_and_side_by_side(tmp_path, refer
                    str(reference_dir / "checkpoint.pth.tar"), "--source_image",
                    str(shared_data / "source_lp_d6frame0_256.png"), "--driving_video", str(driving),
                    "--result_video", str(result), "--max_frames", "4", "--save-depth", str(depth), "--side-by-side",
-                   "--batch-size", "2", "--quiet"])
+                   "--batch-size", "2", "--dtype", "float32", "--quiet"])  # fp32: compared with the plain model
     assert rc == 0
     info = probe(result)
     assert info["frames"] == 4 and info["fps"] == 25 and info["size"] == (4 * 256, 256)  # panels at --size

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from dagan.errors import InputError
-from dagan.inference.pipeline import BackgroundWriter, StreamStats, camera_input, open_camera, prefetch, stream
+from dagan.inference.pipeline import BackgroundWriter, StreamStats, prefetch, stream
+from dagan.io.video import camera_input, open_camera
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,11 +138,11 @@ def test_demo_stream_writes_every_time_slot(shared_data, tmp_path, tiny_model):
     out = tmp_path / "live.mp4"
     code = main(["--stream", "--checkpoint", str(tmp_path / "model"), "--driving_video",
                  str(shared_data / "drv_lp_d0_256.mp4"), "--source_image", str(shared_data / "source_lp_d6frame0_256.png"), "--result_video", str(out), "--max_frames", "8",
-                 "--latency_budget_ms", "0", "--quiet"])
+                 "--latency_budget_ms", "0", "--size", "96", "--quiet"])
     assert code == 0
     info = probe(out)
     assert info["frames"] == 8  # dropped frames repeat the last result: the timeline is intact
-    assert info["size"] == (64, 64)
+    assert info["size"] == (96, 96)  # --size as in the file demo (one set-up for both)
     frames = list(VideoReader(out))
     assert np.std(frames[-1]) > 0
 

@@ -13,37 +13,29 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
-from ..errors import CheckpointError, InputError, MissingWeightsError
+from ..errors import CheckpointError, InputError
+from ..io.video import camera_input, open_camera
 from ..models.dagan import DaGAN
-from ..utils import resolve_device
 from .animator import Animator
 from .faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
                     find_best_frame, largest_face, load_face_backend, paste_back, square_box)
 from .images import load_image, resize_image
-from .pipeline import BackgroundWriter, prefetch
+from .loading import DEFAULT_CHECKPOINT, FALLBACK_CONFIG, REPO_ROOT, UNTRAINED_NOTE  # noqa: F401 (used by the app)
+from .loading import resolve_runtime
+from .loading import load_model as _load_model
+from .pipeline import BackgroundWriter, StreamStats, prefetch, stream
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
 from .video import (DepthWriter, VideoReader, VideoWriter, check_output_path, check_video_output_extension,
                     colorize_depth, is_image_path)
 
 logger = logging.getLogger("dagan")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: the small model shipped with the repository (own format, loaded with DaGAN.from_pretrained)
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "dagan-small"
-#: config of the untrained stand-in used while no trained weights are shipped
-FALLBACK_CONFIG = REPO_ROOT / "configs" / "dagan-tiny.yaml"
-UNTRAINED_NOTE = ("note: no trained weights are shipped yet ({path} is missing): using an untrained tiny model, "
-                  "so the output will not look like a face animation")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = DashUnderscoreParser(
@@ -111,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     g.add_argument("--cpu", action="store_true", help="same as --device cpu (official flag)")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-         help="float32 (default), or bfloat16/float16 under autocast")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="precision of the network's conv bodies (always on the fast path, see dagan.fast): auto "
+                   "(default: bfloat16 on CPUs with AVX-512 BF16/AMX, float16 on CUDA, else float32), or one of them")
     g.add_argument("--batch_size", type=int, default=4, help="driving frames per forward pass (default: 4)")
     g.add_argument("--seed", type=int, default=0, help="seed of the generated default driving clip")
     g.add_argument("--quiet", action="store_true", help="no progress bar or info lines")
@@ -148,46 +141,16 @@ def _depth_files(args) -> dict:
 
 
 def load_model(args) -> Tuple[DaGAN, str]:
-    """The model named by ``--config/--checkpoint/--depth_checkpoint``, or the shipped default. Returns the
-    model (on the CPU) and a one-line description."""
-    trust = bool(getattr(args, "trust_checkpoint", False))
-    if args.config is None and args.checkpoint is None:
-        if DEFAULT_CHECKPOINT.exists():
-            return DaGAN.from_pretrained(DEFAULT_CHECKPOINT), f"shipped model {DEFAULT_CHECKPOINT.name}"
-        if not FALLBACK_CONFIG.exists():
-            raise MissingWeightsError(f"no model: {DEFAULT_CHECKPOINT} is missing; pass --checkpoint")
-        print(UNTRAINED_NOTE.format(path=DEFAULT_CHECKPOINT), file=sys.stderr)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = DaGAN(FALLBACK_CONFIG)
-        return model, "untrained tiny model"
-    if args.checkpoint is None:
-        raise CheckpointError("--config needs --checkpoint (the official checkpoint.pth.tar to load)")
-    if not os.path.exists(args.checkpoint):
-        raise CheckpointError(f"checkpoint not found: {args.checkpoint}")
-    if args.config is None or os.path.isdir(args.checkpoint):
-        if args.config is not None:
-            logger.warning("%s is in our own format (config included): --config is ignored", args.checkpoint)
-        return DaGAN.from_pretrained(args.checkpoint, trust_checkpoint=trust), f"model {args.checkpoint}"
-    try:
-        model = DaGAN.from_official(args.config, args.checkpoint, trust_checkpoint=trust, **_depth_files(args))
-    except CheckpointError:
-        if not _is_own_format(args.checkpoint, trust):
-            raise
-        # a single-file checkpoint of ours (e.g. a training checkpoint) carries its config: use that
-        logger.warning("%s is in our own format (config included): --config is ignored", args.checkpoint)
-        return DaGAN.from_pretrained(args.checkpoint, trust_checkpoint=trust), f"model {args.checkpoint}"
-    return model, f"official model {args.checkpoint}"
+    """The model named by ``--config/--checkpoint/--depth_checkpoint``, or the shipped default
+    (:func:`dagan.inference.loading.load_model`). Returns the model (on the CPU) and a one-line description."""
+    official = args.config is not None and args.checkpoint is not None and not os.path.isdir(args.checkpoint)
+    return _load_model(args.checkpoint, args.config, _depth_files(args) if official else None,
+                       bool(getattr(args, "trust_checkpoint", False)))
 
 
-def _is_own_format(path: str, trust: bool) -> bool:
-    from ..checkpoints import load_file
-
-    try:
-        ckpt = load_file(path, "cpu", trust)
-    except CheckpointError:
-        return False
-    return isinstance(ckpt, dict) and "config" in ckpt and "state_dict" in ckpt
+def runtime(args) -> Tuple[torch.device, torch.dtype]:
+    """The device and precision of ``--device/--cpu/--dtype``."""
+    return resolve_runtime("cpu" if getattr(args, "cpu", False) else args.device, getattr(args, "dtype", "auto"))
 
 
 # -------------------------------------------------------------------------------------------- inputs
@@ -357,8 +320,6 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     ``on_frame(done, total)``, when given, is called in the calling thread after each animated frame
     (``total``: the expected frame count, None when unknown), e.g. by the web app's progress bar."""
     if getattr(args, "stream", False):
-        from .pipeline import run_stream
-
         return run_stream(args, detector_factory)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max_frames must be at least 1, got {args.max_frames}")
@@ -375,7 +336,7 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     if args.driving_video is not None and not os.path.exists(args.driving_video):
         raise InputError(f"driving video not found: {args.driving_video}")
 
-    device = resolve_device("cpu" if args.cpu else args.device)
+    device, dtype = runtime(args)
     cached = {}
 
     def detector() -> FaceDetector:
@@ -389,7 +350,7 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     out_size = output_size(args, size, source)
     source = source.at(out_size)
     driving = open_driving(args, size, detector)
-    animator = Animator(model, device=device, dtype=args.dtype, relative=args.relative,
+    animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, batch_size=args.batch_size, output_size=out_size,
                         smooth=smoothing(args, driving.fps))
     logger.info("%s, %d px, on %s (%s)", description, size, animator.device, str(animator.dtype).replace("torch.", ""))
@@ -426,6 +387,72 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     extra = f"; depth in {args.save_depth}" if args.save_depth else ""
     if not args.quiet:
         print(f"wrote {args.result_video} ({out.frames_written} frames at {driving.fps:g} fps{audio}){extra}")
+    return args.result_video
+
+
+# ---------------------------------------------------------------------------------------- demo --stream
+def stream_animator(args, detector_factory=None, fps: Optional[float] = None) -> Tuple[Animator, str]:
+    """The :class:`~dagan.Animator` of the live modes (``demo.py --stream``, the web app's webcam), set up as
+    :func:`run` sets up the file demo (:func:`load_model`, :func:`runtime`, ``--size``, ``--smooth`` at ``fps``):
+    the source of ``--source_image`` set and the kernels warmed up; the first frame it animates anchors relative
+    motion. Returns it and a one-line model description."""
+    if args.source_image is not None and not os.path.exists(args.source_image):
+        raise InputError(f"source image not found: {args.source_image}")
+    if args.crop:
+        raise InputError("--stream does not support --crop yet: give a face-centred driving stream")
+    device, dtype = runtime(args)
+    model, description = load_model(args)
+    source = prepare_source(args, model.image_size, detector_factory)
+    source = source.at(output_size(args, model.image_size, source))
+    animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
+                        adapt_movement_scale=args.adapt_scale, output_size=source.image.shape[0],
+                        smooth=smoothing(args, fps or 30.0))
+    animator.set_source(source.image)
+    animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
+    animator.reset()
+    return animator, description
+
+
+def run_stream(args, detector_factory=None) -> str:
+    """``demo.py --stream``: animate a camera (``--driving_video 0``/``/dev/videoN``) or a file played at its
+    own frame rate, dropping frames that would exceed ``--latency_budget_ms``; the animated frames go to
+    ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
+    if args.driving_video is None:
+        raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")
+    camera = camera_input(args.driving_video) is not None
+    check_output_path(args.result_video, args.overwrite, (args.source_image,) + (() if camera else
+                                                                                   (args.driving_video,)))
+    if camera:
+        frames: Iterable[np.ndarray] = open_camera(args.driving_video)
+        fps, audio = 30.0, None
+    else:
+        reader = VideoReader(args.driving_video, max_frames=args.max_frames)
+        frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
+    animator, description = stream_animator(args, detector_factory, fps)
+    size = animator.size
+    if args.max_frames is not None:
+        frames = (f for i, f in zip(range(args.max_frames), frames))
+    budget = args.latency_budget_ms if args.latency_budget_ms and args.latency_budget_ms > 0 else None
+    stats = StreamStats()
+    logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, size, animator.device,
+                fps, f"{budget:g} ms" if budget else "none")
+    resized = (resize_image(f, size) for f in frames)
+    last: Optional[np.ndarray] = None
+    with VideoWriter(args.result_video, fps, audio_from=audio) as out:
+        for item in stream(animator, resized, fps=fps, budget_ms=budget, drop_stale=True, stats=stats):
+            while last is not None and out.frames_written < item.index:  # fill dropped slots
+                out.write(last)
+            last = item.output
+            out.write(last)
+        while last is not None and out.frames_written < stats.arrived:
+            out.write(last)
+    if last is None:
+        raise InputError("no frame could be animated within the latency budget")
+    summary = stats.summary()
+    if not args.quiet:
+        print(f"wrote {args.result_video}: {summary['frames_out']} of {summary['frames_in']} frames animated, "
+              f"latency p50 {summary['latency_p50_ms']} ms / p95 {summary['latency_p95_ms']} ms, "
+              f"{summary['frames_per_s']} frames/s")
     return args.result_video
 
 

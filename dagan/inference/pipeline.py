@@ -7,13 +7,14 @@
   time, only the newest pending frame is kept (older ones are dropped when inference falls behind), and a
   frame that has already waited longer than the latency budget is dropped instead of animated. It yields a
   :class:`StreamFrame` per animated frame and fills :class:`StreamStats` (p50/p95 latency, frames/s, drops).
-* cameras (``0`` / ``/dev/videoN``) are read by :func:`dagan.io.video.open_camera`; :func:`run_stream` is
-  ``demo.py --stream``.
+* cameras (``0`` / ``/dev/videoN``) are read by :func:`dagan.io.video.open_camera`; ``demo.py --stream``
+  (:func:`dagan.inference.cli.run_stream`) is built on :func:`stream`.
+
+This module knows nothing of the CLI: :mod:`dagan.inference.cli` imports it, never the other way round.
 """
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -23,7 +24,6 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..io.video import camera_input, open_camera
 
 logger = logging.getLogger("dagan")
 _DONE = object()
@@ -284,73 +284,3 @@ def stream(animate: Callable[[Any], Any], frames: Iterable[Any], fps: Optional[f
             stats.dropped_stale = mailbox.replaced
         stats.wall = clock() - begin
         thread.join(timeout=5)
-
-
-# ---------------------------------------------------------------------------------------- demo --stream
-def stream_animator(args, detector_factory=None) -> Tuple[Any, str]:
-    """The :class:`~dagan.Animator` of the live modes (``demo.py --stream``, the web app's webcam): the model
-    of ``--config/--checkpoint`` on the fast path, the source of ``--source_image`` set and the kernels warmed
-    up; the first frame it animates anchors relative motion. Returns it and a one-line model description."""
-    from ..utils import resolve_device
-    from .animator import Animator
-    from .cli import load_model, prepare_source
-
-    if args.source_image is not None and not os.path.exists(args.source_image):
-        raise InputError(f"source image not found: {args.source_image}")
-    if args.crop:
-        raise InputError("--stream does not support --crop yet: give a face-centred driving stream")
-    device = resolve_device("cpu" if args.cpu else args.device)
-    model, description = load_model(args)
-    source = prepare_source(args, model.image_size, detector_factory)
-    animator = Animator(model, device=device, dtype=args.dtype, relative=args.relative,
-                        adapt_movement_scale=args.adapt_scale)
-    animator.set_source(source.image)
-    animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
-    animator.reset()
-    return animator, description
-
-
-def run_stream(args, detector_factory=None) -> str:
-    """``demo.py --stream``: animate a camera (``--driving_video 0``/``/dev/videoN``) or a file played at its
-    own frame rate, dropping frames that would exceed ``--latency_budget_ms``; the animated frames go to
-    ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
-    from ..io.images import resize_image
-    from ..io.video import VideoReader, VideoWriter, check_output_path
-
-    if args.driving_video is None:
-        raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")
-    camera = camera_input(args.driving_video) is not None
-    check_output_path(args.result_video, args.overwrite, (args.source_image,) + (() if camera else
-                                                                                   (args.driving_video,)))
-    animator, description = stream_animator(args, detector_factory)
-    size = animator.size
-    if camera:
-        frames: Iterable[np.ndarray] = open_camera(args.driving_video)
-        fps, audio = 30.0, None
-    else:
-        reader = VideoReader(args.driving_video, max_frames=args.max_frames)
-        frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
-    if args.max_frames is not None:
-        frames = (f for i, f in zip(range(args.max_frames), frames))
-    budget = args.latency_budget_ms if args.latency_budget_ms and args.latency_budget_ms > 0 else None
-    stats = StreamStats()
-    logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, size, animator.device,
-                fps, f"{budget:g} ms" if budget else "none")
-    resized = (resize_image(f, size) for f in frames)
-    last: Optional[np.ndarray] = None
-    with VideoWriter(args.result_video, fps, audio_from=audio) as out:
-        for item in stream(animator, resized, fps=fps, budget_ms=budget, drop_stale=True, stats=stats):
-            while last is not None and out.frames_written < item.index:  # fill dropped slots
-                out.write(last)
-            last = item.output
-            out.write(last)
-        while last is not None and out.frames_written < stats.arrived:
-            out.write(last)
-    if last is None:
-        raise InputError("no frame could be animated within the latency budget")
-    summary = stats.summary()
-    if not args.quiet:
-        print(f"wrote {args.result_video}: {summary['frames_out']} of {summary['frames_in']} frames animated, "
-              f"latency p50 {summary['latency_p50_ms']} ms / p95 {summary['latency_p95_ms']} ms, "
-              f"{summary['frames_per_s']} frames/s")
-    return args.result_video
