@@ -6,6 +6,8 @@
   pre-activation residual blocks fold their second norm into their first conv);
 * the decoder's up-sampling blocks (nearest x2, then 3x3 conv) become sub-pixel convolutions: four 2x2 kernels on the
   low-resolution input instead of a 3x3 kernel on the upsampled one (2.25x fewer FLOPs, same output);
+* spectral norms (SPADE decoder) are baked into plain weights and parameter-free instance norms keep the
+  channels-last layout (:class:`InstanceStats2d`, statistics in float32);
 * attention on CPU uses the chunked formula (see :func:`use_chunked_attention`);
 * the heavy convolutional bodies (depth net, keypoint hourglass, dense-motion hourglass, generator
   encoders, attention, bottleneck and decoder) run in ``channels_last`` memory format and, optionally, in
@@ -40,7 +42,7 @@ from .models.dagan import DaGAN, SourceState
 from .utils import resolve_dtype
 
 __all__ = ["optimize_for_inference", "inference_model", "fold_batchnorm", "subpixel_upsampling", "SubPixelUpBlock2d",
-           "LowPrecision", "use_chunked_attention", "plain_animate", "plain_frame", "is_optimized"]
+           "remove_spectral_norms", "InstanceStats2d", "fast_instance_norms", "LowPrecision", "use_chunked_attention", "plain_animate", "plain_frame", "is_optimized"]
 
 
 # ---------------------------------------------------------------------------------------- BN folding
@@ -131,6 +133,49 @@ def subpixel_upsampling(module: nn.Module) -> int:
             if (isinstance(child, UpBlock2d) and isinstance(child.norm, nn.Identity) and conv.kernel_size == (3, 3)
                     and conv.padding == (1, 1) and conv.groups == 1 and conv.stride == (1, 1)):
                 setattr(owner, name, SubPixelUpBlock2d(conv))
+                count += 1
+    return count
+
+
+# ------------------------------------------------------------------------------------ SPADE decoder
+def remove_spectral_norms(module: nn.Module) -> int:
+    """Bake every spectral normalisation under ``module`` into its weight (``W / sigma`` with the stored
+    power-iteration vectors, as eval mode computes it on every call); returns how many. Saves the per-call
+    weight computation and gives the conv a plain weight that follows ``channels_last``/``dtype`` conversions."""
+    from torch.nn.utils import remove_spectral_norm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    count = 0
+    for sub in list(module.modules()):
+        if any(isinstance(hook, SpectralNorm) for hook in sub._forward_pre_hooks.values()):
+            remove_spectral_norm(sub)
+            count += 1
+    return count
+
+
+class InstanceStats2d(nn.Module):
+    """Parameter-free instance normalisation (``nn.InstanceNorm2d(affine=False)``) that keeps the input's
+    memory format and dtype, with its statistics in float32: ``(B, C, H, W) -> (B, C, H, W)``. The stock module
+    copies a channels-last input to a contiguous one and back."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, unbiased=False)
+        scale = torch.rsqrt(var + self.eps)
+        return (x * scale.to(x.dtype) - (mean * scale).to(x.dtype))
+
+
+def fast_instance_norms(module: nn.Module) -> int:
+    """Replace every parameter-free ``InstanceNorm2d`` under ``module`` by :class:`InstanceStats2d`; returns how
+    many."""
+    count = 0
+    for owner in list(module.modules()):
+        for name, child in list(owner.named_children()):
+            if isinstance(child, nn.InstanceNorm2d) and not child.affine and not child.track_running_stats:
+                setattr(owner, name, InstanceStats2d(child.eps))
                 count += 1
     return count
 
@@ -283,6 +328,8 @@ def optimize_for_inference(model: DaGAN, dtype: Union[str, torch.dtype, None] = 
         # on wide, memory-heavy kernels
         if subpixel and isinstance(getattr(model.generator, "up_blocks", None), nn.Module):
             subpixel_upsampling(model.generator.up_blocks)
+    remove_spectral_norms(model)
+    fast_instance_norms(model)
     if next(model.parameters()).device.type == "cpu":
         use_chunked_attention(model)
     for owner, name, restore, keep_float32 in _islands(model, precise_keypoints):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dagan import DaGAN
-from dagan.fast import (LowPrecision, SubPixelUpBlock2d, fold_batchnorm, is_optimized, optimize_for_inference,
-                        plain_animate, subpixel_upsampling)
+from dagan.fast import (InstanceStats2d, LowPrecision, SubPixelUpBlock2d, fold_batchnorm, is_optimized,
+                        optimize_for_inference, plain_animate, subpixel_upsampling)
 from dagan.models.dagan import normalize_kp
 
 
@@ -125,9 +125,22 @@ def test_fast_path_with_the_spade_decoder(tiny_config, frames):
     plain = plain_animate(model, source, driving)
     fp32 = optimize_for_inference(model, dtype="float32", inplace=False)
     assert isinstance(fp32.generator.decoder, LowPrecision)
+    # spectral norms baked into plain weights, instance norms computed in the tensors' own memory format
+    assert not any(m._forward_pre_hooks for m in fp32.generator.decoder.modules())
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in fp32.modules())
+    assert any(isinstance(m, InstanceStats2d) for m in fp32.modules())
     assert (fp32.animate(source, driving) - plain).abs().max() <= 1e-4
     bf16 = optimize_for_inference(model, dtype="bfloat16", inplace=False).animate(source, driving)
     assert _psnr(bf16, plain) > 30
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_instance_stats_equal_instance_norm(dtype):
+    x = (torch.randn(2, 8, 12, 10) * 3 + 5).contiguous(memory_format=torch.channels_last)
+    reference = torch.nn.InstanceNorm2d(8)(x)
+    out = InstanceStats2d()(x.to(dtype))
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out.float() - reference).abs().max() < (1e-5 if dtype == torch.float32 else 0.05)
 
 
 def test_optimize_twice_is_refused(tiny_model):
