@@ -6,8 +6,10 @@ achieved GFLOP/s against a large 3x3 convolution measured in the same run, a per
 the fast path's difference/PSNR against the plain path, and peak RSS of a streaming run per variant
 (each in its own child process, at the start and at the end of the video: it must stay flat).
 
-Variants (``cached``: source-only work done once; ``opt``: folded BatchNorm + channels_last +
-``dtype`` conv bodies, see :mod:`dagan.fast`):
+Variants (``cached``: source-only work done once; ``opt``: the fast path of :mod:`dagan.fast`: folded BatchNorm,
+channels_last, sub-pixel decoder, chunked attention, ``dtype`` conv bodies). The ``fast_*`` variants are
+``Animator(model, dtype=...)`` with default arguments, i.e. what every user and ``demo.py`` get; every variant but
+``plain*`` runs the one per-frame step :meth:`DaGAN.animate_batch`.
 
 ====================  ======  =====  =====  ===========================================================
 name                  dtype   batch  cache  what
@@ -15,11 +17,14 @@ name                  dtype   batch  cache  what
 plain                 fp32    1      no     the official demo loop (full generator forward per frame)
 plain_opt_fp32        fp32    1      no     same loop on the optimised model
 plain_opt_bf16        bf16    1      no     same loop, bf16 conv bodies
-cached_fp32           fp32    1      yes    source caching only (no other optimisation)
-fast_fp32             fp32    1      yes    the fast per-frame path
-fast_fp32_batch       fp32    B      yes    batched frames
-fast_bf16             bf16    1      yes    the fast per-frame path in bf16
-fast_bf16_batch       bf16    B      yes    batched frames in bf16
+cached_fp32           fp32    1      yes    source caching only (``Animator(fast=False)``)
+fast_fp32             fp32    1      yes    ``Animator(model, dtype="float32")``
+fast_fp32_batch       fp32    B      yes    the same Animator, B frames per call
+fast_bf16             bf16    1      yes    ``Animator(model, dtype="bfloat16")`` (keypoint hourglass in fp32)
+fast_bf16_batch       bf16    B      yes    the same Animator, B frames per call
+fast_bf16_kp16        bf16    1      yes    bf16 with the keypoint hourglass in bf16 too (``precise_keypoints=False``)
+onnx_fp32             fp32    1      yes    the exported frame graph in ONNX Runtime (CPU EP), ``OnnxAnimator``
+compile_fp32          fp32    1      yes    the fp32 Animator with ``torch.compile`` of the generator
 ====================  ======  =====  =====  ===========================================================
 
 Usage::
@@ -46,11 +51,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagan import DaGAN, load_config  # noqa: E402
-from dagan.fast import optimize_for_inference, plain_frame  # noqa: E402
-from dagan.models.dagan import normalize_kp  # noqa: E402
+from dagan.fast import inference_model, optimize_for_inference, plain_frame  # noqa: E402
+from dagan.inference.animator import Animator  # noqa: E402
 
 ALL_VARIANTS = ("plain", "plain_opt_fp32", "plain_opt_bf16", "cached_fp32", "fast_fp32", "fast_fp32_batch",
-                "fast_bf16", "fast_bf16_batch")
+                "fast_bf16", "fast_bf16_batch", "fast_bf16_kp16", "onnx_fp32", "compile_fp32")
+DEFAULT_VARIANTS = ("plain", "cached_fp32", "fast_fp32", "fast_fp32_batch", "fast_bf16", "fast_bf16_batch",
+                    "fast_bf16_kp16", "onnx_fp32")
 PROFILE_GROUPS = {
     "depth_net": ("depth_encoder", "depth_decoder"),
     "kp_detector": ("kp_detector",),
@@ -92,57 +99,96 @@ def peak_rss_mb() -> float:
 
 # ------------------------------------------------------------------------------------------ variants
 class Variant:
-    """A way of turning driving frames into output frames, with all per-source work already done."""
+    """A way of turning driving frames into output frames, with all per-source work already done: the plain
+    official loop (``cached=False``), an :class:`Animator` (the one per-frame step), or an ONNX Runtime frame
+    graph (``runner``)."""
 
-    def __init__(self, name: str, model: DaGAN, source: torch.Tensor, first_frame: torch.Tensor, cached: bool,
-                 batch: int, dtype: str):
+    def __init__(self, name: str, model: Optional[DaGAN], source: torch.Tensor, first_frame: torch.Tensor,
+                 cached: bool, batch: int, dtype: str, runner: Optional[Callable] = None):
         self.name, self.model, self.cached, self.batch, self.dtype = name, model, cached, batch, dtype
+        self.runner = runner
+        if runner is not None:
+            return
         with torch.no_grad():
-            self.source = source
-            self.source_depth = model.estimate_depth(source)
-            self.kp_source = model.detect_keypoints(source, self.source_depth)
-            self.kp_initial = model.detect_keypoints(first_frame)
             if cached:
-                self.state = model.prepare_source(source)
-                _, self.scale = normalize_kp(self.state.kp, self.kp_initial, self.kp_initial)
+                self.animator = Animator(model, device="cpu", dtype="float32" if dtype == "plain" else dtype,
+                                         fast=dtype != "plain")
+                self.animator.set_source(source[0])
+                self.animator.set_anchor(first_frame[0])
+            else:
+                self.source = source
+                self.source_depth = model.estimate_depth(source)
+                self.kp_source = model.detect_keypoints(source, self.source_depth)
+                self.kp_initial = model.detect_keypoints(first_frame)
 
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.runner is not None:
+            return self.runner(frames)
         if self.cached:
-            return self.model.animate_batch(self.state, frames, self.kp_initial, adapt_movement_scale=self.scale)
+            return self.animator.animate_tensor(frames)
         outs = [plain_frame(self.model, self.source, self.source_depth, self.kp_source, self.kp_initial, f)[0]
                 for f in frames.split(self.batch)]
         return torch.cat(outs)
 
 
+_TABLE = {  # name: (model key, cached, batch from --batch, dtype)
+    "plain": ("plain", False, False, "float32"), "plain_opt_fp32": ("fp32", False, False, "float32"),
+    "plain_opt_bf16": ("bf16", False, False, "bfloat16"), "cached_fp32": ("cached", True, False, "plain"),
+    "fast_fp32": ("fp32", True, False, "float32"), "fast_fp32_batch": ("fp32", True, True, "float32"),
+    "fast_bf16": ("bf16", True, False, "bfloat16"), "fast_bf16_batch": ("bf16", True, True, "bfloat16"),
+    "fast_bf16_kp16": ("bf16_kp16", True, False, "bfloat16"), "compile_fp32": ("compile", True, False, "float32"),
+}
+
+
 def build_models(config, names, seed: int = 0) -> Dict[str, DaGAN]:
-    """One model per precision setting, all with the same random weights (built on demand)."""
+    """One model per setting, all with the same random weights (built on demand); the last one built is the
+    base model itself, so a single-variant run holds one copy of the weights."""
     models: Dict[str, DaGAN] = {}
     torch.manual_seed(seed)
     base = DaGAN(config.model).eval()
-    needs = {"plain": any(n in ("plain", "cached_fp32") for n in names),
-             "fp32": any(n in ("plain_opt_fp32", "fast_fp32", "fast_fp32_batch") for n in names),
-             "bf16": any(n in ("plain_opt_bf16", "fast_bf16", "fast_bf16_batch") for n in names)}
-    keys = [k for k in ("plain", "fp32", "bf16") if needs[k]]
+    keys = []
+    for n in names:
+        key = "fp32" if n == "onnx_fp32" else _TABLE[n][0]
+        if key not in keys:
+            keys.append(key)
     state = {k: v.clone() for k, v in base.state_dict().items()} if len(keys) > 1 else {}
     for i, key in enumerate(keys):
-        # the last one takes the base model itself: a single-variant run holds one copy of the weights
         model = base if i == len(keys) - 1 else DaGAN(config.model).eval()
         if model is not base:
             model.load_state_dict(state)
-        models[key] = model if key == "plain" else optimize_for_inference(
-            model, dtype="float32" if key == "fp32" else "bfloat16")
+        if key in ("fp32", "bf16"):
+            model = inference_model(model, "float32" if key == "fp32" else "bfloat16")
+        elif key == "bf16_kp16":
+            model = optimize_for_inference(model, dtype="bfloat16", precise_keypoints=False)
+        elif key == "compile":
+            model = optimize_for_inference(model, dtype="float32", compile=True)
+        models[key] = model
     return models
 
 
-def make_variant(name: str, models: Dict[str, DaGAN], source, first_frame, batch: int) -> Variant:
-    table = {
-        "plain": ("plain", False, 1), "plain_opt_fp32": ("fp32", False, 1), "plain_opt_bf16": ("bf16", False, 1),
-        "cached_fp32": ("plain", True, 1), "fast_fp32": ("fp32", True, 1), "fast_fp32_batch": ("fp32", True, batch),
-        "fast_bf16": ("bf16", True, 1), "fast_bf16_batch": ("bf16", True, batch),
-    }
-    key, cached, b = table[name]
-    return Variant(name, models[key], source, first_frame, cached, b, "bf16" if key == "bf16" else "fp32")
+def onnx_runner(model: DaGAN, source: torch.Tensor, first_frame: torch.Tensor, threads: int) -> Callable:
+    """The fp32 model exported to ``source.onnx``/``frame.onnx`` (from the plain model: the fast path's
+    rewrites are PyTorch-side) and run by :class:`~dagan.export.OnnxAnimator` on the CPU EP."""
+    import tempfile
+
+    from dagan.export import OnnxAnimator, export_onnx
+
+    folder = tempfile.mkdtemp(prefix="dagan-bench-onnx-")
+    export_onnx(model, folder)
+    anim = OnnxAnimator(folder, threads=threads)
+    anim.set_source(source.numpy())
+    anim(first_frame.numpy())  # anchors relative motion at the first frame
+    return lambda frames: torch.from_numpy(anim(frames.numpy()))
+
+
+def make_variant(name: str, models: Dict[str, DaGAN], source, first_frame, batch: int, threads: int = 2,
+                 onnx_model: Optional[DaGAN] = None) -> Variant:
+    if name == "onnx_fp32":
+        return Variant(name, None, source, first_frame, True, 1, "float32",
+                       runner=onnx_runner(onnx_model, source, first_frame, threads))
+    key, cached, batched, dtype = _TABLE[name]
+    return Variant(name, models[key], source, first_frame, cached, batch if batched else 1, dtype)
 
 
 # ---------------------------------------------------------------------------------------- measuring
@@ -293,7 +339,13 @@ def run(args) -> dict:
     source = torch.rand(1, 3, size, size, generator=gen)
     pool = torch.rand(max(args.frames, args.batch), 3, size, size, generator=gen)
     models = build_models(config, names, args.seed)
-    variants = {n: make_variant(n, models, source, pool[:1], args.batch) for n in names}
+    if "onnx_fp32" in names and not ({"plain", "cached"} & set(models)):
+        raise SystemExit("onnx_fp32 exports the plain model: also measure plain or cached_fp32")
+    onnx_model = models.get("plain", models.get("cached"))
+    variants = {}
+    for n in names:
+        _log(f"setting up {n}")
+        variants[n] = make_variant(n, models, source, pool[:1], args.batch, args.threads, onnx_model)
 
     report: dict = {
         "config": args.config, "image_size": size, "threads": torch.get_num_threads(),
@@ -362,15 +414,39 @@ def run(args) -> dict:
     del variants, models
     if args.rss_frames > 0:
         report["memory"] = measure_rss(args, [n for n in args.rss_variants if n in names])
-    report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     speed = report.get("speedup_vs_plain", {})
     peaks = [m.get("peak_rss_mb", 0) for m in report.get("memory", {}).values()]
+    if args.demo_frames > 0:
+        report["demo_default"] = demo_speed(args)
+    report["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    demo_fps = report.get("demo_default", {}).get("frames_per_s", 0)
     report["targets"] = {
-        "fast_fp32_ge_2x_plain": speed.get("fast_fp32", 0) >= 2,
-        "fast_bf16_ge_4x_plain": speed.get("fast_bf16", 0) >= 4,
+        "fast_fp32_ge_2.5x_plain": speed.get("fast_fp32", 0) >= 2.5,
+        "fast_bf16_ge_5x_plain": speed.get("fast_bf16", 0) >= 5,
+        "demo_default_small_model_ge_25_fps": demo_fps >= 25,
         "peak_rss_lt_1GiB": bool(peaks) and max(peaks) < 1024,
     }
     return report
+
+
+def demo_speed(args) -> dict:
+    """frames/s of the default demo (``demo.py`` with no model options: the shipped small model at ``--size 256``,
+    ``--dtype auto``) over ``--demo-frames`` frames of the built-in clip, decode/encode threads included; the
+    clock starts at the first animated frame (model loading and warm-up excluded)."""
+    import tempfile
+
+    from dagan.inference import cli
+
+    stamps: List[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        demo_args = cli.build_parser().parse_args(
+            ["--max_frames", str(args.demo_frames), "--result_video", os.path.join(tmp, "demo.mp4"), "--quiet"])
+        _log(f"default demo, {args.demo_frames} frames")
+        cli.run(demo_args, on_frame=lambda done, total: stamps.append(time.perf_counter()))
+    device, dtype = cli.runtime(demo_args)
+    fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
+    return {"frames": len(stamps), "output_size": demo_args.size, "dtype": str(dtype).replace("torch.", ""),
+            "batch_size": demo_args.batch_size, "frames_per_s": round(fps, 2)}
 
 
 def parse_args(argv=None):
@@ -380,10 +456,11 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=4, help="batch size of the *_batch variants")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--variants", nargs="+", default=list(ALL_VARIANTS), choices=ALL_VARIANTS)
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=ALL_VARIANTS)
+    p.add_argument("--demo-frames", type=int, default=60, help="frames of the default-demo speed run (0: skip)")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--rss-frames", type=int, default=12, help="frames streamed per memory child (0: skip)")
-    p.add_argument("--rss-variants", nargs="+", default=["plain", "fast_fp32", "fast_bf16", "fast_bf16_batch"],
+    p.add_argument("--rss-variants", nargs="+", default=["plain", "fast_fp32", "fast_bf16"],
                    choices=ALL_VARIANTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON here")

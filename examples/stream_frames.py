@@ -25,7 +25,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagan import Animator, DaGAN, DaganError, load_config  # noqa: E402
-from dagan.fast import optimize_for_inference  # noqa: E402
 from dagan.inference.images import load_image, resize_image  # noqa: E402
 from dagan.inference.pipeline import StreamStats, stream  # noqa: E402
 from dagan.inference.video import VideoReader, VideoWriter  # noqa: E402
@@ -46,9 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--source_image", help="portrait (default: the first driving frame)")
     p.add_argument("--checkpoint", help="our model directory or .pt (default: untrained --config model)")
     p.add_argument("--config", default=str(REPO / "configs" / "dagan-tiny.yaml"))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--plain", action="store_true", help="skip optimize_for_inference (compare with the fast path)")
+    p.add_argument("--plain", action="store_true", help="Animator(fast=False): the plain model (compare with the fast path)")
     p.add_argument("--realtime", action="store_true", help="play the file at its fps and drop late frames")
     p.add_argument("--budget_ms", type=float, help="latency budget per frame (with --realtime)")
     p.add_argument("--max_frames", type=int)
@@ -60,9 +59,7 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         model = build_model(args)
-        if not args.plain:
-            model = optimize_for_inference(model, dtype=args.dtype)
-        animator = Animator(model, device=args.device, dtype="float32" if not args.plain else args.dtype)
+        animator = Animator(model, device=args.device, dtype=args.dtype, fast=not args.plain)
         reader = VideoReader(args.driving_video, max_frames=args.max_frames)
         size = model.image_size
         frames = (resize_image(frame, size) for frame in reader)
@@ -79,7 +76,7 @@ def main(argv=None) -> int:
                     writer.write(item.output)
         summary = stats.summary()
         summary.update(video=args.driving_video, fps_of_video=reader.fps, image_size=size,
-                       dtype=args.dtype, fast_path=not args.plain, realtime=args.realtime,
+                       dtype=str(animator.dtype).replace("torch.", ""), fast_path=not args.plain, realtime=args.realtime,
                        threads=torch.get_num_threads())
     except DaganError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -152,3 +152,12 @@ def test_demo_stream_errors_are_one_line(tmp_path, capsys):
 
     assert main(["--stream", "--result_video", str(tmp_path / "o.mp4")]) == 2
     assert "--stream needs --driving_video" in capsys.readouterr().err
+
+
+def test_pipeline_does_not_import_the_cli():
+    """The overlap/streaming helpers are a layer under the CLI: no import cycle between the two."""
+    import subprocess
+
+    code = ("import sys, dagan.inference.pipeline; "
+            "sys.exit(int('dagan.inference.cli' in sys.modules or 'dagan.app' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
