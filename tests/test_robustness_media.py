@@ -141,7 +141,7 @@ def test_unusual_inputs_animate_end_to_end(media, tmp_path, source, driving, fra
     out = tmp_path / "out.mp4"
     assert _run_demo(media, out, "--source_image", str(media / source), "--driving_video", str(media / driving)) == 0
     decoded = list(VideoReader(out))
-    assert len(decoded) == frames and decoded[0].shape == (64, 64, 3)
+    assert len(decoded) == frames and decoded[0].shape == (256, 256, 3)  # rendered at --size (default 256)
 
 
 def test_api_raises_typed_errors(media):
