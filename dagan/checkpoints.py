@@ -121,7 +121,12 @@ def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: s
         if misshaped:
             parts.append(f"{len(misshaped)} mis-shaped: {_summarise(misshaped, 3)}")
         raise CheckpointError(f"{what} does not fit the model config: " + "; ".join(parts))
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    # same dtypes: the module takes the loaded tensors themselves (no second copy of the weights, and a module
+    # built on the meta device needs no memory of its own); otherwise they are copied and cast
+    assign = all(v.dtype == own[k].dtype for k, v in state.items() if k in own)
+    if not assign and any(t.is_meta for t in own.values()):
+        module.to_empty(device="cpu")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=assign)
 
 
 # ----------------------------------------------------------------------------------------- official
@@ -374,6 +379,7 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
     state = ckpt.get("state_dict", ckpt.get("model"))
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{where} has no 'state_dict' entry")
-    model = cls(cfg)
+    with torch.device("meta"):  # every tensor comes from the checkpoint (strict): allocate none twice
+        model = cls(cfg)
     check_and_load(model, strip_prefix(state), f"weights in {where}")
     return model.to(map_location).eval()

@@ -32,6 +32,30 @@ def test_save_load_round_trip_bit_exact(tiny_model, tmp_path, safetensors):
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path / "m"))
 
 
+@pytest.mark.parametrize("half", [False, True])
+def test_from_pretrained_holds_one_copy_of_the_weights(tiny_model, tmp_path, monkeypatch, half):
+    """The model is built on the meta device and takes the loaded tensors themselves (fp32 files); an fp16
+    export is cast into real float32 parameters."""
+    import dagan.checkpoints as ckpt_module
+
+    tiny_model.save_pretrained(tmp_path / "m", half=half)
+    loaded = {}
+
+    def spying_load_file(*args, **kwargs):
+        loaded["file"] = load_file(*args, **kwargs)
+        return loaded["file"]
+
+    monkeypatch.setattr(ckpt_module, "load_file", spying_load_file)
+    model = DaGAN.from_pretrained(tmp_path / "m")
+    state = loaded["file"]["state_dict"]
+    own = model.state_dict()
+    assert not any(t.is_meta for t in own.values()) and all(p.dtype == torch.float32 for p in model.parameters())
+    name = next(k for k in own if k.endswith("weight") and own[k].dim() == 4)
+    shares = own[name].data_ptr() == state[name].data_ptr()
+    assert shares != half
+    assert torch.equal(own[name], state[name].float())
+
+
 def test_single_file_checkpoint_with_training_extras(tiny_model, tmp_path):
     from dagan.config import Config, config_to_dict
 
