@@ -121,11 +121,13 @@ def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: s
         if misshaped:
             parts.append(f"{len(misshaped)} mis-shaped: {_summarise(misshaped, 3)}")
         raise CheckpointError(f"{what} does not fit the model config: " + "; ".join(parts))
-    # same dtypes: the module takes the loaded tensors themselves (no second copy of the weights, and a module
-    # built on the meta device needs no memory of its own); otherwise they are copied and cast
-    assign = all(v.dtype == own[k].dtype for k, v in state.items() if k in own)
-    if not assign and any(t.is_meta for t in own.values()):
+    # a module built on the meta device (load_pretrained) takes the loaded tensors themselves when the dtypes
+    # match: no second copy of the weights. Any other module keeps its parameter objects (an optimizer may
+    # hold them) and gets the values copied and cast.
+    assign = any(t.is_meta for t in own.values())
+    if assign and not all(v.dtype == own[k].dtype for k, v in state.items() if k in own):
         module.to_empty(device="cpu")
+        assign = False
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=assign)
 
 
