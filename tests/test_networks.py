@@ -254,3 +254,30 @@ def test_exact_warp_keeps_still_images_and_moves_whole_pixels():
     shifted[..., 0] += 2 * 2 / 63  # sample 2 pixels to the right
     moved = deform_image_exact(image, shifted)
     assert torch.allclose(moved[..., :, :-2], image[..., :, 2:], atol=1e-4)
+
+
+@pytest.mark.parametrize("num_layers", [10, 18, 50])
+def test_depth_resnet_equals_torchvision(num_layers):
+    """Our ResNet is torchvision's: same keys, same weights for a seed (same random draws), same features."""
+    tv_resnet = pytest.importorskip("torchvision.models.resnet")
+    from dagan.models.depth import _BLOCKS, ResNet
+
+    bottleneck, layers = _BLOCKS[num_layers]
+    torch.manual_seed(3)
+    ours = ResNet(bottleneck, layers).eval()
+    torch.manual_seed(3)
+    theirs = tv_resnet.ResNet(tv_resnet.Bottleneck if bottleneck else tv_resnet.BasicBlock, layers).eval()
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours.layer2(ours.layer1(ours.conv1(x))), theirs.layer2(theirs.layer1(theirs.conv1(x))))
+
+
+def test_inference_does_not_import_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dagan import DaGAN, Animator; import dagan.inference.cli; "
+            "Animator(DaGAN('configs/dagan-tiny.yaml'), device='cpu'); sys.exit(int('torchvision' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0

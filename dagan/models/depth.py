@@ -1,6 +1,6 @@
 """Face-depth network (monodepth2-style) and the pose network used to train it.
 
-* :class:`DepthEncoder` -- torchvision ResNet (10/18/34/50/...; 10 = one block per stage) held as ``encoder``; input is normalised with
+* :class:`DepthEncoder` -- a torchvision-compatible :class:`ResNet` (10/18/34/50/...; 10 = one block per stage) held as ``encoder``; input is normalised with
   the scalar ``(x - 0.45) / 0.225`` like the official code.
 * :class:`DepthDecoder` -- multi-scale sigmoid disparity decoder; its ``decoder`` ModuleList keeps the
   official order (upconv 4,0 / 4,1 / ... / 0,1, then one head per scale) so ``depth.pth`` loads as is.
@@ -17,33 +17,115 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 _RESNETS = {10: "resnet10", 18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+_BLOCKS = {10: (False, [1, 1, 1, 1]), 18: (False, [2, 2, 2, 2]), 34: (False, [3, 4, 6, 3]),
+           50: (True, [3, 4, 6, 3]), 101: (True, [3, 4, 23, 3]), 152: (True, [3, 8, 36, 3])}
 DEC_CHANNELS = (16, 32, 64, 128, 256)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet basic block (same attribute names, same construction order): two 3x3 convs."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet bottleneck block (1x1, strided 3x3, 1x1 with 4x the channels)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    """The torchvision ResNet (``torchvision.models.resnet.ResNet`` with default arguments): same module names,
+    state-dict keys (``fc`` included, unused here) and initialisation in the same order, so a seed gives the same
+    weights. Defined here so that inference does not import torchvision (~165 MiB of resident memory)."""
+
+    def __init__(self, bottleneck: bool, layers: Sequence[int], num_classes: int = 1000):
+        super().__init__()
+        block = Bottleneck if bottleneck else BasicBlock
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+
 def _resnet(num_layers: int, pretrained: bool) -> nn.Module:
-    """A torchvision ResNet; ImageNet weights only when asked for (they must be in the torch hub cache)."""
+    """A ResNet (:class:`ResNet`); ImageNet weights only when asked for (torchvision's, which must be in the
+    torch hub cache)."""
     from ..errors import MissingWeightsError
 
-    if num_layers == 10:  # one BasicBlock per stage: a light face-depth backbone for small CPU models
-        if pretrained:
-            raise MissingWeightsError("there are no ImageNet weights for ResNet-10; set pretrained_encoder: false")
-        return torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
-    builder = getattr(torchvision.models, _RESNETS[num_layers])
+    model = ResNet(*_BLOCKS[num_layers])
     if not pretrained:
-        return builder(weights=None)
+        return model
+    if num_layers == 10:  # one BasicBlock per stage: a light face-depth backbone for small CPU models
+        raise MissingWeightsError("there are no ImageNet weights for ResNet-10; set pretrained_encoder: false")
+    import torchvision
+
     weights_enum = torchvision.models.get_model_weights(_RESNETS[num_layers]).DEFAULT
     try:
-        return builder(weights=weights_enum)
+        model.load_state_dict(weights_enum.get_state_dict(progress=False))
     except (OSError, RuntimeError) as exc:  # no network / no cached file
         cache = torch.hub.get_dir()
         raise MissingWeightsError(
             f"ImageNet weights for {_RESNETS[num_layers]} are not available ({type(exc).__name__}); put "
             f"{weights_enum.url.rsplit('/', 1)[-1]} into {cache}/checkpoints/ or set pretrained_encoder: false"
         ) from None
+    return model
 
 
 class DepthEncoder(nn.Module):
