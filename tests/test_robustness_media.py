@@ -157,19 +157,28 @@ def test_api_raises_typed_errors(media):
 
 @pytest.mark.slow
 def test_huge_source_image_keeps_memory_bounded(media, tmp_path):
-    """A 4000x4000 portrait animates in a separate process whose peak RSS stays modest."""
+    """A 4000x4000 portrait animates in a separate process whose peak RSS stays within a bound of the same run
+    with a small portrait (measured as a difference: the baseline of a process that imports torch varies by a
+    few hundred MiB between environments). Today the 4000 px portrait costs ~440 MiB more than a 256 px one
+    (decode, RGB conversion and resizes at full size); a float64 copy alone would be 384 MiB."""
+
+    def peak_mib(source: Path, out: Path) -> float:
+        code = ("import resource, sys\n"
+                "from dagan.inference.cli import main\n"
+                f"rc = main(['--checkpoint', {str(media / 'model')!r}, '--result_video', {str(out)!r}, '--quiet',\n"
+                f"           '--max_frames', '2', '--source_image', {str(source)!r},\n"
+                f"           '--driving_video', {str(media / 'good.mp4')!r}])\n"
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+                "sys.exit(rc)\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stdout.strip().splitlines()[-1]) / 1024
+
+    small = tmp_path / "small.png"
+    Image.open(media / "huge_4000.png").resize((256, 256)).save(small)
     out = tmp_path / "out.mp4"
-    code = ("import resource, sys\n"
-            "from dagan.inference.cli import main\n"
-            f"rc = main(['--checkpoint', {str(media / 'model')!r}, '--result_video', {str(out)!r}, '--quiet',\n"
-            f"           '--max_frames', '2', '--source_image', {str(media / 'huge_4000.png')!r},\n"
-            f"           '--driving_video', {str(media / 'good.mp4')!r}])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-            "sys.exit(rc)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    peak_mib = int(proc.stdout.strip().splitlines()[-1]) / 1024
-    assert peak_mib < 1500, f"peak RSS {peak_mib:.0f} MiB"
+    huge, base = peak_mib(media / "huge_4000.png", out), peak_mib(small, tmp_path / "small.mp4")
+    assert huge - base < 600, f"peak RSS {huge:.0f} MiB with the 4000 px portrait vs {base:.0f} MiB with 256 px"
     assert sum(1 for _ in VideoReader(out)) == 2
 
 
