@@ -566,7 +566,7 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
     trackers: Dict[str, FM.MotionTracker] = {}
     if suite.motion_active:
         source_image = M.to_uint8_hwc(source)[0]
-        source_face = suite.faces(source)[0]
+        source_face = suite.faces([source_image])[0]
         trackers = {name: FM.MotionTracker(source_image, source_face) for name in systems}
     values: Dict[str, Dict[str, List[Optional[float]]]] = {name: {} for name in systems}
     no_face = {"gt": 0, **{name: 0 for name in systems}}
@@ -595,7 +595,8 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
                 _save_frames(os.path.join(os.fspath(frames_dir), name, item.folder), index, pred)
             per_frame = suite.compute(pred, gt, gt_lm, gt_emb, src_emb, anchors[name])
             if trackers:
-                motion = trackers[name].update(M.to_uint8_hwc(pred), suite.faces(pred), gt_faces)
+                images = M.to_uint8_hwc(pred)  # converted once: the analyser and the tracker read the same frames
+                motion = trackers[name].update(images, suite.faces(images), gt_faces)
                 per_frame.update({m: v for m, v in motion.items() if m in suite.active})
             if "akd" in per_frame and gt_lm is not None:
                 no_face[name] += sum(v is None and g is not None for v, g in zip(per_frame["akd"], gt_lm))

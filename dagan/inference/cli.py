@@ -298,13 +298,12 @@ def compose(args, source: Source, item: dict, depth_range: Optional[List[float]]
         return result
     size = item["prediction"].shape[0]
     depth = item["driving_depth"]
-    from .images import resize_image as _resize
     depth_range = [] if depth_range is None else depth_range
     if not depth_range:
         lo, hi = np.percentile(depth, [1, 99])
         pad = 0.1 * max(float(hi - lo), 1e-3)
         depth_range.extend([float(lo) - pad, float(hi) + pad])
-    panels = [_resize(p, size) for p in (source.image, item["driving"], colorize_depth(depth, *depth_range))]
+    panels = [resize_image(p, size) for p in (source.image, item["driving"], colorize_depth(depth, *depth_range))]
     if result.shape[0] != size:
         from PIL import Image
 

@@ -145,14 +145,21 @@ class DepthAwareGenerator(nn.Module):
             if self.copies_source:
                 output["deformed_exact"] = deform_image_exact(source_image, deformation)
         output["prediction"] = self.decode(out, deformed_image, occlusion_map, output.get("deformed_exact"), output)
-        if "source_full" in cache:
-            output["prediction_model"] = output["prediction"]
-            output["prediction"] = render_output(output, cache["source_full"])
-        return output
+        return render_at_output_size(output, cache)
 
     def forward(self, source_image: torch.Tensor, kp_driving: KP, kp_source: KP, source_depth: torch.Tensor,
                 driving_depth: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         return self.generate(self.encode_source(source_image, source_depth), kp_source, kp_driving)
+
+
+def render_at_output_size(output: Dict[str, torch.Tensor], cache: Dict[str, torch.Tensor]
+                          ) -> Dict[str, torch.Tensor]:
+    """When the source cache holds ``source_full``, keep the model-size prediction as ``prediction_model`` and
+    render ``prediction`` at the output size (:func:`render_output`). Returns ``output``."""
+    if "source_full" in cache:
+        output["prediction_model"] = output["prediction"]
+        output["prediction"] = render_output(output, cache["source_full"])
+    return output
 
 
 def render_output(output: Dict[str, torch.Tensor], source_full: torch.Tensor) -> torch.Tensor:

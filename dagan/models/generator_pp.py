@@ -28,7 +28,7 @@ from torch import nn
 from ..nn import ResBlock2d, UpBlock2d, deform_input
 from ..utils import reject_unknown_options
 from .attention import DepthAwareAttention, cross_attention
-from .generator import DepthAwareGenerator, _channels, render_output
+from .generator import DepthAwareGenerator, _channels, render_at_output_size
 
 KP = Dict[str, torch.Tensor]
 
@@ -258,10 +258,7 @@ class DaGANPPGenerator(DepthAwareGenerator):
             output["deformed"] = deform_input(cache["source_image"], deformation)
         output["prediction"] = self.decode_levels(
             lambda level: self.attend_level(cache, level, deformation, occlusion_map))
-        if "source_full" in cache:
-            output["prediction_model"] = output["prediction"]
-            output["prediction"] = render_output(output, cache["source_full"])
-        return output
+        return render_at_output_size(output, cache)
 
     def level_features(self, cache: Dict[str, torch.Tensor], kp_source: KP, kp_driving: KP) -> List[torch.Tensor]:
         """The attended skips ``[G_0, ..., G_L]`` of one batch of frames (inspection and tests)."""
