@@ -353,23 +353,22 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
     def message(text: str) -> str:
         return f"**Error:** {text}"
 
-    def source_changed(path):
-        try:
-            check_upload(path, "image", max_upload_bytes)
-        except InputError as exc:
-            return gr.update(value=None, label="Portrait (not usable)"), message(str(exc))
-        if path is None:
-            return gr.update(value=astronaut(), label="Portrait: built-in astronaut"), ""
-        return gr.update(value=path, label="Portrait"), ""
+    def upload_changed(kind: str, label: str, builtin: str, builtin_value=lambda: None):
+        """The preview update and status line for a changed upload of ``kind`` ("image" or "video")."""
 
-    def driving_changed(path):
-        try:
-            check_upload(path, "video", max_upload_bytes)
-        except InputError as exc:
-            return gr.update(value=None, label="Driving video (not usable)"), message(str(exc))
-        if path is None:
-            return gr.update(value=None, label="Driving video: built-in head motion"), ""
-        return gr.update(value=path, label="Driving video"), ""
+        def changed(path):
+            try:
+                check_upload(path, kind, max_upload_bytes)
+            except InputError as exc:
+                return gr.update(value=None, label=f"{label} (not usable)"), message(str(exc))
+            if path is None:
+                return gr.update(value=builtin_value(), label=f"{label}: {builtin}"), ""
+            return gr.update(value=path, label=label), ""
+
+        return changed
+
+    source_changed = upload_changed("image", "Portrait", "built-in astronaut", astronaut)
+    driving_changed = upload_changed("video", "Driving video", "built-in head motion")
 
     def rescan_models():
         known_models.update(find_models(rescan_folders))
