@@ -229,6 +229,10 @@ class TrainConfig:
     # parameters the config adds to init_checkpoint's networks (key prefixes, e.g.
     # generator.decoder.conv_blend): they may be missing from the file and keep their fresh initialisation
     init_new_keys: List[str] = field(default_factory=list)
+    # train at the output resolution (0 = off): the dataset gives frames of this size (dataset.frame_shape),
+    # the networks see them downsampled to model.image_size, and the prediction the losses compare with the
+    # full-size driving frame is rendered at this size (warped full-size source + blend), as at inference
+    output_size: int = 0
 
 
 @dataclass

@@ -358,3 +358,43 @@ def test_keep_every_and_keep_last_retain_checkpoints_for_averaging(cfg, tmp_path
             + load_file(run / "checkpoint-0000004.pt")["state_dict"]["kp_detector.kp.weight"].double()) / 2
     got = DaGAN.from_pretrained(tmp_path / "model").state_dict()["kp_detector.kp.weight"]
     assert torch.allclose(got.double(), mean, atol=1e-6)
+
+
+def test_output_size_training_renders_like_inference(train_config, tmp_path):
+    """train.output_size: the networks see the frames downsampled to model.image_size, the losses compare the
+    prediction rendered at the output size (warped full-size source + blend, the inference path) with the
+    full-size driving frame, and the blend mask gets gradients from that comparison."""
+    from dagan.errors import ConfigError
+    from dagan.io.images import resize_tensor
+    from dagan.models.dagan import build_discriminator
+    from dagan.training.trainer import GeneratorFullModel, _check_config
+
+    c = train_config
+    c.model.generator.type, c.model.generator.spade_hidden = "SPADEDepthAwareGenerator", 16
+    c.model.generator.output_blend = True
+    c.train.output_size = 128
+    with pytest.raises(ConfigError, match="output_size"):
+        _check_config(c)  # the dataset still gives 64 px frames
+    c.dataset.frame_shape = [128, 128, 3]
+    _check_config(c)
+    torch.manual_seed(0)
+    model = DaGAN(c.model)
+    full = GeneratorFullModel(model, build_discriminator(c.model), c)
+    pairs = ShiftedPairs(size=128)
+    source = torch.stack([pairs[n]["source"] for n in range(2)])
+    driving = torch.stack([pairs[n]["driving"] for n in range(2)])
+    losses, generated = full(source, driving, warp_seed=0)
+    assert generated["prediction"].shape[2:] == (128, 128)
+    assert generated["prediction_model"].shape[2:] == (64, 64)
+    sum(losses.values()).backward()
+    assert model.generator.decoder.conv_blend.weight.grad.abs().sum() > 0
+    # the same computation as inference: prepare_source with the full-size portrait, then the per-frame step
+    model.eval()
+    with torch.no_grad():
+        _, generated = full(source, driving, warp_seed=0)
+        state = model.prepare_source(resize_tensor(source[:1], (64, 64)), source[:1])
+        kp_driving = model.detect_keypoints(resize_tensor(driving[:1], (64, 64)))
+        reference = model.generator.generate(state.cache, state.kp, kp_driving)["prediction"]
+    assert (generated["prediction"][:1] - reference).abs().max() < 2e-4  # batch 2 vs 1: float rounding (3e-5)
+    result = train(c, pairs, tmp_path, device="cpu", max_steps=1, progress=False)
+    assert result["step"] == 1

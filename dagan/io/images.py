@@ -103,6 +103,15 @@ def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
     raise InputError(f"{name} must be a path, a numpy array or a torch tensor, got {type(image).__name__}")
 
 
+def resize_tensor(frames: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The resampling of the resize policy on ``(B, C, h, w)`` tensors: antialiased bilinear to ``size = (H, W)``
+    (no crop: the aspect must already match). Training uses it to give the networks their input size."""
+    if tuple(frames.shape[2:]) == (int(size[0]), int(size[1])):
+        return frames
+    return F.interpolate(frames, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
 def fit_frames(frames: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """The one resize policy: centre-crop ``(T, h, w, 3)`` uint8 frames to the aspect of ``size = (H, W)``,
     then resize them (antialiased bilinear) -> ``(T, H, W, 3)`` uint8. Frames already of that size are
@@ -128,7 +137,7 @@ def fit_frames(frames: np.ndarray, size: Sequence[int]) -> np.ndarray:
     for start in range(0, t, step):
         for c in range(frames.shape[3]):
             x = torch.from_numpy(np.ascontiguousarray(frames[start:start + step, :, :, c])).unsqueeze(1).float()
-            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+            x = resize_tensor(x, (out_h, out_w))
             out[start:start + step, :, :, c] = x.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
     return out
 

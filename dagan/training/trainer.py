@@ -26,6 +26,7 @@ from torch import nn
 from ..checkpoints import check_and_load, load_file, strip_prefix
 from ..config import Config, config_to_dict, load_config
 from ..errors import CheckpointError, ConfigError
+from ..io.images import resize_tensor
 from ..models.dagan import DaGAN, build_discriminator
 from ..models.discriminator import scale_name
 from . import losses as L
@@ -74,17 +75,26 @@ class GeneratorFullModel(nn.Module):
         return self.model.kp_detector(torch.cat([frames, depth.to(frames.dtype)], dim=1))
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor, warp_seed: int):
+        """Frames of ``model.image_size``, or with ``train.output_size`` frames of that size: the networks
+        then see them downsampled and the prediction is rendered at the output size (as at inference)."""
         w, tp = self.w, self.train_params
+        target, source_full = driving, None
+        size = self.model.image_size
+        if tuple(source.shape[2:]) != (size, size) and tp.output_size:
+            source_full = source
+            source, driving = resize_tensor(source, (size, size)), resize_tensor(driving, (size, size))
         depth_source, depth_driving = self.depth(source), self.depth(driving)
         kp_source = self.keypoints(source, depth_source)
         kp_driving = self.keypoints(driving, depth_driving)
-        generated = self.model.generator(source, kp_driving=kp_driving, kp_source=kp_source,
-                                         source_depth=depth_source)
+        cache = self.model.generator.encode_source(source, depth_source)
+        if source_full is not None:
+            cache["source_full"] = source_full
+        generated = self.model.generator.generate(cache, kp_source, kp_driving)
         generated.update(kp_source=kp_source, kp_driving=kp_driving, depth_source=depth_source,
                          depth_driving=depth_driving)
         losses: Dict[str, torch.Tensor] = {}
         prediction = generated["prediction"]
-        pyr_real, pyr_fake = self.pyramid(driving), self.pyramid(prediction)
+        pyr_real, pyr_fake = self.pyramid(target), self.pyramid(prediction)
         if sum(w.perceptual) and self.vgg is not None:
             losses["perceptual"] = L.perceptual_loss(self.vgg, pyr_real, pyr_fake, w.perceptual)
         if w.l1_pyramid:
@@ -119,7 +129,8 @@ class GeneratorFullModel(nn.Module):
         if w.kp_distance:
             losses["kp_distance"] = w.kp_distance * (L.kp_distance_loss(kp_source) + L.kp_distance_loss(kp_driving))
         if w.depth_constraint:
-            depth_generated = self.model.depth_decoder(self.model.depth_encoder(prediction))[("disp", 0)]
+            depth_generated = self.model.depth_decoder(self.model.depth_encoder(
+                generated.get("prediction_model", prediction)))[("disp", 0)]
             losses["depth_constraint"] = w.depth_constraint * L.depth_consistency_loss(depth_generated, depth_driving)
         return losses, generated
 
@@ -260,6 +271,12 @@ def _check_config(cfg: Config) -> None:
     if cfg.train.perceptual_backbone == "none" and sum(w.perceptual) and not (w.l1_pyramid or w.ssim_pyramid):
         raise ConfigError("config key 'train.perceptual_backbone' is 'none' but only perceptual weights are set: "
                           "set loss_weights.l1_pyramid / ssim_pyramid (the offline substitute)")
+    size, out = cfg.model.image_size, cfg.train.output_size
+    if out and (out < size or list(cfg.dataset.frame_shape[:2]) != [out, out]):
+        raise ConfigError(f"config key 'train.output_size' ({out}) must be at least model.image_size ({size}) and "
+                          f"equal dataset.frame_shape (got {list(cfg.dataset.frame_shape[:2])})")
+    if not out and list(cfg.dataset.frame_shape[:2]) != [size, size]:
+        logger.info("dataset.frame_shape %s differs from model.image_size %d", cfg.dataset.frame_shape[:2], size)
     if len(w.feature_matching) and w.generator_gan and len(w.feature_matching) < cfg.model.discriminator.num_blocks:
         logger.info("feature matching uses the first %d discriminator layers", len(w.feature_matching))
 
