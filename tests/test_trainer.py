@@ -398,3 +398,29 @@ def test_output_size_training_renders_like_inference(train_config, tmp_path):
     assert (generated["prediction"][:1] - reference).abs().max() < 2e-4  # batch 2 vs 1: float rounding (3e-5)
     result = train(c, pairs, tmp_path, device="cpu", max_steps=1, progress=False)
     assert result["step"] == 1
+
+
+def test_export_names_the_depth_run(train_config, tmp_path):
+    """A generator run on frozen trained depth (train.depth_checkpoint): the exported model carries that
+    depth run's step and full config in its provenance, and its depth weights are the depth run's."""
+    from dagan.config import config_from_dict, load_config
+    from dagan.training.depth_trainer import train as train_depth
+    from dagan.training.synthetic_depth import SyntheticDepthDataset
+    from dagan.training.trainer import export_pretrained
+
+    depth_cfg = config_from_dict({"task": "depth", "model": {"image_size": 64, "depth": {"num_layers": 10}},
+                                  "depth_train": {"batch_size": 2, "intrinsics": "fixed", "scales": [0],
+                                                  "save_every": 1000, "smoothness_weight": 0.002}})
+    train_depth(depth_cfg, SyntheticDepthDataset(num_videos=2, num_frames=8, size=64, seed=1), tmp_path / "depth",
+                device="cpu", max_steps=1, progress=False, tensorboard=False)
+    c = train_config
+    c.train.depth_checkpoint = str(tmp_path / "depth")
+    train(c, ShiftedPairs(), tmp_path / "gen", device="cpu", max_steps=1, progress=False, tensorboard=False)
+    out = export_pretrained(tmp_path / "gen", tmp_path / "model")
+    prov = load_config(os.path.join(out, "config.yaml")).provenance
+    assert prov["depth"]["step"] == 1 and prov["depth"]["config"]["task"] == "depth"
+    assert prov["depth"]["config"]["depth_train"]["smoothness_weight"] == 0.002
+    depth_state = load_file(tmp_path / "depth" / "checkpoint.pt")["depth_encoder"]
+    exported = DaGAN.from_pretrained(out)
+    for k, v in depth_state.items():
+        assert torch.equal(exported.depth_encoder.state_dict()[k], v), k

@@ -441,6 +441,24 @@ def train(cfg: Config, dataset, out_dir: PathLike, device: Union[str, torch.devi
                num_workers=num_workers, progress=progress, tensorboard=tensorboard, vgg=vgg)
 
 
+def _depth_provenance(cfg: Config) -> Dict[str, Any]:
+    """``{"depth": {checkpoint, step, config}}``: the depth-training run whose frozen weights the generator
+    run used (``train.depth_checkpoint``), with that run's full config, so an exported model names both runs.
+    Empty when the run trained its depth itself or kept it random; a note when the run cannot be read."""
+    path = cfg.train.depth_checkpoint
+    if not path or cfg.train.train_depth:
+        return {}
+    from .runtime import read_training_checkpoint
+
+    try:
+        ckpt = read_training_checkpoint(path, "depth")
+    except (CheckpointError, OSError) as exc:
+        logger.warning("depth provenance: %s", exc)
+        return {"depth": {"checkpoint": os.fspath(path), "note": f"not a readable depth-training run at export "
+                                                               f"({str(exc)[:200]})"}}
+    return {"depth": {"checkpoint": os.fspath(path), "step": int(ckpt["step"]), "config": dict(ckpt["config"])}}
+
+
 def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = False,
                       average: Sequence[PathLike] = ()) -> str:
     """Write the model of a training checkpoint as a self-describing ``save_pretrained`` directory.
@@ -482,4 +500,5 @@ def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = Fals
     cfg.provenance = {}
     provenance = {"source_run": os.path.dirname(os.path.abspath(os.fspath(checkpoint))), **source,
                   "averaged": [source] + averaged if averaged else [], "half": bool(half)}
+    provenance.update(_depth_provenance(cfg))
     return model.save_pretrained(out_dir, config=cfg, provenance=provenance, half=half)
