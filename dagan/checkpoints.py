@@ -14,6 +14,7 @@ unless the caller explicitly trusts the file.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -102,10 +103,11 @@ def _summarise(keys: Iterable[str], limit: int = 6) -> str:
 
 
 def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, strict: bool = True,
-                   allow_missing: Sequence[str] = ()) -> None:
+                   allow_missing: Sequence[str] = (), assign: bool = False) -> None:
     """Load ``state`` into ``module`` after comparing keys and shapes; on mismatch raise a
     :class:`CheckpointError` that lists missing, unexpected and mis-shaped keys. Keys under the prefixes
-    ``allow_missing`` may be absent from ``state`` (they keep the module's values)."""
+    ``allow_missing`` may be absent from ``state`` (they keep the module's values). ``assign``: the module
+    takes the loaded tensors themselves where the dtypes match (a freshly built module nobody else holds)."""
     own = module.state_dict()
     prefixes = tuple(p.rstrip(".") + "." for p in allow_missing)
     missing = [k for k in own if k not in state and not k.startswith(prefixes)]
@@ -124,9 +126,11 @@ def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: s
     # a module built on the meta device (load_pretrained) takes the loaded tensors themselves when the dtypes
     # match: no second copy of the weights. Any other module keeps its parameter objects (an optimizer may
     # hold them) and gets the values copied and cast.
-    assign = any(t.is_meta for t in own.values())
+    meta = any(t.is_meta for t in own.values())
+    assign = assign or meta
     if assign and not all(v.dtype == own[k].dtype for k, v in state.items() if k in own):
-        module.to_empty(device="cpu")
+        if meta:
+            module.to_empty(device="cpu")
         assign = False
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=assign)
 
@@ -340,6 +344,29 @@ def check_weights_hash(config_data: Mapping[str, Any], folder: str, cfg_path: st
                               f"{str(record['sha256'])[:16]}... (a different or corrupted weights file)")
 
 
+#: the random initialisers a model's constructor may call (torch.nn.init)
+_INIT_FUNCTIONS = ("normal_", "uniform_", "constant_", "zeros_", "ones_", "kaiming_normal_", "kaiming_uniform_",
+                   "xavier_normal_", "xavier_uniform_", "trunc_normal_", "orthogonal_")
+
+
+@contextlib.contextmanager
+def _no_weight_init():
+    """Make the ``torch.nn.init`` initialisers no-ops while a model is built for a strict load: the values are
+    never used, and memory that is never written is never resident. Not thread-safe."""
+    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS if hasattr(torch.nn.init, name)}
+
+    def keep(tensor, *args, **kwargs):
+        return tensor
+
+    try:
+        for name in saved:
+            setattr(torch.nn.init, name, keep)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
 def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: bool = False):
     """Inverse of :func:`save_pretrained`; also reads single-file checkpoints (training ones included)."""
     path = os.fspath(path)
@@ -381,7 +408,10 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
     state = ckpt.get("state_dict", ckpt.get("model"))
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{where} has no 'state_dict' entry")
-    with torch.device("meta"):  # every tensor comes from the checkpoint (strict): allocate none twice
+    # every tensor comes from the checkpoint (strict): the model is built without initialising its weights,
+    # so their memory is never touched (never resident), and takes the loaded tensors themselves. (Building
+    # on the meta device instead imports torch's symbolic-shape machinery, about 150 MiB resident.)
+    with _no_weight_init():
         model = cls(cfg)
-    check_and_load(model, strip_prefix(state), f"weights in {where}")
+    check_and_load(model, strip_prefix(state), f"weights in {where}", assign=True)
     return model.to(map_location).eval()

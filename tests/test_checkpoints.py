@@ -34,8 +34,8 @@ def test_save_load_round_trip_bit_exact(tiny_model, tmp_path, safetensors):
 
 @pytest.mark.parametrize("half", [False, True])
 def test_from_pretrained_holds_one_copy_of_the_weights(tiny_model, tmp_path, monkeypatch, half):
-    """The model is built on the meta device and takes the loaded tensors themselves (fp32 files); an fp16
-    export is cast into real float32 parameters."""
+    """The model is built without initialising its weights and takes the loaded tensors themselves (fp32
+    files); an fp16 export is cast into real float32 parameters. The initialisers are restored afterwards."""
     import dagan.checkpoints as ckpt_module
 
     tiny_model.save_pretrained(tmp_path / "m", half=half)
@@ -54,6 +54,12 @@ def test_from_pretrained_holds_one_copy_of_the_weights(tiny_model, tmp_path, mon
     shares = own[name].data_ptr() == state[name].data_ptr()
     assert shares != half
     assert torch.equal(own[name], state[name].float())
+    normal = torch.nn.init.normal_
+    with pytest.raises(RuntimeError):
+        with ckpt_module._no_weight_init():
+            assert torch.nn.init.normal_(torch.ones(2)).eq(1).all()  # a no-op inside
+            raise RuntimeError("building failed")
+    assert torch.nn.init.normal_ is normal and not torch.nn.init.normal_(torch.ones(1000)).eq(1).all()
 
 
 def test_single_file_checkpoint_with_training_extras(tiny_model, tmp_path):
