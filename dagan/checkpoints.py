@@ -123,14 +123,10 @@ def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: s
         if misshaped:
             parts.append(f"{len(misshaped)} mis-shaped: {_summarise(misshaped, 3)}")
         raise CheckpointError(f"{what} does not fit the model config: " + "; ".join(parts))
-    # a module built on the meta device (load_pretrained) takes the loaded tensors themselves when the dtypes
-    # match: no second copy of the weights. Any other module keeps its parameter objects (an optimizer may
-    # hold them) and gets the values copied and cast.
-    meta = any(t.is_meta for t in own.values())
-    assign = assign or meta
+    # with ``assign`` (load_pretrained's freshly built model) the module takes the loaded tensors themselves
+    # when every dtype matches: no second copy of the weights. Otherwise (an fp16 export, or a module an
+    # optimizer may hold) it keeps its parameter objects and gets the values copied and cast.
     if assign and not all(v.dtype == own[k].dtype for k, v in state.items() if k in own):
-        if meta:
-            module.to_empty(device="cpu")
         assign = False
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False, assign=assign)
 
