@@ -1,4 +1,4 @@
-"""Overlapped reader/writer threads, the realtime stream (latency budget, frame dropping), the streaming
+"""The overlapped writer thread, the realtime stream (latency budget, frame dropping), the streaming
 example and ``demo.py --stream`` on a shared clip."""
 from __future__ import annotations
 
@@ -12,36 +12,10 @@ import numpy as np
 import pytest
 
 from dagan.errors import InputError
-from dagan.inference.pipeline import BackgroundWriter, StreamStats, prefetch, stream
+from dagan.inference.pipeline import BackgroundWriter, StreamStats, stream
 from dagan.io.video import camera_input, open_camera
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_prefetch_keeps_order_and_reraises():
-    assert list(prefetch(range(20), depth=3)) == list(range(20))
-
-    def broken():
-        yield 1
-        raise InputError("decode failed")
-
-    with pytest.raises(InputError, match="decode failed"):
-        list(prefetch(broken()))
-
-
-def test_prefetch_stops_reader_when_consumer_stops():
-    produced = []
-
-    def items():
-        for i in range(1000):
-            produced.append(i)
-            yield i
-
-    it = prefetch(items(), depth=2)
-    assert next(it) == 0
-    it.close()
-    time.sleep(0.3)
-    assert len(produced) < 10  # the reader did not run through the whole input
 
 
 def test_background_writer_writes_in_order_and_reraises():

@@ -30,7 +30,7 @@ from .images import load_image, resize_image
 from .loading import DEFAULT_CHECKPOINT, FALLBACK_CONFIG, REPO_ROOT, UNTRAINED_NOTE  # noqa: F401 (used by the app)
 from .loading import resolve_runtime
 from .loading import load_model as _load_model
-from .pipeline import BackgroundWriter, StreamStats, prefetch, stream
+from .pipeline import BackgroundWriter, StreamStats, stream
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
 from .video import (DepthWriter, VideoReader, VideoWriter, check_output_path, check_video_output_extension,
                     colorize_depth, is_image_path)
@@ -378,9 +378,9 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
                 depth_out.write(item["driving_depth"])
             progress.update(1)
 
-        # decode (reader thread), inference (here) and encode (writer thread) overlap
+        # decode (ffmpeg's process, resized here), inference (here) and encode (writer thread) overlap
         with BackgroundWriter(emit) as writer:
-            for done, item in enumerate(animator.animate_stream(prefetch(driving.frames), details=True), start=1):
+            for done, item in enumerate(animator.animate_stream(driving.frames, details=True), start=1):
                 writer.put(item)
                 if on_frame is not None:
                     on_frame(done, driving.total)
