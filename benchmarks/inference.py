@@ -24,6 +24,9 @@ fast_bf16             bf16    1      yes    ``Animator(model, dtype="bfloat16")`
 fast_bf16_batch       bf16    B      yes    the same Animator, B frames per call
 fast_bf16_kp16        bf16    1      yes    bf16 with the keypoint hourglass in bf16 too (``precise_keypoints=False``)
 onnx_fp32             fp32    1      yes    the exported frame graph in ONNX Runtime (CPU EP), ``OnnxAnimator``
+onnx_int8             int8    1      yes    the same graph, convs statically quantised to int8 by ONNX Runtime
+openvino_fp32         fp32    1      yes    the same graph in OpenVINO (CPU plugin, ``pip install openvino``)
+openvino_bf16         bf16    1      yes    OpenVINO with ``INFERENCE_PRECISION_HINT=bf16``
 compile_fp32          fp32    1      yes    the fp32 Animator with ``torch.compile`` of the generator
 ====================  ======  =====  =====  ===========================================================
 
@@ -46,6 +49,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,7 +59,8 @@ from dagan.fast import inference_model, optimize_for_inference, plain_frame  # n
 from dagan.inference.animator import Animator  # noqa: E402
 
 ALL_VARIANTS = ("plain", "plain_opt_fp32", "plain_opt_bf16", "cached_fp32", "fast_fp32", "fast_fp32_batch",
-                "fast_bf16", "fast_bf16_batch", "fast_bf16_kp16", "onnx_fp32", "compile_fp32")
+                "fast_bf16", "fast_bf16_batch", "fast_bf16_kp16", "onnx_fp32", "onnx_int8", "openvino_fp32",
+                "openvino_bf16", "compile_fp32")
 DEFAULT_VARIANTS = ("plain", "cached_fp32", "fast_fp32", "fast_fp32_batch", "fast_bf16", "fast_bf16_batch",
                     "fast_bf16_kp16", "onnx_fp32")
 PROFILE_GROUPS = {
@@ -149,7 +154,7 @@ def build_models(config, names, seed: int = 0) -> Dict[str, DaGAN]:
     base = DaGAN(config.model).eval()
     keys = []
     for n in names:
-        key = "fp32" if n == "onnx_fp32" else _TABLE[n][0]
+        key = "fp32" if n in _BACKENDS else _TABLE[n][0]
         if key not in keys:
             keys.append(key)
     state = {k: v.clone() for k, v in base.state_dict().items()} if len(keys) > 1 else {}
@@ -167,26 +172,98 @@ def build_models(config, names, seed: int = 0) -> Dict[str, DaGAN]:
     return models
 
 
-def onnx_runner(model: DaGAN, source: torch.Tensor, first_frame: torch.Tensor, threads: int) -> Callable:
-    """The fp32 model exported to ``source.onnx``/``frame.onnx`` (from the plain model: the fast path's
-    rewrites are PyTorch-side) and run by :class:`~dagan.export.OnnxAnimator` on the CPU EP."""
+_EXPORTS: Dict[int, str] = {}
+
+
+def exported(model: DaGAN) -> str:
+    """The fp32 model exported once per run to ``source.onnx``/``frame.onnx`` (from the plain model: the fast
+    path's rewrites are PyTorch-side); returns the folder."""
     import tempfile
 
-    from dagan.export import OnnxAnimator, export_onnx
+    from dagan.export import export_onnx
 
-    folder = tempfile.mkdtemp(prefix="dagan-bench-onnx-")
-    export_onnx(model, folder)
+    if id(model) not in _EXPORTS:
+        folder = tempfile.mkdtemp(prefix="dagan-bench-onnx-")
+        export_onnx(model, folder)
+        _EXPORTS[id(model)] = folder
+    return _EXPORTS[id(model)]
+
+
+def quantized(folder: str, calibration: Callable[[], dict], frames: int = 4) -> str:
+    """A copy of an export whose frame graph has its convolutions statically quantised to int8 by ONNX Runtime
+    (QDQ, per-channel int8 weights, uint8 activations calibrated on ``frames`` feeds of ``calibration()``)."""
+    import shutil
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.left = frames
+
+        def get_next(self):
+            self.left -= 1
+            return calibration() if self.left >= 0 else None
+
+    out = tempfile.mkdtemp(prefix="dagan-bench-int8-")
+    shutil.copy(os.path.join(folder, "source.onnx"), out)
+    quantize_static(os.path.join(folder, "frame.onnx"), os.path.join(out, "frame.onnx"), Feeds(),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"], per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def onnx_runner(model: DaGAN, source: torch.Tensor, first_frame: torch.Tensor, threads: int,
+                backend: str = "ort") -> Callable:
+    """The exported frame graph run on the CPU by ``backend``: ``"ort"`` (ONNX Runtime, fp32, the
+    :class:`~dagan.export.OnnxAnimator`), ``"int8"`` (ONNX Runtime, :func:`quantized` convolutions),
+    ``"openvino_f32"`` / ``"openvino_bf16"`` (OpenVINO's CPU plugin with that ``INFERENCE_PRECISION_HINT``; the
+    source graph and the anchor still run in ONNX Runtime, once)."""
+    from dagan.export import OnnxAnimator, _used
+
+    folder = exported(model)
     anim = OnnxAnimator(folder, threads=threads)
     anim.set_source(source.numpy())
     anim(first_frame.numpy())  # anchors relative motion at the first frame
+
+    def feeds(driving: np.ndarray) -> dict:
+        return _used(anim.frame_session, {"driving": driving, **anim.source, **anim.anchor})
+
+    if backend == "int8":
+        gen = np.random.default_rng(1)
+        folder = quantized(folder, lambda: feeds(gen.random(tuple(first_frame.shape), dtype=np.float32)))
+        anim = OnnxAnimator(folder, threads=threads)
+        anim.set_source(source.numpy())
+        anim(first_frame.numpy())
+    if backend.startswith("openvino"):
+        import openvino
+
+        compiled = openvino.Core().compile_model(
+            os.path.join(folder, "frame.onnx"), "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": backend.split("_")[1],
+             "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+
+        def run_openvino(frames: torch.Tensor) -> torch.Tensor:
+            given = feeds(np.ascontiguousarray(frames.numpy()))
+            inputs = {i: next(given[n] for n in port.get_names() if n in given)
+                      for i, port in enumerate(compiled.inputs)}
+            return torch.from_numpy(np.array(request.infer(inputs)[compiled.outputs[0]]))
+
+        return run_openvino
     return lambda frames: torch.from_numpy(anim(frames.numpy()))
+
+
+_BACKENDS = {"onnx_fp32": "ort", "onnx_int8": "int8", "openvino_fp32": "openvino_f32",
+             "openvino_bf16": "openvino_bf16"}
 
 
 def make_variant(name: str, models: Dict[str, DaGAN], source, first_frame, batch: int, threads: int = 2,
                  onnx_model: Optional[DaGAN] = None) -> Variant:
-    if name == "onnx_fp32":
-        return Variant(name, None, source, first_frame, True, 1, "float32",
-                       runner=onnx_runner(onnx_model, source, first_frame, threads))
+    if name in _BACKENDS:
+        dtype = {"onnx_int8": "int8", "openvino_bf16": "bfloat16"}.get(name, "float32")
+        return Variant(name, None, source, first_frame, True, 1, dtype,
+                       runner=onnx_runner(onnx_model, source, first_frame, threads, _BACKENDS[name]))
     key, cached, batched, dtype = _TABLE[name]
     return Variant(name, models[key], source, first_frame, cached, batch if batched else 1, dtype)
 
@@ -339,8 +416,8 @@ def run(args) -> dict:
     source = torch.rand(1, 3, size, size, generator=gen)
     pool = torch.rand(max(args.frames, args.batch), 3, size, size, generator=gen)
     models = build_models(config, names, args.seed)
-    if "onnx_fp32" in names and not ({"plain", "cached"} & set(models)):
-        raise SystemExit("onnx_fp32 exports the plain model: also measure plain or cached_fp32")
+    if set(_BACKENDS) & set(names) and not ({"plain", "cached"} & set(models)):
+        raise SystemExit("the ONNX variants export the plain model: also measure plain or cached_fp32")
     onnx_model = models.get("plain", models.get("cached"))
     variants = {}
     for n in names:

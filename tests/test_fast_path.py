@@ -161,3 +161,32 @@ def test_fast_path_matches_official_reference(reference_dir):
     assert np.abs(out.numpy() - ref["relative/prediction"]).max() <= 1e-4
     out = fast.animate(source, driving, relative=False, adapt_movement_scale=False)
     assert np.abs(out.numpy() - ref["absolute/prediction"]).max() <= 1e-4
+
+
+def test_motion_normalisation_has_one_implementation(tiny_model, monkeypatch):
+    """DaGAN.drive normalises through normalize_kp (so the demo, the export and the evaluation share it), and
+    normalize_kp takes the exported graphs' tensor scale as is and never scales absolute keypoints."""
+    import dagan.models.dagan as dagan_module
+
+    gen = torch.Generator().manual_seed(0)
+    kp = [{"value": torch.rand(1, 5, 2, generator=gen) * 2 - 1,
+           "jacobian": torch.eye(2).repeat(1, 5, 1, 1) + 0.1 * torch.rand(1, 5, 2, 2, generator=gen)}
+          for _ in range(3)]
+    source, driving, initial = kp
+    tensor_scale = torch.tensor([0.7])
+    norm, scale = normalize_kp(source, driving, initial, adapt_movement_scale=tensor_scale)
+    assert scale is tensor_scale
+    expected = (driving["value"] - initial["value"]) * 0.7 + source["value"]
+    assert torch.allclose(norm["value"], expected, atol=1e-6)
+    absolute, scale = normalize_kp(source, driving, initial, relative=False, adapt_movement_scale=True)
+    assert scale == 1.0 and torch.equal(absolute["value"], driving["value"])
+
+    calls = []
+    real = dagan_module.normalize_kp
+    monkeypatch.setattr(dagan_module, "normalize_kp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = tiny_model
+    size = model.image_size
+    with torch.no_grad():
+        state = model.prepare_source(torch.rand(1, 3, size, size, generator=gen))
+        model.animate_batch(state, torch.rand(2, 3, size, size, generator=gen))
+    assert calls, "DaGAN.drive must normalise motion through normalize_kp"

@@ -101,16 +101,22 @@ def relative_motion(kp_source: KP, kp_driving: KP, kp_initial: KP, scale: Union[
 
 
 def normalize_kp(kp_source: KP, kp_driving: KP, kp_driving_initial: KP, relative: bool = True,
-                 adapt_movement_scale: Union[bool, float] = True) -> Tuple[KP, float]:
-    """Motion normalisation of the official demo: :func:`relative_motion` when ``relative``, else the
-    driving keypoints unchanged. ``adapt_movement_scale``: True computes :func:`movement_scale`, a float is
-    used as is, False means 1.
+                 adapt_movement_scale: Union[bool, float, torch.Tensor] = True
+                 ) -> Tuple[KP, Union[float, torch.Tensor]]:
+    """Motion normalisation of the official demo (the one implementation; :meth:`DaGAN.drive` uses it):
+    :func:`relative_motion` when ``relative``, else the driving keypoints unchanged.
+
+    ``adapt_movement_scale``: True computes :func:`movement_scale` of the source and the anchor (relative
+    motion only; absolute keypoints are not scaled), False means 1, a float or a ``(1,)`` tensor is used as
+    is (exported graphs take it as an input).
 
     Returns the normalised keypoints and the scale used.
     """
     if isinstance(adapt_movement_scale, bool):
-        scale = (movement_scale(kp_source["value"], kp_driving_initial["value"]) if adapt_movement_scale
-                 else 1.0)
+        scale = (movement_scale(kp_source["value"], kp_driving_initial["value"])
+                 if adapt_movement_scale and relative else 1.0)
+    elif isinstance(adapt_movement_scale, torch.Tensor):
+        scale = adapt_movement_scale
     else:
         scale = float(adapt_movement_scale)
     if not relative:
@@ -242,10 +248,7 @@ class DaGAN(nn.Module):
             kp_driving_initial = {k: v[:1] for k, v in kp_driving.items()}
         if smoother is not None:
             kp_driving = smoother(kp_driving)
-        scale = adapt_movement_scale
-        if isinstance(scale, bool):
-            scale = movement_scale(state.kp["value"], kp_driving_initial["value"]) if scale and relative else 1.0
-        kp_norm = relative_motion(state.kp, kp_driving, kp_driving_initial, scale) if relative else kp_driving
+        kp_norm, scale = normalize_kp(state.kp, kp_driving, kp_driving_initial, relative, adapt_movement_scale)
         return {"driving_depth": depth, "kp_driving": kp_driving, "kp_norm": kp_norm, "adapt_movement_scale": scale}
 
     def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
