@@ -15,11 +15,13 @@ unless the caller explicitly trusts the file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
 import pickle
 import re
+import threading
 import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -345,22 +347,40 @@ _INIT_FUNCTIONS = ("normal_", "uniform_", "constant_", "zeros_", "ones_", "kaimi
                    "xavier_normal_", "xavier_uniform_", "trunc_normal_", "orthogonal_")
 
 
+_SKIP_INIT = threading.local()
+_WRAP_LOCK = threading.Lock()
+
+
+def _skippable(init):
+    """``init`` wrapped so that it does nothing in a thread that is inside :func:`_no_weight_init`."""
+    @functools.wraps(init)
+    def initialise(tensor, *args, **kwargs):
+        if getattr(_SKIP_INIT, "depth", 0):
+            return tensor
+        return init(tensor, *args, **kwargs)
+
+    initialise.__dagan_skippable__ = True
+    return initialise
+
+
 @contextlib.contextmanager
 def _no_weight_init():
-    """Make the ``torch.nn.init`` initialisers no-ops while a model is built for a strict load: the values are
-    never used, and memory that is never written is never resident. Not thread-safe."""
-    saved = {name: getattr(torch.nn.init, name) for name in _INIT_FUNCTIONS if hasattr(torch.nn.init, name)}
+    """Make the ``torch.nn.init`` initialisers no-ops **in this thread** while a model is built for a strict
+    load: the values are never used, and memory that is never written is never resident.
 
-    def keep(tensor, *args, **kwargs):
-        return tensor
-
+    The initialisers are wrapped once (under a lock) by wrappers that only skip in a thread inside this
+    context; other threads, e.g. a second model loading or training in the web app, initialise as usual, and
+    overlapping or nested uses cannot leave them switched off."""
+    with _WRAP_LOCK:
+        for name in _INIT_FUNCTIONS:
+            init = getattr(torch.nn.init, name, None)
+            if init is not None and not getattr(init, "__dagan_skippable__", False):
+                setattr(torch.nn.init, name, _skippable(init))
+    _SKIP_INIT.depth = getattr(_SKIP_INIT, "depth", 0) + 1
     try:
-        for name in saved:
-            setattr(torch.nn.init, name, keep)
         yield
     finally:
-        for name, fn in saved.items():
-            setattr(torch.nn.init, name, fn)
+        _SKIP_INIT.depth -= 1
 
 
 def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: bool = False):

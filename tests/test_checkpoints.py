@@ -54,12 +54,46 @@ def test_from_pretrained_holds_one_copy_of_the_weights(tiny_model, tmp_path, mon
     shares = own[name].data_ptr() == state[name].data_ptr()
     assert shares != half
     assert torch.equal(own[name], state[name].float())
-    normal = torch.nn.init.normal_
     with pytest.raises(RuntimeError):
         with ckpt_module._no_weight_init():
             assert torch.nn.init.normal_(torch.ones(2)).eq(1).all()  # a no-op inside
             raise RuntimeError("building failed")
-    assert torch.nn.init.normal_ is normal and not torch.nn.init.normal_(torch.ones(1000)).eq(1).all()
+    assert not torch.nn.init.normal_(torch.ones(1000)).eq(1).all()
+
+
+def test_skipping_weight_init_is_per_thread():
+    """A model built in another thread while one loads is initialised, and overlapping loads (A enters, B
+    enters, A leaves, B leaves: what the web app's worker threads can do) leave the initialisers working."""
+    import threading
+
+    from dagan.checkpoints import _no_weight_init
+
+    entered, leave_a, leave_b = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def load_a():
+        with _no_weight_init():
+            entered.set()
+            leave_a.wait(10)
+
+    def load_b():
+        entered.wait(10)
+        with _no_weight_init():
+            seen["b_inside"] = torch.nn.init.uniform_(torch.zeros(100)).eq(0).all().item()
+            leave_a.set()
+            leave_b.wait(10)
+
+    a, b = threading.Thread(target=load_a), threading.Thread(target=load_b)
+    a.start(), b.start()
+    entered.wait(10)
+    seen["other_thread"] = torch.nn.init.uniform_(torch.zeros(100)).ne(0).any().item()
+    a.join(10)
+    leave_b.set()
+    b.join(10)
+    assert seen["b_inside"]  # skipped inside
+    assert seen["other_thread"]  # initialised while A and B were loading
+    assert not torch.nn.init.uniform_(torch.zeros(100)).eq(0).all()
+    assert not torch.nn.init.kaiming_uniform_(torch.zeros(10, 10)).eq(0).all()
 
 
 def test_single_file_checkpoint_with_training_extras(tiny_model, tmp_path):
