@@ -165,3 +165,51 @@ def test_api_errors_are_typed(tiny_model, clip):
         Animator(tiny_model, device="cpu", dtype="int8")
     with pytest.raises(InputError):
         Animator("not a model")
+
+
+@pytest.mark.parametrize("output_size", [None, 96])
+def test_openvino_backend_matches_torch(tiny_model, clip, source, output_size):
+    """backend="openvino": the exported per-frame step compiled by OpenVINO gives the torch results (float32),
+    stays close in bfloat16, anchors on the first frame and gives the driving depth for the side-by-side."""
+    pytest.importorskip("openvino")
+    ref = Animator(copy.deepcopy(tiny_model), device="cpu", fast=False, output_size=output_size)
+    ov32 = Animator(copy.deepcopy(tiny_model), device="cpu", dtype="float32", backend="openvino",
+                    output_size=output_size)
+    for anim in (ref, ov32):
+        anim.set_source(source)
+    want = ref.animate_tensor(_t(clip), return_details=True)
+    got = ov32.animate_tensor(_t(clip), return_details=True)
+    assert got["prediction"].shape == want["prediction"].shape == (5, 3, output_size or 64, output_size or 64)
+    assert (got["prediction"] - want["prediction"]).abs().max() < 1e-4
+    assert (got["driving_depth"] - want["driving_depth"]).abs().max() < 1e-4
+    assert (got["kp_driving"]["value"] - want["kp_driving"]["value"]).abs().max() < 1e-4
+    # streaming: the first frame anchors; frame by frame equals the batch
+    ov32.reset()
+    items = list(ov32.animate_stream(clip, batch_size=2, details=True))
+    assert np.abs(items[4]["prediction"].astype(int)
+                  - (want["prediction"][4].permute(1, 2, 0).numpy() * 255).round().astype(int)).max() <= 1
+    bf16 = Animator(tiny_model, device="cpu", dtype="bfloat16", backend="openvino", output_size=output_size)
+    bf16.set_source(source)
+    low = bf16.animate_tensor(_t(clip))
+    assert 0 < (low - want["prediction"]).abs().mean() < 0.01
+
+
+def test_openvino_backend_errors(tiny_model, monkeypatch):
+    with pytest.raises(InputError, match="backend must be one of"):
+        Animator(tiny_model, device="cpu", backend="tensorrt")
+    with pytest.raises(InputError, match="smoothing"):
+        Animator(tiny_model, device="cpu", backend="openvino", smooth=True)
+    import builtins
+
+    from dagan.errors import MissingWeightsError
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("No module named 'openvino'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(MissingWeightsError, match=r"pip install 'dagan\[openvino\]'"):
+        Animator(tiny_model, device="cpu", backend="openvino")
