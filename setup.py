@@ -34,9 +34,8 @@ setup(
     extras_require={
         "faces": ["dlib-bin>=19.24", "face_recognition_models>=0.3"],
         "test": ["dlib-bin>=19.24", "face_recognition_models>=0.3", "pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15",
-                 "onnxruntime>=1.17", "openvino>=2024.0", "gradio>=6.31", "selenium>=4.10"],
+                 "onnxruntime>=1.17", "gradio>=6.31", "selenium>=4.10"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-        "openvino": ["onnx>=1.15", "openvino>=2024.0"],
         "safetensors": ["safetensors>=0.4"],
         "app": ["gradio>=6.31"],
     },

@@ -6,7 +6,7 @@
 * ``frame``: driving frames ``(B, 3, H, W)`` + the cached source tensors (batch 1, broadcast) + the anchor
   keypoints ``kp_initial_value (1, K, 2)``, ``kp_initial_jacobian (1, K, 2, 2)`` + ``scale (1,)`` ->
   ``prediction (B, 3, H, W)``, ``kp_driving_value``, ``kp_driving_jacobian`` (the first frame's keypoints are
-  the anchor of relative motion), ``driving_depth (B, 1, H, W)``. Driving depth, keypoints, motion normalisation, dense motion, warping,
+  the anchor of relative motion). Driving depth, keypoints, motion normalisation, dense motion, warping,
   attention and decoding are all in the graph. Exported with an output size (``--size N``), the frame graph
   also takes ``source_full (1, 3, N, N)`` (the portrait at N px) and renders ``prediction (B, 3, N, N)`` as
   ``Animator(output_size=N)`` does (:func:`~dagan.models.generator.render_output`).
@@ -52,7 +52,7 @@ logger = logging.getLogger("dagan")
 SOURCE_OUTPUTS = ("source_depth", "kp_source_value", "kp_source_jacobian", "appearance", "query", "source_small")
 FRAME_INPUTS = ("driving", "source_image", "appearance", "query", "source_small", "kp_source_value",
                 "kp_source_jacobian", "kp_initial_value", "kp_initial_jacobian", "scale")
-FRAME_OUTPUTS = ("prediction", "kp_driving_value", "kp_driving_jacobian", "driving_depth")
+FRAME_OUTPUTS = ("prediction", "kp_driving_value", "kp_driving_jacobian")
 FORMATS = ("onnx", "torchscript", "all")
 _KP_INPUTS = ("kp_source_value", "kp_source_jacobian", "kp_initial_value", "kp_initial_jacobian", "scale")
 
@@ -118,7 +118,7 @@ class FrameGraph(nn.Module):
         state = SourceState(source_image, None, {"value": kp_source_value, "jacobian": kp_source_jacobian}, cache)
         out = self.model.animate_batch(state, driving, {"value": kp_initial_value, "jacobian": kp_initial_jacobian},
                                        self.relative, scale, return_details=True)
-        return out["prediction"], out["kp_driving"]["value"], out["kp_driving"]["jacobian"], out["driving_depth"]
+        return out["prediction"], out["kp_driving"]["value"], out["kp_driving"]["jacobian"]
 
 
 def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0, output_size: Optional[int] = None
@@ -292,66 +292,6 @@ class OnnxAnimator:
                       "scale": np.ones(1, np.float32)}
         feeds = {"driving": driving, **src, **anchor}  # _used drops what the frame graph does not take
         return self.frame_session.run(None, _used(self.frame_session, feeds))
-
-
-def _openvino():
-    try:
-        import openvino
-    except ImportError:
-        raise MissingWeightsError("OpenVINO is not installed: pip install 'dagan[openvino]' (or openvino)") from None
-    return openvino
-
-
-#: ``INFERENCE_PRECISION_HINT`` of OpenVINO's CPU plugin for each precision
-OPENVINO_PRECISION = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
-
-
-class OpenVinoFrameGraph:
-    """The frame graph of a model compiled by OpenVINO's CPU plugin: the per-frame step of
-    ``Animator(model, backend="openvino")``.
-
-    The model (plain float32) is exported with :func:`export_onnx` into a temporary folder and compiled with
-    ``INFERENCE_PRECISION_HINT`` = ``dtype`` (:data:`OPENVINO_PRECISION`); the source work stays in PyTorch
-    (:meth:`DaGAN.prepare_source`), whose cached tensors are the graph's inputs. Calling it with driving frames,
-    the prepared :class:`SourceState`, the anchor keypoints and the movement scale returns the dict of
-    :meth:`DaGAN.animate_batch` with ``return_details`` (``prediction``, ``kp_driving``, ``driving_depth``).
-    """
-
-    def __init__(self, model: DaGAN, relative: bool = True, output_size: Optional[int] = None,
-                 dtype: torch.dtype = torch.float32, threads: Optional[int] = None):
-        import tempfile
-
-        openvino = _openvino()
-        if dtype not in OPENVINO_PRECISION:
-            raise InputError(f"OpenVINO runs float32, bfloat16 or float16, not {dtype}")
-        size = None if output_size in (None, model.image_size) else int(output_size)
-        settings = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[dtype], "PERFORMANCE_HINT": "LATENCY",
-                    "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-        core = openvino.Core()
-        with tempfile.TemporaryDirectory(prefix="dagan-openvino-") as folder:
-            paths = export_onnx(model, folder, relative=relative, output_size=size)
-            self.compiled = core.compile_model(core.read_model(paths["frame"]), "CPU", settings)
-        self.request = self.compiled.create_infer_request()
-        self.inputs = [sorted(port.get_names()) for port in self.compiled.inputs]
-        self.outputs = {name: port for port in self.compiled.outputs for name in port.get_names()
-                        if name in FRAME_OUTPUTS}
-
-    def __call__(self, driving: torch.Tensor, state: SourceState, kp_initial: Dict[str, torch.Tensor],
-                 scale: Union[float, torch.Tensor]) -> Dict[str, object]:
-        feeds = {"driving": driving, **state.cache, "kp_source_value": state.kp["value"],
-                 "kp_source_jacobian": state.kp["jacobian"], "kp_initial_value": kp_initial["value"],
-                 "kp_initial_jacobian": kp_initial["jacobian"],
-                 "scale": torch.as_tensor(scale, dtype=torch.float32).reshape(1)}
-        values = {}
-        for index, names in enumerate(self.inputs):
-            name = next((n for n in names if n in feeds), None)
-            if name is None:
-                raise InputError(f"the OpenVINO frame graph needs {names[0]}, which the prepared source lacks")
-            values[index] = np.ascontiguousarray(feeds[name].detach().float().cpu().numpy())
-        result = self.request.infer(values)
-        out = {name: torch.from_numpy(np.array(result[port])) for name, port in self.outputs.items()}
-        return {"prediction": out["prediction"], "driving_depth": out["driving_depth"],
-                "kp_driving": {"value": out["kp_driving_value"], "jacobian": out["kp_driving_jacobian"]}}
 
 
 def verify_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], batch: int = 3, relative: bool = True,

@@ -224,25 +224,3 @@ def test_default_batch_size_follows_the_network_size():
     assert default_batch_size(None, 64) == 4 and default_batch_size(None, 128) == 4
     assert default_batch_size(None, 256) == 1
     assert default_batch_size(3, 256) == 3 and default_batch_size(1, 64) == 1
-
-
-def test_openvino_backend_demo_matches_torch(tmp_path, capsys):
-    """``--backend openvino`` writes the same video as the torch backend (float32), and refuses ``--smooth``
-    with one line."""
-    pytest.importorskip("openvino")
-    videos = {}
-    for backend in ("torch", "openvino"):
-        out = tmp_path / f"{backend}.mp4"
-        assert cli.main(["--max-frames", "4", "--dtype", "float32", "--backend", backend, "--result_video",
-                         str(out), "--quiet"]) == 0
-        videos[backend] = np.stack(list(VideoReader(out))).astype(np.int16)
-    assert videos["torch"].shape == videos["openvino"].shape == (4, 256, 256, 3)
-    # the predictions agree to ~4e-5 (tests/test_animator.py); H.264 turns the few one-level differences
-    # (0.02 % of the values) into small block changes: mean 0.5 levels here (torch bf16 vs fp32: 1.2)
-    assert np.abs(videos["torch"] - videos["openvino"]).mean() < 1.0
-    capsys.readouterr()
-    assert cli.main(["--max-frames", "2", "--backend", "openvino", "--smooth", "--result_video",
-                     str(tmp_path / "smooth.mp4"), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "smoothing" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "smooth.mp4").exists()

@@ -23,8 +23,6 @@ from .smoothing import KeypointSmoother, OneEuroSettings
 
 logger = logging.getLogger("dagan")
 Frame = Union[np.ndarray, torch.Tensor]
-#: the per-frame step's runtimes (see :class:`Animator`'s ``backend``)
-BACKENDS = ("torch", "openvino")
 
 
 class Animator:
@@ -48,10 +46,6 @@ class Animator:
             where it can be copied (:func:`~dagan.models.generator.render_output`).
         smooth: temporal smoothing of the driving keypoints: ``True`` (One-Euro defaults), a
             :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
-        backend: ``"torch"`` (default) or ``"openvino"``: the per-frame step exported once to ONNX and compiled
-            by OpenVINO's CPU plugin in ``dtype`` (:class:`~dagan.export.OpenVinoFrameGraph`; ``pip install
-            'dagan[openvino]'``; CPU only, no ``smooth``; the source work stays in PyTorch). On a 2-core AVX-512
-            CPU it ran the shipped model 1.4x and the official-size model 1.16x as fast as the torch bf16 path.
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
     ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
@@ -69,20 +63,11 @@ class Animator:
     def __init__(self, model: DaGAN, device: Union[str, torch.device] = "auto",
                  dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
                  adapt_movement_scale: bool = True, batch_size: int = 1, output_size: Optional[int] = None,
-                 smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True, backend: str = "torch"):
+                 smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
             raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
-        if backend not in BACKENDS:
-            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_inference_dtype(dtype, self.device)
-        self.backend = backend
-        if backend == "openvino":
-            if self.device.type != "cpu":
-                raise InputError(f"backend 'openvino' runs on the CPU, not on {self.device}")
-            if smooth:
-                raise InputError("keypoint smoothing runs inside the per-frame step: use backend 'torch' with it")
-            fast = False  # the graph is exported from the plain float32 model; the source work stays float32
         self.fast = bool(fast)
         self.model = model.to(self.device).eval()
         if self.fast:
@@ -105,12 +90,7 @@ class Animator:
         self.source_image: Optional[np.ndarray] = None
         self.kp_driving_initial: Optional[KP] = None
         self.movement_scale: Union[bool, float] = False
-        self._autocast_ok = backend == "torch"
-        self._graph = None
-        if backend == "openvino":
-            from ..export import OpenVinoFrameGraph
-
-            self._graph = OpenVinoFrameGraph(self.model, self.relative, self.output_size, self.dtype)
+        self._autocast_ok = True
 
     # ------------------------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -201,9 +181,6 @@ class Animator:
         self._require_source()
         if self.kp_driving_initial is None:
             self.set_anchor(driving[:1])
-        if self._graph is not None:
-            out = self._graph(driving, self.state, self.kp_driving_initial, self.movement_scale or 1.0)
-            return out if return_details else out["prediction"]
         with self._autocast():
             out = self.model.animate_batch(self.state, driving, self.kp_driving_initial, self.relative,
                                            self.movement_scale, return_details, self.smoother)

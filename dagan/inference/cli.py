@@ -23,7 +23,7 @@ from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
 from ..errors import CheckpointError, InputError
 from ..io.video import camera_input, open_camera
 from ..models.dagan import DaGAN
-from .animator import BACKENDS, Animator
+from .animator import Animator
 from .faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
                     find_best_frame, largest_face, load_face_backend, paste_back, square_box)
 from .images import load_image, resize_image
@@ -106,10 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="precision of the network's conv bodies (always on the fast path, see dagan.fast): auto "
                    "(default: bfloat16 on CPUs with AVX-512 BF16/AMX, float16 on CUDA, else float32), or one of them")
-    g.add_argument("--backend", default="torch", choices=list(BACKENDS),
-                   help="runtime of the per-frame step: torch (default) or openvino (exported once at start-up and "
-                   "compiled by OpenVINO for the CPU in --dtype; pip install 'dagan[openvino]'; no --smooth): "
-                   "1.4x the frames/s of the shipped model on a 2-core AVX-512 CPU")
     g.add_argument("--batch_size", type=int, default=None,
                    help="driving frames per forward pass (default: 4 for networks up to 128 px, 1 above: "
                    "at 256 px a batch of 4 costs ~160 MiB more and is no faster on a CPU)")
@@ -357,8 +353,8 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     driving = open_driving(args, size, detector)
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, batch_size=default_batch_size(args.batch_size, size),
-                        output_size=out_size, smooth=smoothing(args, driving.fps),
-                        backend=getattr(args, "backend", "torch"))
+                        output_size=out_size,
+                        smooth=smoothing(args, driving.fps))
     logger.info("%s, %d px, on %s (%s)", description, size, animator.device, str(animator.dtype).replace("torch.", ""))
     animator.set_source(source.image)
     anchor = find_anchor(args, size, source, detector)
@@ -412,7 +408,7 @@ def stream_animator(args, detector_factory=None, fps: Optional[float] = None) ->
     source = source.at(output_size(args, model.image_size, source))
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, output_size=source.image.shape[0],
-                        smooth=smoothing(args, fps or 30.0), backend=getattr(args, "backend", "torch"))
+                        smooth=smoothing(args, fps or 30.0))
     animator.set_source(source.image)
     animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
     animator.reset()
