@@ -126,6 +126,41 @@ def test_demo_stream_errors_are_one_line(tmp_path, capsys):
 
     assert main(["--stream", "--result_video", str(tmp_path / "o.mp4")]) == 2
     assert "--stream needs --driving_video" in capsys.readouterr().err
+    assert main(["--stream", "--driving_video", "0", "--paste_back", "--result_video", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--paste_back need the file mode" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_demo_stream_crops_the_driving_face(shared_data, tmp_path):
+    """``--stream --crop`` (default model, which renders the portrait at 256 px): the source and every animated
+    driving frame are cropped around the detected face (injected detector)."""
+    from dagan.inference import faces
+    from dagan.inference.cli import main
+    from dagan.inference.video import VideoReader, probe
+
+    class HalfFrame:
+        """The face is the top-left quarter of every frame: a crop there differs from the whole frame."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def detect(self, image, landmarks=False):
+            self.calls += 1
+            h, w = image.shape[:2]
+            return [faces.Face(np.array([0.1 * w, 0.1 * h, 0.45 * w, 0.45 * h]), 0.99, None)]
+
+    detector = HalfFrame()
+    args = ["--stream", "--driving_video",
+            str(shared_data / "drv_lp_d0_256.mp4"), "--source_image", str(shared_data / "source_lp_d6frame0_256.png"),
+            "--max_frames", "6", "--latency_budget_ms", "0", "--quiet", "--dtype", "float32"]
+    assert main(args + ["--crop", "--result_video", str(tmp_path / "crop.mp4")],
+                detector_factory=lambda: detector) == 0
+    assert detector.calls >= 2  # the source, then the driving frames that were animated
+    assert main(args + ["--result_video", str(tmp_path / "plain.mp4")]) == 0
+    cropped, plain = (np.stack(list(VideoReader(tmp_path / n))).astype(int) for n in ("crop.mp4", "plain.mp4"))
+    assert probe(tmp_path / "crop.mp4")["frames"] == 6 and cropped.shape == plain.shape
+    assert np.abs(cropped - plain).mean() > 10  # the portrait's top-left quarter, not the whole portrait
 
 
 def test_pipeline_does_not_import_the_cli():

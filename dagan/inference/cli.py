@@ -216,6 +216,20 @@ def _face_index(value):
     return index
 
 
+def cached_detector(args, device, detector_factory: Optional[Callable[[], FaceDetector]] = None
+                    ) -> Callable[[], FaceDetector]:
+    """The face detector of ``detector_factory`` (default: the face backend the options ask for), built on the
+    first call and then reused."""
+    cached: dict = {}
+
+    def detector() -> FaceDetector:
+        if "detector" not in cached:
+            cached["detector"] = (detector_factory or face_backend_factory(args, device))()
+        return cached["detector"]
+
+    return detector
+
+
 def face_backend_factory(args, device) -> Callable[[], FaceDetector]:
     """The face backend the options ask for, built on first use (the default demo never needs one)."""
     return lambda: load_face_backend(getattr(args, "face_backend", "auto"), device=str(device))
@@ -338,13 +352,7 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
         raise InputError(f"driving video not found: {args.driving_video}")
 
     device, dtype = runtime(args)
-    cached = {}
-
-    def detector() -> FaceDetector:
-        if "detector" not in cached:
-            cached["detector"] = (detector_factory or face_backend_factory(args, device))()
-        return cached["detector"]
-
+    detector = cached_detector(args, device, detector_factory)
     model, description = load_model(args)
     size = model.image_size
     source = prepare_source(args, size, detector)
@@ -400,11 +408,9 @@ def stream_animator(args, detector_factory=None, fps: Optional[float] = None) ->
     motion. Returns it and a one-line model description."""
     if args.source_image is not None and not os.path.exists(args.source_image):
         raise InputError(f"source image not found: {args.source_image}")
-    if args.crop:
-        raise InputError("--stream does not support --crop yet: give a face-centred driving stream")
     device, dtype = runtime(args)
     model, description = load_model(args)
-    source = prepare_source(args, model.image_size, detector_factory)
+    source = prepare_source(args, model.image_size, cached_detector(args, device, detector_factory))
     source = source.at(output_size(args, model.image_size, source))
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, output_size=source.image.shape[0],
@@ -430,6 +436,12 @@ def run_stream(args, detector_factory=None) -> str:
     ``--result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
     if args.driving_video is None:
         raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")
+    file_only = [flag for flag, given in (("--paste_back", args.paste_back), ("--side_by_side", args.side_by_side),
+                                          ("--save_depth", args.save_depth), ("--find_best_frame", args.find_best_frame),
+                                          ("--best_frame", args.best_frame is not None)) if given]
+    if file_only:
+        raise InputError(f"--stream writes the animated face only: {', '.join(file_only)} need the file mode "
+                         f"(leave out --stream)")
     camera = camera_input(args.driving_video) is not None
     check_output_path(args.result_video, args.overwrite, (args.source_image,) + (() if camera else
                                                                                    (args.driving_video,)))
@@ -439,7 +451,8 @@ def run_stream(args, detector_factory=None) -> str:
     else:
         reader = VideoReader(args.driving_video, max_frames=args.max_frames)
         frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
-    animator, description = stream_animator(args, detector_factory, fps)
+    detector = cached_detector(args, runtime(args)[0], detector_factory)
+    animator, description = stream_animator(args, detector, fps)
     size = animator.size
     if args.max_frames is not None:
         frames = (f for i, f in zip(range(args.max_frames), frames))
@@ -447,10 +460,13 @@ def run_stream(args, detector_factory=None) -> str:
     stats = StreamStats()
     logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, size, animator.device,
                 fps, f"{budget:g} ms" if budget else "none")
-    resized = (resize_image(f, size) for f in frames)
+    # cropping / resizing run with the animation (the stream's reader thread only reads: a reader thread
+    # that resized with torch slowed the 2-core demo down), and only on the frames that are animated
+    process = _frame_processor(args, size, detector)
     last: Optional[np.ndarray] = None
     with VideoWriter(args.result_video, fps, audio_from=audio) as out:
-        for item in stream(animator, resized, fps=fps, budget_ms=budget, drop_stale=True, stats=stats):
+        for item in stream(lambda frame: animator(process(frame)), frames, fps=fps, budget_ms=budget,
+                           drop_stale=True, stats=stats):
             while last is not None and out.frames_written < item.index:  # fill dropped slots
                 out.write(last)
             last = item.output
