@@ -18,7 +18,6 @@ of frames, (b) mean >= 0.6.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from dagan import DaGAN  # noqa: E402
 from dagan.inference.faces import load_face_backend  # noqa: E402
 from dagan.inference.images import resize_image  # noqa: E402
 from dagan.inference.video import VideoReader  # noqa: E402
-from dagan.utils import atomic_write_bytes  # noqa: E402
+from common import print_report  # noqa: E402
 
 #: generic face relief: landmark -> nearness rank (higher = nearer the camera)
 RELIEF = {30: 10.0, 33: 9.5, 51: 9.0, 57: 9.0, 8: 8.0, 27: 7.0, 48: 6.0, 54: 6.0, 39: 5.0, 42: 5.0, 36: 4.0,
@@ -128,10 +127,7 @@ def main() -> int:
     result = check(model, args.data, args.videos, args.stride, args.max_frames, load_face_backend("dlib"))
     result = {"benchmark": "depth_face_check", "model": label, "image_size": model.image_size,
               "stride": args.stride, **result, "seconds": round(time.time() - started, 1)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_bytes(args.out, (text + "\n").encode())
+    print_report(result, args.out)
     return 0
 
 

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dagan import DaGAN, load_config  # noqa: E402
 from dagan.fast import inference_model, optimize_for_inference, plain_frame  # noqa: E402
 from dagan.inference.animator import Animator  # noqa: E402
+from common import print_report  # noqa: E402
 
 ALL_VARIANTS = ("plain", "plain_opt_fp32", "plain_opt_bf16", "cached_fp32", "fast_fp32", "fast_fp32_batch",
                 "fast_bf16", "fast_bf16_batch", "fast_bf16_kp16", "onnx_fp32", "onnx_int8", "openvino_fp32",
@@ -547,13 +548,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    report = rss_child(args) if args.child else run(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        from dagan.utils import atomic_write_bytes
-
-        atomic_write_bytes(args.out, (text + "\n").encode())
+    print_report(rss_child(args) if args.child else run(args), args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from dagan.evaluation.face_metrics import interocular, motion_error, mouth_openi
 from dagan.inference.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import fit_frames  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
+from common import print_report  # noqa: E402
 
 
 def jpeg(frame: np.ndarray, quality: int = 90) -> np.ndarray:
@@ -117,12 +117,7 @@ def main(argv=None) -> None:
               "clips": {v: check_clip(detector, os.path.join(args.data, v + ".mp4"), args.sizes, args.max_frames)
                         for v in args.videos}}
     report["seconds"] = round(time.time() - start, 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        from dagan.utils import atomic_write_bytes
-
-        atomic_write_bytes(args.out, (text + "\n").encode())
+    print_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from dagan import DaGAN, load_config  # noqa: E402
 from dagan.utils import count_parameters, resolve_device  # noqa: E402
+from common import print_report  # noqa: E402
 
 CONFIGS = {"dagan": REPO / "configs" / "dagan-vox-256.yaml", "daganpp": REPO / "configs" / "daganpp-vox-256.yaml"}
 
@@ -246,12 +247,7 @@ def main(argv=None) -> int:
             entry["sizes"][str(size)] = row
             print(json.dumps({name: {size: row}}), file=sys.stderr)
         report["models"][name] = entry
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        from dagan.utils import atomic_write_bytes
-
-        atomic_write_bytes(args.out, text.encode("utf-8"))
+    print_report(report, args.out)
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dagan import DaGAN, load_config  # noqa: E402
 from dagan.inference.animator import Animator  # noqa: E402
 from dagan.inference.synthetic import astronaut, synthetic_driving  # noqa: E402
+from common import print_report  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -50,12 +50,7 @@ def main(argv=None) -> None:
         fps[str(size)] = round(best, 1)
     report = {"benchmark": "network_size_fps", "config": args.config, "threads": args.threads,
               "output_size": 256, "dtype": str(animator.dtype).replace("torch.", ""), "frames_per_s": fps}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        from dagan.utils import atomic_write_bytes
-
-        atomic_write_bytes(args.out, (text + "\n").encode())
+    print_report(report, args.out)
 
 
 if __name__ == "__main__":
