@@ -346,6 +346,31 @@ def profile(variant: Variant, frames: torch.Tensor) -> Dict[str, float]:
     return result
 
 
+#: the speed-up over the plain loop each target asks of the fast path
+TARGETS = {"fast_fp32": 2.5, "fast_bf16": 5.0}
+
+
+def flop_bound(report: dict) -> Dict[str, dict]:
+    """What the FLOPs allow: for each fast variant, the time its FLOPs take at the large 3x3 conv's GFLOP/s
+    measured in the same run (the practical peak), the speed-up over the plain loop that would give, and
+    the share of that peak the whole frame must reach for the variant's target."""
+    results, peak = report.get("variants", {}), report.get("reference_conv", {})
+    plain = results.get("plain", {}).get("ms_per_frame")
+    out: Dict[str, dict] = {}
+    for name, target in TARGETS.items():
+        row = results.get(name, {})
+        gflop = row.get("gflop_per_frame")
+        gflops = peak.get("bf16_gflops" if row.get("dtype") == "bfloat16" else "fp32_gflops")
+        if not (plain and gflop and gflops):
+            continue
+        at_peak = 1000 * gflop / gflops
+        out[name] = {"gflop_per_frame": gflop, "conv_peak_gflops": gflops, "ms_at_conv_peak": round(at_peak, 1),
+                     "max_speedup_vs_plain": round(plain / at_peak, 2), "target_speedup": target,
+                     "peak_share_needed_for_target": round(gflop * target / plain * 1000 / gflops, 3),
+                     "peak_share_reached": round(row.get("achieved_gflops", 0) / gflops, 3)}
+    return out
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.float() - b.float()) ** 2).mean())
     return float("inf") if mse == 0 else round(10 * torch.log10(torch.tensor(1.0 / mse)).item(), 2)
@@ -484,6 +509,7 @@ def run(args) -> dict:
         report["speedup_vs_plain_best_round"] = {
             n: round(results["plain"]["best_ms_per_frame"] / r["best_ms_per_frame"], 2) for n, r in results.items()}
 
+    report["flop_bound"] = flop_bound(report)
     _partial(args, report)
     if args.profile:
         report["profile_ms_per_frame"] = {n: profile(variants[n], pool[:args.frames])
