@@ -437,7 +437,8 @@ def run_stream(args, detector_factory=None) -> str:
     if args.driving_video is None:
         raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")
     file_only = [flag for flag, given in (("--paste_back", args.paste_back), ("--side_by_side", args.side_by_side),
-                                          ("--save_depth", args.save_depth), ("--find_best_frame", args.find_best_frame),
+                                          ("--save_depth", args.save_depth),
+                                          ("--find_best_frame", args.find_best_frame),
                                           ("--best_frame", args.best_frame is not None)) if given]
     if file_only:
         raise InputError(f"--stream writes the animated face only: {', '.join(file_only)} need the file mode "
