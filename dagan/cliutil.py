@@ -3,8 +3,11 @@ argument names accepted with dashes or underscores, and quiet logging set-up."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, List, Optional, Sequence
 
 from .errors import DaganError
@@ -55,22 +58,47 @@ def setup_logging(quiet: bool = False, debug: bool = False) -> None:
     logging.getLogger("dagan").setLevel(level)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop), raised like Ctrl-C so that partial outputs are cleaned up."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While a CLI runs in the main thread, SIGTERM unwinds it like Ctrl-C (``finally`` blocks and context
+    managers run: temporary outputs are removed, encoders killed) instead of ending the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_cli(main: Callable[[Optional[List[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``main(argv)``; user mistakes (:class:`DaganError`) print one line and return 2.
+    """Run ``main(argv)``; user mistakes (:class:`DaganError`) print one line and return 2; Ctrl-C returns 130
+    and SIGTERM 143, both after the partial outputs are removed.
 
     ``--debug`` anywhere in ``argv`` re-raises so the full traceback is shown.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        return int(main(args) or 0)
+        with _sigterm_interrupts():
+            return int(main(args) or 0)
     except DaganError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130

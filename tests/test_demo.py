@@ -197,6 +197,26 @@ def test_demo_script_exit_codes(tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_sigterm_stops_the_demo_without_leaving_partial_files(tmp_path, shared_data):
+    """``kill`` (SIGTERM) mid-video: exit status 143, one line, and the partial result is removed."""
+    import signal
+    import time
+
+    cmd = [sys.executable, str(REPO / "demo.py"), "--driving_video", str(shared_data / "drv_lp_d6_audio_256.mp4"),
+           "--result_video", str(tmp_path / "r.mp4"), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not any(p.name.startswith(".r.mp4.partial") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "the demo ended before it wrote anything"
+        time.sleep(0.2)
+    time.sleep(1.0)  # frames are being animated and encoded
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 143 and lines == ["terminated"], err
+    assert _listing(tmp_path) == []
+
+
 def test_debug_shows_the_exception(tmp_path):
     from dagan.errors import InputError
 
