@@ -32,6 +32,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan.evaluation.face_metrics import interocular, motion_error, mouth_opening, pearson, scale_drift  # noqa: E402
+from dagan.evaluation.face_metrics import BackendLandmarks, FaceAnalyzer  # noqa: E402
 from dagan.inference.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import fit_frames  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
@@ -50,13 +51,6 @@ def roundtrip(frame: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
 
 
-def landmarks(detector: DlibFaceBackend, frame: np.ndarray) -> Optional[np.ndarray]:
-    faces = detector.detect(frame, landmarks=True)
-    if not faces:
-        return None
-    return np.asarray(max(faces, key=lambda f: f.size).landmarks, dtype=np.float64)
-
-
 def scores(driving: List[Optional[np.ndarray]], result: List[Optional[np.ndarray]]) -> Dict[str, Optional[float]]:
     """The evaluation's motion metrics of ``result`` landmarks against ``driving`` landmarks (frame by frame;
     anchors: the first frame where both have a face)."""
@@ -70,9 +64,9 @@ def scores(driving: List[Optional[np.ndarray]], result: List[Optional[np.ndarray
             "mouth_corr": pearson([mouth_opening(r) for _, r in pairs], [mouth_opening(d) for d, _ in pairs])}
 
 
-def check_clip(detector: DlibFaceBackend, path: str, sizes: List[int], max_frames: int) -> dict:
+def check_clip(landmarks: BackendLandmarks, path: str, sizes: List[int], max_frames: int) -> dict:
     frames = list(VideoReader(path, max_frames=max_frames))
-    driving = [landmarks(detector, f) for f in frames]
+    driving = landmarks(frames)
     found = [d for d in driving if d is not None]
     report: dict = {"frames": len(frames), "frame_px": int(frames[0].shape[0]), "face_found": len(found)}
     if len(found) < 3:
@@ -87,9 +81,9 @@ def check_clip(detector: DlibFaceBackend, path: str, sizes: List[int], max_frame
             for s in [frames[0].shape[0]] + sizes},
     }
     oracles = {"frozen": [driving[0]] * len(frames),
-               "jpeg": [landmarks(detector, jpeg(f)) for f in frames]}
+               "jpeg": landmarks([jpeg(f) for f in frames])}
     for s in sizes:
-        oracles[f"roundtrip_{s}"] = [landmarks(detector, roundtrip(f, s)) for f in frames]
+        oracles[f"roundtrip_{s}"] = landmarks([roundtrip(f, s) for f in frames])
     table = {name: scores(driving, result) for name, result in oracles.items()}
     frozen = table["frozen"]["motion_error"]
     for row in table.values():
@@ -110,11 +104,11 @@ def main(argv=None) -> None:
     p.add_argument("--max-frames", type=int, default=200)
     p.add_argument("--out")
     args = p.parse_args(argv)
-    detector = DlibFaceBackend()
+    landmarks = BackendLandmarks(FaceAnalyzer(DlibFaceBackend(), embeddings=False))
     start = time.time()
     report = {"benchmark": "metric_ceiling", "targets": {"motion_error_vs_frozen": "<= 0.35", "scale_drift": "<= 0.02",
                                                          "mouth_corr": ">= 0.6"},
-              "clips": {v: check_clip(detector, os.path.join(args.data, v + ".mp4"), args.sizes, args.max_frames)
+              "clips": {v: check_clip(landmarks, os.path.join(args.data, v + ".mp4"), args.sizes, args.max_frames)
                         for v in args.videos}}
     report["seconds"] = round(time.time() - start, 1)
     print_report(report, args.out)

@@ -26,16 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan import Animator, DaGAN  # noqa: E402
 from dagan.evaluation.face_metrics import mouth_opening, pearson  # noqa: E402
+from dagan.evaluation.face_metrics import BackendLandmarks, FaceAnalyzer  # noqa: E402
 from dagan.inference.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import read_image, resize_image, tensor_to_images  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
 from dagan.nn.grid import deform_image_exact  # noqa: E402
 from common import print_report  # noqa: E402
-
-
-def landmarks(detector: DlibFaceBackend, image: np.ndarray) -> Optional[np.ndarray]:
-    faces = detector.detect(image, landmarks=True)
-    return max(faces, key=lambda f: f.size).landmarks if faces else None
 
 
 def mouth_corr(driving: List[Optional[np.ndarray]], result: List[Optional[np.ndarray]]) -> dict:
@@ -54,9 +50,9 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--out")
     args = p.parse_args(argv)
-    detector = DlibFaceBackend()
+    landmarks = BackendLandmarks(FaceAnalyzer(DlibFaceBackend(), embeddings=False))
     frames = list(VideoReader(os.path.join(args.data, args.video + ".mp4"), max_frames=args.max_frames))
-    driving = [landmarks(detector, f) for f in frames]
+    driving = landmarks(frames)
     report = {"benchmark": "mouth_paths", "model": args.model, "video": args.video, "frames": len(frames),
               "sources": {}}
     for name in args.sources:
@@ -81,13 +77,13 @@ def main(argv=None) -> None:
                 F.interpolate(out["decoded"], size=size, mode="bicubic", align_corners=False).clamp(0, 1)))
             masks.append(F.interpolate(out["blend_mask"], size=size, mode="bilinear", align_corners=False))
         mask = torch.cat(masks)[:, 0]
-        own = landmarks(detector, resize_image(source, args.size))
+        own = landmarks([resize_image(source, args.size)])[0]
         row = {"blend_mask_mean": round(float(mask.mean()), 3)}
         if own is not None:
             x, y = own[48:68].mean(0).round().astype(int)
             row["blend_mask_mean_mouth"] = round(float(mask[:, max(y - 12, 0):y + 12, max(x - 20, 0):x + 20].mean()), 3)
         for path, images in paths.items():
-            row[path] = mouth_corr(driving, [landmarks(detector, im) for im in images])
+            row[path] = mouth_corr(driving, landmarks(images))
         report["sources"][name] = row
     print_report(report, args.out)
 

@@ -410,7 +410,7 @@ def stream_animator(args, detector_factory=None, fps: Optional[float] = None) ->
         raise InputError(f"source image not found: {args.source_image}")
     device, dtype = runtime(args)
     model, description = load_model(args)
-    source = prepare_source(args, model.image_size, cached_detector(args, device, detector_factory))
+    source = prepare_source(args, model.image_size, detector_factory or face_backend_factory(args, device))
     source = source.at(output_size(args, model.image_size, source))
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, output_size=source.image.shape[0],
