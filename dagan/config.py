@@ -188,6 +188,7 @@ class LossWeights:
     kp_prior: float = 0.0
     kp_scale: float = 0.0
     depth_constraint: float = 0.0
+    kp_landmarks: float = 0.0  # L1 of the keypoints listed in train.kp_landmarks to their face landmarks
     # offline substitute for the VGG pyramid when no VGG19 weights are on disk (see README)
     l1_pyramid: float = 0.0
     ssim_pyramid: float = 0.0
@@ -233,6 +234,12 @@ class TrainConfig:
     # the networks see them downsampled to model.image_size, and the prediction the losses compare with the
     # full-size driving frame is rendered at this size (warped full-size source + blend), as at inference
     output_size: int = 0
+    # [[keypoint, landmark], ...]: tie these keypoints to these of the 68 dlib face landmarks (found once per
+    # training clip, offline, cached in landmark_cache or ~/.cache/dagan/landmarks), weighted by
+    # loss_weights.kp_landmarks. Unsupervised keypoints of a small model need not land on the mouth, and then
+    # no keypoint moves when the mouth opens; a keypoint tied to the lower lip does
+    kp_landmarks: List[List[int]] = field(default_factory=list)
+    landmark_cache: str = ""
 
 
 @dataclass
@@ -253,6 +260,10 @@ class DepthTrainConfig:
     intrinsics: str = "learned"  # learned | fixed
     fixed_focal: float = 1.0  # fx = fy = fixed_focal * width when intrinsics == fixed
     uncertainty: bool = False  # DaGAN++ uncertainty-aware photometric loss
+    # weight of the sparse landmark depth loss: each training clip's face shape recovered from its own
+    # landmark tracks (shape from motion, dagan.training.face_sfm); 0 = the plain photometric recipe
+    landmark_weight: float = 0.0
+    landmark_cache: str = ""  # where the per-clip landmarks are cached ("" = ~/.cache/dagan/landmarks)
     seed: int = 0
     max_steps: int = 0
     log_every: int = 10

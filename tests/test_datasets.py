@@ -125,14 +125,14 @@ def test_zoom_and_shift_jitter_is_geometric_and_shared():
     frames = torch.zeros(2, 3, 33, 33)
     frames[:, :, 12:21, 12:21] = 1.0  # a 9x9 white square at the centre
     still = dict(horizontal_flip=False, time_flip=False, brightness=0, contrast=0, saturation=0, hue=0)
-    zoomed, _ = augment_frames(frames, AugmentationConfig(zoom=[2.0, 2.0], **still), np.random.default_rng(0))
+    zoomed = augment_frames(frames, AugmentationConfig(zoom=[2.0, 2.0], **still), np.random.default_rng(0)).frames
     assert torch.equal(zoomed[0], zoomed[1])
     assert zoomed[0, 0].sum().item() == pytest.approx(4 * 81, rel=0.05)  # twice the side: four times the area
-    moved, _ = augment_frames(frames, AugmentationConfig(translate=0.2, **still), np.random.default_rng(1))
+    moved = augment_frames(frames, AugmentationConfig(translate=0.2, **still), np.random.default_rng(1)).frames
     ys, xs = torch.nonzero(moved[0, 0] > 0.5, as_tuple=True)
     assert moved[0, 0].sum().item() == pytest.approx(81, rel=0.05)
     assert abs(xs.float().mean() - 16) + abs(ys.float().mean() - 16) > 1  # the square moved off the centre
-    plain, _ = augment_frames(frames, AugmentationConfig(**still), np.random.default_rng(0))
+    plain = augment_frames(frames, AugmentationConfig(**still), np.random.default_rng(0)).frames
     assert torch.equal(plain, frames)  # the defaults leave geometry alone
 
 
@@ -227,14 +227,14 @@ def test_shape_warp_is_shared_and_changes_geometry():
     frames[1] = frames[1].roll(3, dims=-1)  # the "driving" frame: the square moved right by 3 px
     still = dict(horizontal_flip=False, time_flip=False, brightness=0, contrast=0, saturation=0, hue=0)
     aug = AugmentationConfig(shape_warp=TransformConfig(sigma_affine=0.2, sigma_tps=0.02, points_tps=3), **still)
-    warped, _ = augment_frames(frames, aug, np.random.default_rng(3))
+    warped = augment_frames(frames, aug, np.random.default_rng(3)).frames
     assert (warped[0] - frames[0]).abs().max() > 0.5  # the square was reshaped
     # the same warp on both frames: un-moving the driving frame before warping gives the source's result
     aligned = frames.clone()
     aligned[1] = frames[0]
-    same, _ = augment_frames(aligned, aug, np.random.default_rng(3))
+    same = augment_frames(aligned, aug, np.random.default_rng(3)).frames
     assert torch.allclose(same[0], same[1]) and torch.allclose(same[0], warped[0])
-    again, _ = augment_frames(frames, aug, np.random.default_rng(3))
+    again = augment_frames(frames, aug, np.random.default_rng(3)).frames
     assert torch.equal(again, warped)  # a pure function of the rng
     cfg = config_from_dict({"shape_warp": {"sigma_affine": 0.05, "sigma_tps": 0.01, "points_tps": 3}},
                            AugmentationConfig, "dataset.augmentation")

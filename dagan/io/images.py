@@ -112,24 +112,31 @@ def resize_tensor(frames: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
                          antialias=True)
 
 
+def fit_crop(height: int, width: int, size: Sequence[int]) -> Tuple[int, int, int, int]:
+    """``(top, left, crop_height, crop_width)``: the centred crop of a ``height x width`` frame to the aspect of
+    ``size = (H, W)`` that :func:`fit_frames` takes (the longer side is cropped, so faces are not squashed)."""
+    out_h, out_w = int(size[0]), int(size[1])
+    h, w = int(height), int(width)
+    if h * out_w > w * out_h:
+        ch = max(1, round(w * out_h / out_w))
+        return (h - ch) // 2, 0, ch, w
+    if h * out_w < w * out_h:
+        cw = max(1, round(h * out_w / out_h))
+        return 0, (w - cw) // 2, h, cw
+    return 0, 0, h, w
+
+
 def fit_frames(frames: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """The one resize policy: centre-crop ``(T, h, w, 3)`` uint8 frames to the aspect of ``size = (H, W)``,
-    then resize them (antialiased bilinear) -> ``(T, H, W, 3)`` uint8. Frames already of that size are
-    returned as they are."""
+    """The one resize policy: centre-crop ``(T, h, w, 3)`` uint8 frames to the aspect of ``size = (H, W)``
+    (:func:`fit_crop`), then resize them (antialiased bilinear) -> ``(T, H, W, 3)`` uint8. Frames already of
+    that size are returned as they are."""
     frames = np.asarray(frames)
     t, h, w = frames.shape[:3]
     out_h, out_w = int(size[0]), int(size[1])
     if (h, w) == (out_h, out_w):
         return frames
-    if h * out_w != w * out_h:  # crop the longer side so faces are not squashed
-        if h * out_w > w * out_h:
-            ch = max(1, round(w * out_h / out_w))
-            top = (h - ch) // 2
-            frames = frames[:, top:top + ch]
-        else:
-            cw = max(1, round(h * out_w / out_h))
-            left = (w - cw) // 2
-            frames = frames[:, :, left:left + cw]
+    top, left, ch, cw = fit_crop(h, w, size)
+    frames = frames[:, top:top + ch, left:left + cw]
     # channel by channel, a few frames at a time: memory stays near one float copy of one channel (a 4000 x 4000
     # portrait must not cost four float copies of itself); channels are resampled independently anyway
     out = np.empty((t, out_h, out_w, frames.shape[3]), np.uint8)

@@ -28,7 +28,7 @@ import os
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -194,21 +194,35 @@ def _sample_rng(seed: int, n: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(n), 0x5EED])
 
 
-def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng: np.random.Generator
-                   ) -> Tuple[torch.Tensor, bool]:
-    """Apply one random flip, colour jitter (kornia), zoom/shift and shape warp identically to ``(N, 3, H, W)``
-    frames in [0, 1].
+class Augmented(NamedTuple):
+    """What :func:`augment_frames` returns."""
 
-    Returns the frames and whether the caller should flip time (``aug.time_flip`` drew yes). The draws come
-    from ``rng`` only, so the result is a pure function of the sample's seed.
+    frames: torch.Tensor
+    time_flip: bool
+    points: Optional[torch.Tensor]
+
+
+def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng: np.random.Generator,
+                   points: Optional[torch.Tensor] = None) -> Augmented:
+    """Apply one random flip, colour jitter (kornia), zoom/shift and shape warp identically to ``(N, 3, H, W)``
+    frames in [0, 1]; ``points`` ``(..., 2)`` (x, y pixel centres) follow the flip and the zoom/shift (the
+    shape warp cannot move points: a ``ValueError``).
+
+    Returns the frames, whether the caller should flip time (``aug.time_flip`` drew yes) and the moved
+    points. The draws come from ``rng`` only, so the result is a pure function of the sample's seed.
     """
     draws = rng.random(6)
     if aug is None:
-        return frames, False
+        return Augmented(frames, False, points)
+    if points is not None and aug.shape_warp is not None:
+        raise ValueError("points cannot follow the shape warp augmentation")
     import kornia.enhance as KE
 
+    w = frames.shape[-1]
     if aug.horizontal_flip and draws[0] < 0.5:
         frames = frames.flip(-1)
+        if points is not None:
+            points = torch.stack([(w - 1) - points[..., 0], points[..., 1]], -1)
     time_flip = bool(aug.time_flip and draws[1] < 0.5)
     if aug.brightness > 0:
         frames = KE.adjust_brightness(frames, float((draws[2] * 2 - 1) * aug.brightness), clip_output=True)
@@ -221,10 +235,14 @@ def augment_frames(frames: torch.Tensor, aug: Optional[AugmentationConfig], rng:
     zoom_lo, zoom_hi = (float(z) for z in aug.zoom)
     if zoom_lo != 1.0 or zoom_hi != 1.0 or aug.translate > 0:
         zoom = zoom_lo + (zoom_hi - zoom_lo) * rng.random()
-        frames = _zoom_shift(frames, zoom, aug.translate * (rng.random(2) * 2 - 1))
+        matrix = _zoom_shift_matrix(frames, zoom, aug.translate * (rng.random(2) * 2 - 1))
+        frames = _warp_affine(frames, matrix)
+        if points is not None:
+            m = matrix[0].to(points.dtype)
+            points = points @ m[:, :2].T + m[:, 2]
     if aug.shape_warp is not None:
         frames = _shared_warp(frames, aug.shape_warp, rng)
-    return frames.clamp(0, 1), time_flip
+    return Augmented(frames.clamp(0, 1), time_flip, points)
 
 
 def _shared_warp(frames: torch.Tensor, warp: TransformConfig, rng: np.random.Generator) -> torch.Tensor:
@@ -236,8 +254,9 @@ def _shared_warp(frames: torch.Tensor, warp: TransformConfig, rng: np.random.Gen
     return shape.expand(frames.shape[0]).warp_image(frames, padding_mode="border")
 
 
-def _zoom_shift(frames: torch.Tensor, zoom: float, shift: np.ndarray) -> torch.Tensor:
-    """Scale ``frames`` by ``zoom`` about the centre and move them by ``shift`` (fractions of W, H)."""
+def _zoom_shift_matrix(frames: torch.Tensor, zoom: float, shift: np.ndarray) -> torch.Tensor:
+    """``(N, 2, 3)`` pixel-coordinate affine map that scales ``frames`` by ``zoom`` about the centre and moves
+    them by ``shift`` (fractions of W, H): a point ``p`` of the input lands on ``M [p, 1]``."""
     import kornia.geometry.transform as KT
 
     n, _, h, w = frames.shape
@@ -246,7 +265,13 @@ def _zoom_shift(frames: torch.Tensor, zoom: float, shift: np.ndarray) -> torch.T
                                       torch.full((n, 2), zoom, dtype=frames.dtype))
     matrix[:, 0, 2] += float(shift[0]) * w
     matrix[:, 1, 2] += float(shift[1]) * h
-    return KT.warp_affine(frames, matrix, (h, w), padding_mode="border", align_corners=True)
+    return matrix
+
+
+def _warp_affine(frames: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    import kornia.geometry.transform as KT
+
+    return KT.warp_affine(frames, matrix, tuple(frames.shape[-2:]), padding_mode="border", align_corners=True)
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -295,16 +320,23 @@ class VideoFramesDataset(_SeededItems):
         augment: flip / time flip / colour jitter config, or ``None``. Time flip swaps source and driving
             (pairs only).
         seed: all randomness derives from ``(seed, n)``.
+        point_targets: ``{video name: (points (F, P, 2), values (F, P) or None)}``: per-frame points (x, y
+            pixels of the ``frame_shape`` frame; NaN: none), e.g. face landmarks, optionally with a value
+            each (the landmark depth targets of :mod:`dagan.training.face_sfm`); a video missing here gets
+            NaN rows.
 
     ``ds[n]`` returns ``{"source": (3, H, W), "driving": (3, H, W)}`` (or the window keys) float32 in [0, 1],
     plus ``"video"`` (video index), ``"frame_index"`` (LongTensor of the frame indices read) and ``"skipped"``
-    (unreadable frames/videos skipped while making this sample).
+    (unreadable frames/videos skipped while making this sample); with ``point_targets``, ``"points"``
+    ``(N, P, 2)`` (moved with the flip and zoom/shift) and ``"point_values"`` ``(N, P)`` of the sample's N
+    frames in the order of the frame keys (source, driving; or ``frame_offsets``).
     """
 
     def __init__(self, root: PathLike, split: str = "train", frame_shape: Sequence[int] = (256, 256),
                  id_sampling: bool = False, num_repeats: int = 1, frame_offsets: Optional[Sequence[int]] = None,
                  augment: Optional[AugmentationConfig] = None, seed: int = 0, max_frame_gap: int = 0,
-                 test_videos: Sequence[str] = (), exclude_videos: Sequence[str] = ()):
+                 test_videos: Sequence[str] = (), exclude_videos: Sequence[str] = (),
+                 point_targets: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None):
         super().__init__(num_repeats, seed)
         self.size = (int(frame_shape[0]), int(frame_shape[1]))
         if min(self.size) < 1:
@@ -316,6 +348,12 @@ class VideoFramesDataset(_SeededItems):
             raise DatasetError("frame_offsets must hold at least one offset")
         self.window = (max(self.frame_offsets) - min(self.frame_offsets) + 1) if self.frame_offsets else 2
         self.augment = augment
+        self.point_targets = dict(point_targets) if point_targets is not None else None
+        if self.point_targets is not None:
+            if augment is not None and augment.shape_warp is not None:
+                raise DatasetError("point targets cannot follow the shape warp augmentation (dataset.augmentation"
+                                   ".shape_warp): turn it off")
+            self._num_points = max((v[0].shape[1] for v in self.point_targets.values()), default=0)
         self.max_frame_gap = int(max_frame_gap)
         self.id_sampling = id_sampling
         if id_sampling:
@@ -336,12 +374,13 @@ class VideoFramesDataset(_SeededItems):
 
     @classmethod
     def from_config(cls, cfg: DatasetConfig, split: str = "train", seed: int = 0, augment: bool = True,
-                    frame_offsets: Optional[Sequence[int]] = None, root: Optional[PathLike] = None
+                    frame_offsets: Optional[Sequence[int]] = None, root: Optional[PathLike] = None,
+                    point_targets: Optional[Mapping[str, Tuple[np.ndarray, np.ndarray]]] = None
                     ) -> "VideoFramesDataset":
         return cls(root if root is not None else cfg.root_dir, split, cfg.frame_shape[:2], cfg.id_sampling,
                    cfg.num_repeats if split == "train" else 1, frame_offsets,
                    cfg.augmentation if augment and split == "train" else None, seed, cfg.max_frame_gap,
-                   cfg.test_videos, cfg.exclude_videos)
+                   cfg.test_videos, cfg.exclude_videos, point_targets)
 
     def _frame_indices(self, num_frames: int, rng: np.random.Generator) -> List[int]:
         if self.frame_offsets is not None:
@@ -401,17 +440,41 @@ class VideoFramesDataset(_SeededItems):
             candidates = usable
         else:
             raise DatasetError("no usable video left in the dataset (all unreadable or too short)")
-        tensor, time_flip = augment_frames(_to_tensor(frames), self.augment, rng)
+        points = values = None
+        if self.point_targets is not None:
+            points, values = self._points_of(video_index, indices)
+        tensor, time_flip, points = augment_frames(_to_tensor(frames), self.augment, rng, points)
         out: Dict[str, torch.Tensor] = {"video": torch.tensor(video_index), "skipped": torch.tensor(skipped)}
+        if self.frame_offsets is None and time_flip:
+            tensor, indices = tensor.flip(0), indices[::-1]
+            if points is not None:
+                points, values = points.flip(0), values.flip(0)
+        if points is not None:
+            out["points"], out["point_values"] = points, values
         if self.frame_offsets is None:
-            if time_flip:
-                tensor, indices = tensor.flip(0), indices[::-1]
             out["source"], out["driving"] = tensor[0], tensor[1]
         else:
             for o, frame in zip(self.frame_offsets, tensor):
                 out[f"frame_{o}"] = frame
         out["frame_index"] = torch.tensor(indices)
         return out
+
+    def empty_points(self, frames: int = 2) -> Tuple[torch.Tensor, torch.Tensor]:
+        """NaN ``points`` / ``point_values`` for a sample of ``frames`` frames without targets."""
+        return (torch.full((frames, self._num_points, 2), float("nan")),
+                torch.full((frames, self._num_points), float("nan")))
+
+    def _points_of(self, video_index: int, indices: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        points, values = self.empty_points(len(indices))
+        target = self.point_targets.get(self.videos[video_index].name)
+        if target is None:
+            return points, values
+        for row, index in enumerate(indices):
+            if index < len(target[0]):
+                points[row] = torch.from_numpy(np.asarray(target[0][index], dtype=np.float32))
+                if target[1] is not None:
+                    values[row] = torch.from_numpy(np.asarray(target[1][index], dtype=np.float32))
+        return points, values
 
     def read_video(self, video_index: int) -> torch.Tensor:
         """Every frame of one video as ``(T, 3, H, W)`` float32 in [0, 1] (for evaluation)."""
@@ -478,7 +541,7 @@ class ImagePairsDataset(_SeededItems):
         gen = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 62)))
         warp = RandomWarp(2, self.warp.sigma_affine, self.warp.sigma_tps, self.warp.points_tps, generator=gen)
         pair = warp.warp_image(image.unsqueeze(0).expand(2, -1, -1, -1), padding_mode="border")
-        pair, _ = augment_frames(pair, self.augment, rng)
+        pair = augment_frames(pair, self.augment, rng).frames
         return {"source": pair[0], "driving": pair[1], "video": torch.tensor(-1 - index),
                 "frame_index": torch.tensor([0, 0]), "skipped": torch.tensor(skipped)}
 
@@ -495,7 +558,10 @@ class MixedDataset(_SeededItems):
 
     def __getitem__(self, n: int) -> Dict[str, torch.Tensor]:
         if _sample_rng(self.seed, n).random() < self.image_fraction:
-            return self.images[n]
+            item = self.images[n]
+            if self.videos.point_targets is not None:  # a batch needs the same keys in every sample
+                item["points"], item["point_values"] = self.videos.empty_points(2)
+            return item
         return self.videos[n]
 
 
@@ -514,9 +580,11 @@ def _image_entry(entry: str, base: Path) -> str:
     return entry if os.path.isabs(entry) else str(base / entry)
 
 
-def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root: Optional[PathLike] = None
+def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root: Optional[PathLike] = None,
+                  point_targets: Optional[Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]]] = None
                   ) -> Dataset:
-    """The generator-training dataset that ``cfg.mode`` asks for (``videos``, ``image_pairs`` or ``mixed``)."""
+    """The generator-training dataset that ``cfg.mode`` asks for (``videos``, ``image_pairs`` or ``mixed``);
+    ``point_targets``: per-video points (see :class:`VideoFramesDataset`), NaN for portrait pairs."""
     aug = cfg.augmentation if split == "train" else None
     if cfg.mode not in ("videos", "image_pairs", "mixed"):
         raise DatasetError(f"dataset.mode must be videos, image_pairs or mixed, got {cfg.mode!r}")
@@ -526,7 +594,7 @@ def build_dataset(cfg: DatasetConfig, split: str = "train", seed: int = 0, root:
         return ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2],
                                            num_repeats=cfg.num_repeats, augment=aug, seed=seed,
                                            warp=cfg.image_pairs_warp)
-    videos = VideoFramesDataset.from_config(cfg, split, seed, root=root)
+    videos = VideoFramesDataset.from_config(cfg, split, seed, root=root, point_targets=point_targets)
     if cfg.mode == "videos" or split != "train":
         return videos
     images = ImagePairsDataset.from_dirs(image_dirs, frame_shape=cfg.frame_shape[:2], num_repeats=1, augment=aug,

@@ -6,7 +6,10 @@ One step: a window of frames ``[0, -1, +1]`` (``depth_train.frame_ids``); the de
 disparity of frame 0; the pose net predicts the rigid motion (and, in ``learned`` intrinsics mode, the
 camera intrinsics; DaGAN++: per-pixel uncertainty) between frame 0 and each neighbour; each neighbour is
 warped into frame 0; the loss is the per-pixel minimum photometric error (SSIM/L1) with auto-masking plus
-edge-aware smoothness, averaged over scales (see :mod:`dagan.training.depth_losses`).
+edge-aware smoothness, averaged over scales (see :mod:`dagan.training.depth_losses`). With
+``depth_train.landmark_weight`` > 0 a sparse term is added: the disparity at frame 0's 68 face landmarks must
+correlate with the landmarks' nearness recovered from the clip's own landmark tracks (shape from motion over
+the whole clip, :mod:`dagan.training.face_sfm`; computed once per clip and cached).
 
 Run folder (``--out``): the runtime's ``config.yaml``, ``checkpoint.pt`` (``task: depth``, weights of
 ``depth_encoder``/``depth_decoder``/``pose_net``, optimiser, AMP scaler, per-rank RNG states), ``metrics.jsonl``
@@ -32,6 +35,7 @@ from ..config import Config, DepthTrainConfig, ModelConfig, config_to_dict, load
 from ..errors import CheckpointError, ConfigError, DatasetError
 from ..models.depth import DepthDecoder, DepthEncoder, PoseNet, disp_to_depth
 from .depth_losses import SIGMA_FLOOR, edge_aware_smoothness, min_reprojection, photometric_error
+from .face_sfm import clips_landmarks, landmark_nearness_loss, nearness_targets
 from .geometry import transformation_from_parameters, warp
 from .runtime import (CHECKPOINT_NAME, StepOutcome, Task, all_ranks_finite, amp_dtype, mean_state_dict,
                       read_training_checkpoint, run)
@@ -40,7 +44,7 @@ logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["DepthTrainingModel", "DepthTask", "fixed_intrinsics", "train", "load_depth_weights", "export_depth",
-           "colorize", "build_dataset", "CHECKPOINT_NAME"]
+           "colorize", "build_dataset", "landmark_targets", "CHECKPOINT_NAME"]
 
 
 def fixed_intrinsics(batch: int, height: int, width: int, focal: float, device=None,
@@ -82,7 +86,10 @@ class DepthTrainingModel(nn.Module):
     def depth_state(self) -> Dict[str, Dict[str, torch.Tensor]]:
         return {"depth_encoder": self.depth_encoder.state_dict(), "depth_decoder": self.depth_decoder.state_dict()}
 
-    def forward(self, frames: torch.Tensor, noise_generator: Optional[torch.Generator] = None):
+    def forward(self, frames: torch.Tensor, noise_generator: Optional[torch.Generator] = None,
+                points: Optional[torch.Tensor] = None, nearness: Optional[torch.Tensor] = None):
+        """``points`` ``(B, P, 2)`` / ``nearness`` ``(B, P)``: landmark depth targets of the frame at offset 0
+        (:mod:`dagan.training.face_sfm`; NaN rows: none), used when ``landmark_weight`` > 0."""
         cfg = self.train_cfg
         b, _, _, h, w = frames.shape
         target = frames[:, self.frame_ids.index(0)]
@@ -128,6 +135,10 @@ class DepthTrainingModel(nn.Module):
                 if s == 0:
                     automask = result["automask"]
             loss = total / len(self.scales)
+            landmark = None
+            if cfg.landmark_weight > 0 and points is not None:
+                landmark = landmark_nearness_loss(disps[("disp", 0)].float(), points, nearness)
+                loss = loss + cfg.landmark_weight * landmark
 
         logs = {"loss": loss.detach(), "photometric": photo_total / len(self.scales),
                 "smoothness": smooth_total / len(self.scales),
@@ -135,6 +146,8 @@ class DepthTrainingModel(nn.Module):
                 "fx": k_used[:, 0, 0].mean().detach() / w, "fy": k_used[:, 1, 1].mean().detach() / h,
                 "cx": k_used[:, 0, 2].mean().detach() / w, "cy": k_used[:, 1, 2].mean().detach() / h,
                 "translation": torch.stack([p[:, :3, 3].norm(dim=1).mean() for p in poses]).mean().detach()}
+        if landmark is not None:
+            logs["landmarks"] = landmark.detach()
         outputs = {"disp": disps[("disp", 0)].detach(), "automask": automask, "intrinsics": k_used.detach()}
         if uncertainty is not None:
             sigma = F.softplus(uncertainty.detach()) + SIGMA_FLOOR
@@ -182,7 +195,7 @@ class _PermutedEpochs(torch.utils.data.Dataset):
 
 def build_dataset(cfg: Config, split: str = "train", root: Optional[PathLike] = None):
     """The video-window dataset of ``cfg.dataset`` for depth training (frames resized to ``model.image_size``)."""
-    from .datasets import VideoFramesDataset
+    from .datasets import VideoFramesDataset, list_videos
 
     ds_cfg = cfg.dataset
     root = root if root is not None else ds_cfg.root_dir
@@ -192,8 +205,28 @@ def build_dataset(cfg: Config, split: str = "train", root: Optional[PathLike] = 
     if list(ds_cfg.frame_shape[:2]) != [size, size]:
         logger.info("depth training resizes frames to model.image_size %d", size)
         ds_cfg.frame_shape = [size, size, 3]
+    targets = None
+    if cfg.depth_train.landmark_weight > 0 and split == "train":
+        paths = list_videos(root, split, ds_cfg.test_videos, ds_cfg.exclude_videos)
+        targets = landmark_targets(paths, (size, size), cfg.depth_train.landmark_cache or None)
     return VideoFramesDataset.from_config(ds_cfg, split=split, seed=cfg.depth_train.seed, augment=True,
-                                          frame_offsets=cfg.depth_train.frame_ids, root=root)
+                                          frame_offsets=cfg.depth_train.frame_ids, root=root, point_targets=targets)
+
+
+def landmark_targets(paths: Sequence[PathLike], size: Tuple[int, int], cache_dir: Optional[str] = None
+                     ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """``{video name: (points, nearness)}`` of every clip whose landmark tracks determine a face shape
+    (:func:`dagan.training.face_sfm.clip_targets`); raises :class:`DatasetError` when none does."""
+    targets = {}
+    for name, points in clips_landmarks(paths, size, cache_dir).items():
+        nearness = nearness_targets(points, name)
+        if nearness is not None:
+            targets[name] = (points, nearness)
+    if not targets:
+        raise DatasetError("depth_train.landmark_weight > 0, but no training clip gives landmark depth targets "
+                           "(no face found, or no head turns enough): set it to 0")
+    logger.info("landmark depth targets from %d of %d clips: %s", len(targets), len(paths), ", ".join(targets))
+    return targets
 
 
 def _frames_of(batch: Mapping[str, torch.Tensor], frame_ids: Sequence[int]) -> torch.Tensor:
@@ -307,8 +340,11 @@ class DepthTask(Task):
         for group in self.optimizer.param_groups:
             group["lr"] = _lr_at(tc, epoch)
         frames = _frames_of(batch, tc.frame_ids).to(self.device, non_blocking=True)
+        centre = tc.frame_ids.index(0)
+        points = batch["points"][:, centre].to(self.device) if "points" in batch else None
+        nearness = batch["point_values"][:, centre].to(self.device) if "point_values" in batch else None
         with autocast():
-            loss, logs, outputs = self.module(frames)
+            loss, logs, outputs = self.module(frames, points=points, nearness=nearness)
         self.optimizer.zero_grad(set_to_none=True)
         visuals = {"frames": frames, "outputs": outputs}
         if not all_ranks_finite(torch.isfinite(loss.detach()), self.env):

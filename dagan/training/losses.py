@@ -192,6 +192,20 @@ def kp_distance_loss(kp: KP, margin: float = 0.2) -> torch.Tensor:
     return (2 * F.relu(margin - dist) / margin * off_diag).mean()
 
 
+def landmark_keypoint_loss(kp: KP, points: torch.Tensor, pairs: Sequence[Sequence[int]], size: int) -> torch.Tensor:
+    """Mean L1 between keypoints and face landmarks: ``pairs`` ``[[keypoint, landmark], ...]``, ``points``
+    ``(B, 68, 2)`` landmark pixels of a ``size``-px frame (NaN rows: no landmarks, skipped), keypoints in
+    [-1, 1] (pixel ``i`` of ``size`` at ``2 i / (size - 1) - 1``, as :func:`~dagan.nn.grid.make_coordinate_grid`)."""
+    value = kp["value"]
+    ks = [int(k) for k, _ in pairs]
+    ls = [int(m) for _, m in pairs]
+    target = points[:, ls].to(value.dtype) * (2.0 / (size - 1)) - 1
+    ok = torch.isfinite(target).all(-1).all(-1)
+    if not bool(ok.any()):
+        return value.sum() * 0
+    return (value[ok][:, ks] - target[ok]).abs().mean()
+
+
 # ---------------------------------------------------------------------------------------------- depth
 def depth_consistency_loss(depth_generated: torch.Tensor, depth_driving: torch.Tensor) -> torch.Tensor:
     """``mean |depth(G(s, d)) - depth(d)|`` for ``(B, 1, H, W)`` disparity maps (driving detached): the

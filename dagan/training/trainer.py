@@ -74,10 +74,14 @@ class GeneratorFullModel(nn.Module):
     def keypoints(self, frames: torch.Tensor, depth: torch.Tensor) -> Dict[str, torch.Tensor]:
         return self.model.kp_detector(torch.cat([frames, depth.to(frames.dtype)], dim=1))
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor, warp_seed: int):
+    def forward(self, source: torch.Tensor, driving: torch.Tensor, warp_seed: int,
+                points: Optional[torch.Tensor] = None):
         """Frames of ``model.image_size``, or with ``train.output_size`` frames of that size: the networks
-        then see them downsampled and the prediction is rendered at the output size (as at inference)."""
+        then see them downsampled and the prediction is rendered at the output size (as at inference).
+        ``points`` ``(B, 2, 68, 2)``: face landmarks of source and driving in pixels of those frames (NaN:
+        none), for ``train.kp_landmarks``."""
         w, tp = self.w, self.train_params
+        frame_size = source.shape[-1]
         target, source_full = driving, None
         size = self.model.image_size
         if tuple(source.shape[2:]) != (size, size) and tp.output_size:
@@ -128,6 +132,10 @@ class GeneratorFullModel(nn.Module):
                     kp_driving, kp_transformed, warp)
         if w.kp_distance:
             losses["kp_distance"] = w.kp_distance * (L.kp_distance_loss(kp_source) + L.kp_distance_loss(kp_driving))
+        if w.kp_landmarks and tp.kp_landmarks and points is not None:
+            losses["kp_landmarks"] = w.kp_landmarks * 0.5 * (
+                L.landmark_keypoint_loss(kp_source, points[:, 0], tp.kp_landmarks, frame_size)
+                + L.landmark_keypoint_loss(kp_driving, points[:, 1], tp.kp_landmarks, frame_size))
         if w.depth_constraint:
             depth_generated = self.model.depth_decoder(self.model.depth_encoder(
                 generated.get("prediction_model", prediction)))[("disp", 0)]
@@ -268,6 +276,10 @@ def _check_config(cfg: Config) -> None:
     w = cfg.train.loss_weights
     if w.kp_prior or w.kp_scale:
         raise ConfigError("config keys 'train.loss_weights.kp_prior'/'kp_scale' are not supported; set them to 0")
+    for pair in cfg.train.kp_landmarks:
+        if len(pair) != 2 or not 0 <= pair[0] < cfg.model.num_kp or not 0 <= pair[1] < 68:
+            raise ConfigError(f"config key 'train.kp_landmarks': {pair} is not [keypoint < {cfg.model.num_kp}, "
+                              "landmark < 68]")
     if cfg.train.perceptual_backbone == "none" and sum(w.perceptual) and not (w.l1_pyramid or w.ssim_pyramid):
         raise ConfigError("config key 'train.perceptual_backbone' is 'none' but only perceptual weights are set: "
                           "set loss_weights.l1_pyramid / ssim_pyramid (the offline substitute)")
@@ -334,9 +346,16 @@ class GeneratorTask(Task):
 
     @staticmethod
     def build_dataset(cfg: Config, root: PathLike):
-        from .datasets import build_dataset
+        from .datasets import build_dataset, list_videos
+        from .face_sfm import clips_landmarks
 
-        return build_dataset(cfg.dataset, "train", seed=cfg.train.seed, root=root)
+        tc, ds = cfg.train, cfg.dataset
+        targets = None
+        if tc.kp_landmarks and tc.loss_weights.kp_landmarks and ds.mode != "image_pairs":
+            paths = list_videos(root if root is not None else ds.root_dir, "train", ds.test_videos, ds.exclude_videos)
+            landmarks = clips_landmarks(paths, tuple(ds.frame_shape[:2]), tc.landmark_cache or None)
+            targets = {name: (points, None) for name, points in landmarks.items()}
+        return build_dataset(ds, "train", seed=tc.seed, root=root, point_targets=targets)
 
     @staticmethod
     def export(checkpoint: PathLike, out_dir: PathLike, half: bool = False, average: Sequence[PathLike] = ()) -> str:
@@ -355,8 +374,9 @@ class GeneratorTask(Task):
         # batch-norm statistics are updated by the forward pass itself: keep a copy to undo a bad step
         saved_buffers = [b.detach().clone() for b in self.guarded_buffers]
         self.discriminator.requires_grad_(False)
+        points = batch["points"].to(dev) if "points" in batch else None
         with autocast():
-            losses, generated = self.g_module(source, driving, step_seed(tc.seed, step, self.env.rank))
+            losses, generated = self.g_module(source, driving, step_seed(tc.seed, step, self.env.rank), points)
         loss_g = sum(v.float() for v in losses.values())
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
