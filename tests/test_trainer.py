@@ -95,6 +95,11 @@ def test_export_is_self_describing_and_hash_checked(cfg, tmp_path):
     assert prov["checkpoint"] == str(ckpt) and prov["step"] == 2 and prov["source_run"] == str(tmp_path / "run")
     assert [a["step"] for a in prov["averaged"]] == [2, 2] and prov["half"] is False
     assert prov["weights"] == {"file": "model.pt", "sha256": file_sha256(os.path.join(out, "model.pt"))}
+    # run from the folder that holds the run, the record names it relatively (no machine paths in a shipped model)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        again = export_pretrained(ckpt, tmp_path / "model2")
+    assert load_config(os.path.join(again, "config.yaml")).provenance["source_run"] == "run"
     DaGAN.from_pretrained(out)
     with open(os.path.join(out, "model.pt"), "r+b") as fh:  # same size, one byte changed
         fh.seek(-100, 2)
@@ -105,41 +110,49 @@ def test_export_is_self_describing_and_hash_checked(cfg, tmp_path):
         DaGAN.from_pretrained(out)
 
 
-def test_shipped_model_config_is_its_stage_3_training_config():
-    """checkpoints/dagan-small/config.yaml passed back to train.py sets up the stage-3 run it came from."""
+def test_shipped_model_config_is_its_training_config():
+    """checkpoints/dagan-small/config.yaml passed back to train.py sets up the fine-tune it came from (release 2:
+    configs/dagan-small-sfm.yaml), and records the depth run it was trained on."""
     from dagan.checkpoints import file_sha256
     from dagan.config import config_to_dict, load_config
 
     shipped = load_config(REPO / "checkpoints" / "dagan-small" / "config.yaml")
-    recipe = load_config(REPO / "configs" / "dagan-small-ft2.yaml")
+    recipe = load_config(REPO / "configs" / "dagan-small-sfm.yaml")
     for section in ("task", "model", "train", "dataset", "depth_train"):
         value = getattr(shipped, section)
         assert (value if isinstance(value, str) else config_to_dict(value)) == \
             (getattr(recipe, section) if section == "task" else config_to_dict(getattr(recipe, section))), section
     assert shipped.train.loss_weights.generator_gan == 0 and shipped.train.loss_weights.l1_pyramid == 10
     assert shipped.dataset.mode == "mixed"
+    assert {"drv_lp_d9_audio_256", "drv_lp_d14_audio_256"} <= set(shipped.dataset.test_videos)  # held out
     prov = shipped.provenance
-    assert [a["step"] for a in prov["averaged"]] == [5500, 6000, 6500, 7000] and prov["half"] is True
+    assert sorted(a["step"] for a in prov["averaged"]) == [1000, 1250, 1500] and prov["half"] is True
     assert prov["weights"]["sha256"] == file_sha256(REPO / "checkpoints" / "dagan-small" / "model.pt")
+    depth_recipe = load_config(REPO / "configs" / "dagan-small-depth-sfm.yaml")
+    assert prov["depth"]["step"] == 2000
+    depth_cfg = load_config(dict(prov["depth"]["config"]))
+    assert config_to_dict(depth_cfg.depth_train) == config_to_dict(depth_recipe.depth_train)
+    assert depth_cfg.depth_train.landmark_weight > 0 and "drv_lp_d9_audio_256" in depth_cfg.dataset.test_videos
 
 
 @pytest.mark.slow
-def test_shipped_config_runs_one_stage_3_step_through_train_py(shared_data, tmp_path, capsys):
-    """The shipped config is a runnable train.py config: one step of its recipe (stage 3 starts from stage 2's
-    checkpoint, which is not in the repository: the shipped model stands in for it through ``base:``)."""
+def test_shipped_config_runs_one_step_through_train_py(shared_data, tmp_path, capsys):
+    """The shipped config is a runnable train.py config: one step of its recipe (it starts from release 1 and a
+    depth run, which are not in the repository: the shipped model, depth included, stands in for both)."""
     import yaml
 
-    cfg_path = tmp_path / "stage3.yaml"
+    cfg_path = tmp_path / "again.yaml"
     cfg_path.write_text(yaml.safe_dump({"base": str(REPO / "checkpoints" / "dagan-small" / "config.yaml"),
                                         "train": {"init_checkpoint": str(REPO / "checkpoints" / "dagan-small"),
-                                                  "init_new_keys": []}}))
+                                                  "init_networks": [], "init_new_keys": [],
+                                                  "depth_checkpoint": None}}))
     out = tmp_path / "run"
     code = _train_cli().main(["--config", str(cfg_path), "--data", str(shared_data), "--max-steps", "1",
                               "--out", str(out), "--no-progress", "--device", "cpu"])
     assert code == 0 and load_file(out / "checkpoint.pt")["step"] == 1
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert {"l1_pyramid", "ssim_pyramid", "equivariance_value", "kp_distance"} <= set(line)
-    assert "generator_gan" not in line and "perceptual" not in line  # GAN 0, no VGG: as stage 3 was trained
+    assert "generator_gan" not in line and "perceptual" not in line  # GAN 0, no VGG: as it was trained
     from dagan.config import load_config
 
     assert load_config(out / "config.yaml").provenance == {}  # a new run describes no exported model

@@ -518,7 +518,10 @@ def export_pretrained(checkpoint: PathLike, out_dir: PathLike, half: bool = Fals
             averaged.append(describe(other_path)[1])
         model.load_state_dict(mean_state_dict(states))
     cfg.provenance = {}
-    provenance = {"source_run": os.path.dirname(os.path.abspath(os.fspath(checkpoint))), **source,
+    run_dir = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+    relative = os.path.relpath(run_dir)
+    # relative to where train.py ran when inside it (a shipped config should not carry this machine's paths)
+    provenance = {"source_run": run_dir if relative.startswith("..") else relative, **source,
                   "averaged": [source] + averaged if averaged else [], "half": bool(half)}
     provenance.update(_depth_provenance(cfg))
     return model.save_pretrained(out_dir, config=cfg, provenance=provenance, half=half)
