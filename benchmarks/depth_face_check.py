@@ -24,7 +24,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,6 +31,7 @@ from dagan import DaGAN  # noqa: E402
 from dagan.inference.faces import load_face_backend  # noqa: E402
 from dagan.inference.images import resize_image  # noqa: E402
 from dagan.inference.video import VideoReader  # noqa: E402
+from dagan.training.face_sfm import sample_map  # noqa: E402
 from common import print_report  # noqa: E402
 
 #: generic face relief: landmark -> nearness rank (higher = nearer the camera)
@@ -39,21 +39,19 @@ RELIEF = {30: 10.0, 33: 9.5, 51: 9.0, 57: 9.0, 8: 8.0, 27: 7.0, 48: 6.0, 54: 6.0
           45: 4.0, 4: 3.0, 12: 3.0, 0: 2.0, 16: 2.0}
 
 
-def sample_disparity(disp: torch.Tensor, points: np.ndarray, size: int) -> np.ndarray:
-    """``disp`` ``(1, 1, S, S)`` at ``points`` ``(N, 2)`` in pixels of an ``size``-px frame -> ``(N,)``."""
-    grid = torch.as_tensor(points, dtype=torch.float32) / size * 2 - 1  # align_corners=False pixel centres
-    grid = grid + 1.0 / size
-    values = F.grid_sample(disp.float(), grid.view(1, 1, -1, 2), mode="bilinear", align_corners=False,
-                           padding_mode="border")
-    return values.view(-1).numpy().astype(np.float64)
+def sample_disparity(disp: torch.Tensor, points: np.ndarray) -> np.ndarray:
+    """``disp`` ``(1, 1, S, S)`` at ``points`` ``(N, 2)`` in pixels of the ``S``-px frame -> ``(N,)`` (bilinear,
+    the depth trainer's own sampling of the landmark term)."""
+    grid = torch.as_tensor(np.asarray(points, dtype=np.float32))[None]
+    return sample_map(disp.float(), grid).view(-1).numpy().astype(np.float64)
 
 
-def frame_scores(disp: torch.Tensor, landmarks: np.ndarray, size: int) -> dict:
+def frame_scores(disp: torch.Tensor, landmarks: np.ndarray) -> dict:
     from scipy.stats import spearmanr
 
-    jaw = sample_disparity(disp, landmarks[0:17], size).mean()
+    jaw = sample_disparity(disp, landmarks[0:17]).mean()
     ids = sorted(RELIEF)
-    values = sample_disparity(disp, landmarks[ids], size)
+    values = sample_disparity(disp, landmarks[ids])
     nose = values[ids.index(30)]
     rho = spearmanr(values, [RELIEF[i] for i in ids]).statistic
     return {"nose_nearer": bool(nose > jaw), "spearman": None if not np.isfinite(rho) else float(rho)}
@@ -78,7 +76,7 @@ def check(model: DaGAN, data: str, videos, stride: int, max_frames: int, backend
             model_frame = resize_image(frame, size)
             x = torch.from_numpy(np.array(model_frame)).permute(2, 0, 1)[None].float() / 255.0
             disp = model.estimate_depth(x)
-            scores = frame_scores(disp, faces[0].landmarks * scale, size)
+            scores = frame_scores(disp, faces[0].landmarks * scale)
             nose.append(scores["nose_nearer"])
             if scores["spearman"] is not None:
                 rho.append(scores["spearman"])

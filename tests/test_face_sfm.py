@@ -11,8 +11,8 @@ from dagan.config import AugmentationConfig, config_from_dict
 from dagan.errors import DatasetError
 from dagan.training.datasets import VideoFramesDataset, augment_frames
 from dagan.training.depth_trainer import DepthTrainingModel, landmark_targets
-from dagan.training.face_sfm import (ShapeFromMotionError, clip_targets, factorize, fit_points,
-                                     landmark_nearness_loss, sample_map)
+from dagan.training.face_sfm import (ShapeFromMotionError, clip_landmarks, factorize, fit_points,
+                                     landmark_nearness_loss, nearness_targets, sample_map)
 
 RELIEF = {30: 10.0, 33: 9.5, 51: 9.0, 57: 9.0, 8: 8.0, 27: 7.0, 48: 6.0, 54: 6.0, 39: 5.0, 42: 5.0, 36: 4.0,
           45: 4.0, 4: 3.0, 12: 3.0, 0: 2.0, 16: 2.0}  # the generic relief of benchmarks/depth_face_check.py
@@ -183,7 +183,8 @@ def test_real_clip_gives_a_face_shaped_target_and_is_cached(shared_data, tmp_pat
     from scipy.stats import spearmanr
 
     path = shared_data / "drv_lp_d10_audio_256.mp4"
-    points, nearness = clip_targets(path, (64, 64), cache_dir=tmp_path)
+    points = clip_landmarks(path, (64, 64), cache_dir=tmp_path)
+    nearness = nearness_targets(points)
     assert points.shape == (nearness.shape[0], 68, 2) and nearness.shape[0] > 300
     assert 0 <= np.nanmin(points) and np.nanmax(points) <= 63  # pixels of the 64 px training frame
     ok = np.isfinite(nearness).all(1)
@@ -197,14 +198,14 @@ def test_real_clip_gives_a_face_shaped_target_and_is_cached(shared_data, tmp_pat
         def detect(self, *args, **kwargs):
             raise AssertionError("the cache was not used")
 
-    again = clip_targets(path, (64, 64), detector=NoDetector(), cache_dir=tmp_path)
-    assert np.array_equal(again[0], points, equal_nan=True)
+    again = clip_landmarks(path, (64, 64), detector=NoDetector(), cache_dir=tmp_path)
+    assert np.array_equal(again, points, equal_nan=True)
 
 
 def test_clips_whose_head_never_turns_give_no_targets(shared_data, tmp_path):
     """d13 hardly moves: no targets from it, a logged reason, and an error when no clip gives any."""
     path = shared_data / "drv_lp_d13_256.mp4"
-    assert clip_targets(path, (64, 64), cache_dir=tmp_path) is None
+    assert nearness_targets(clip_landmarks(path, (64, 64), cache_dir=tmp_path)) is None
     with pytest.raises(DatasetError, match="landmark_weight"):
         landmark_targets([path], (64, 64), str(tmp_path))
 

@@ -216,7 +216,8 @@ def build_dataset(cfg: Config, split: str = "train", root: Optional[PathLike] = 
 def landmark_targets(paths: Sequence[PathLike], size: Tuple[int, int], cache_dir: Optional[str] = None
                      ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """``{video name: (points, nearness)}`` of every clip whose landmark tracks determine a face shape
-    (:func:`dagan.training.face_sfm.clip_targets`); raises :class:`DatasetError` when none does."""
+    (:func:`~dagan.training.face_sfm.clips_landmarks`, :func:`~dagan.training.face_sfm.nearness_targets`);
+    raises :class:`DatasetError` when none does."""
     targets = {}
     for name, points in clips_landmarks(paths, size, cache_dir).items():
         nearness = nearness_targets(points, name)

@@ -21,8 +21,8 @@ one prior used here picks the mirror in which the nose tip is nearer than the ja
 not determined either (small rotations trade against relief depth), so the targets are used with a
 scale- and shift-invariant loss (:func:`landmark_nearness_loss`: one minus the Pearson correlation per frame).
 
-:func:`clip_targets` runs the whole thing for one video: :func:`clip_landmarks` finds (and caches) the landmarks
-at the file's own resolution and maps them to the training frame with the dataset's centre crop + resize.
+:func:`clip_landmarks` finds (and caches) a clip's landmarks at the file's own resolution and maps them to the
+training frame with the dataset's centre crop + resize; :func:`nearness_targets` factorises them.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
 
 __all__ = ["RIGID_LANDMARKS", "ShapeFromMotionError", "FaceShape", "factorize", "fit_points", "clip_landmarks",
-           "clips_landmarks", "nearness_targets", "clip_targets", "landmark_nearness_loss", "sample_map"]
+           "clips_landmarks", "nearness_targets", "landmark_nearness_loss", "sample_map"]
 
 #: landmarks that move with the head only (jaw sides, brows, nose, eyes), in the 68-point iBUG layout
 RIGID_LANDMARKS: Tuple[int, ...] = tuple(range(0, 5)) + tuple(range(12, 48))
@@ -171,11 +171,13 @@ def default_cache_dir() -> str:
 
 
 def _frames(path: PathLike):
+    """A clip's frames at their own resolution: a frame folder's files as the training dataset lists them, or a
+    video file's decodable frames."""
     if os.path.isdir(path):
         from ..io.images import read_image
+        from .datasets import FrameFolder
 
-        names = sorted(n for n in os.listdir(path) if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp")))
-        return (read_image(os.path.join(path, n)) for n in names)
+        return (read_image(f) for f in FrameFolder(path, (1, 1)).files)
     from ..io.video import VideoReader
 
     return iter(VideoReader(path, check_complete=False))  # a truncated clip: its decodable frames, as in training
@@ -214,12 +216,14 @@ def clips_landmarks(paths: Sequence[PathLike], size: Sequence[int], cache_dir: O
                     ) -> Dict[str, np.ndarray]:
     """:func:`clip_landmarks` of several clips, ``{clip name (as the training dataset names it): points}``; a
     clip that cannot be read is left out with a warning (the dataset skips it too)."""
-    from .datasets import open_video
+    from pathlib import Path
+
+    from .datasets import _entry_name
 
     out = {}
     for path in paths:
         try:
-            out[open_video(path, size).name] = clip_landmarks(path, size, cache_dir=cache_dir)
+            out[_entry_name(Path(path))] = clip_landmarks(path, size, cache_dir=cache_dir)
         except (InputError, OSError) as exc:
             logger.warning("no landmarks for %s: %s", path, exc)
     return out
@@ -236,17 +240,6 @@ def nearness_targets(points: np.ndarray, name: str = "clip") -> Optional[np.ndar
     logger.info("face shape of %s: head turn %.3f rad, rigid reprojection error %.2f px", name, shape.turn,
                 shape.rms)
     return shape.nearness.astype(np.float32)
-
-
-def clip_targets(path: PathLike, size: Sequence[int], detector=None, cache_dir: Optional[PathLike] = None
-                 ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Landmark depth targets of one clip for training frames of ``size = (H, W)``: ``(points (F, 68, 2)
-    in pixels of the resized frame, nearness (F, 68))`` float32 (NaN rows: no face in that frame), or
-    ``None`` when the clip does not determine a shape (logged). Landmarks from :func:`clip_landmarks`
-    (cached); the factorisation takes milliseconds."""
-    points = clip_landmarks(path, size, detector, cache_dir)
-    nearness = nearness_targets(points, os.path.basename(os.fspath(path)))
-    return None if nearness is None else (points, nearness)
 
 
 def sample_map(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
