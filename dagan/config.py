@@ -189,6 +189,10 @@ class LossWeights:
     kp_scale: float = 0.0
     depth_constraint: float = 0.0
     kp_landmarks: float = 0.0  # L1 of the keypoints listed in train.kp_landmarks to their face landmarks
+    # mouth terms on video pairs (landmarks found offline): the output-blend mask inside the driving frame's
+    # mouth (pushed down: the decoder renders the mouth), and L1 over the mouth
+    mouth_blend: float = 0.0
+    mouth_l1: float = 0.0
     # offline substitute for the VGG pyramid when no VGG19 weights are on disk (see README)
     l1_pyramid: float = 0.0
     ssim_pyramid: float = 0.0

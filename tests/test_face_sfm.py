@@ -263,3 +263,84 @@ def test_generator_training_ties_a_keypoint_to_the_lower_lip(shared_data, tiny_c
     assert float(losses["kp_landmarks"].detach()) > 0
     losses["kp_landmarks"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.kp_detector.parameters())
+
+
+# -------------------------------------------------------------------- the mouth owned by the decoder
+def _lips(cx, cy, width, opening, n=2):
+    """68 landmarks, NaN except an outer lip contour (48-59) of ``width`` and ``opening`` pixels at (cx, cy)."""
+    points = torch.full((n, 68, 2), float("nan"))
+    angles = torch.linspace(0, 2 * np.pi, 13)[:-1]
+    points[:, 48:60, 0] = cx + width / 2 * torch.cos(angles)
+    points[:, 48:60, 1] = cy + opening / 2 * torch.sin(angles)
+    return points
+
+
+def test_mouth_region_covers_the_lips_and_scales_with_the_grid():
+    from dagan.training.losses import mouth_region
+
+    points = _lips(40.0, 48.0, 16.0, 8.0)
+    points[1] = float("nan")  # a frame without landmarks
+    region = mouth_region(points, 64, 64)
+    assert region.shape == (2, 1, 64, 64)
+    assert float(region[0, 0, 48, 40]) == 1.0 and float(region[0, 0, 48, 38]) == 1.0  # centre, inside the lips
+    assert float(region[0, 0, 10, 10]) == 0.0 and float(region[0, 0, 48, 20]) == 0.0  # forehead, far cheek
+    assert float(region[1].abs().sum()) == 0.0
+    half = mouth_region(points, 64, 32)  # the same mouth on a 32 px grid (the blend mask of a 2x model)
+    assert float(region[0].sum()) / 4 < float(half[0].sum()) < float(region[0].sum()) / 2  # + a 1 px floor
+    grid = torch.arange(32.0)
+    weight = half[0, 0] / half[0, 0].sum()
+    assert float((weight.sum(0) * grid).sum()) == pytest.approx((40 + 0.5) / 2 - 0.5, abs=0.1)  # pixel centres
+    assert float((weight.sum(1) * grid).sum()) == pytest.approx((48 + 0.5) / 2 - 0.5, abs=0.1)
+    closed = mouth_region(_lips(40.0, 48.0, 16.0, 0.0), 64, 64)  # a closed mouth still gets room to open
+    assert float(closed[0, 0, 48 + 4, 40]) == 1.0
+
+
+def test_mouth_losses_read_only_the_mouth_and_skip_frames_without_landmarks():
+    from dagan.training.losses import mouth_blend_loss, mouth_l1_loss, mouth_region
+
+    points = _lips(32.0, 44.0, 16.0, 6.0)
+    points[1] = float("nan")
+    region = mouth_region(points, 64, 64)
+    mask = torch.full((2, 1, 64, 64), 0.9, requires_grad=True)
+    assert float(mouth_blend_loss(mask, region).detach()) == pytest.approx(0.9)
+    mouth_blend_loss(mask, region).backward()
+    assert mask.grad[0, 0, 44, 32] > 0 and mask.grad[0, 0, 5, 5] == 0 and mask.grad[1].abs().sum() == 0
+    target = torch.zeros(2, 3, 64, 64)
+    prediction = target.clone()
+    prediction[:, :, :20] = 1.0  # wrong above the mouth only: not counted
+    assert float(mouth_l1_loss(prediction, target, region)) == 0.0
+    prediction[:, :, 40:48, 28:36] = 0.5  # wrong inside it
+    assert float(mouth_l1_loss(prediction, target, region)) > 0.1
+    none = mouth_region(torch.full((2, 68, 2), float("nan")), 64, 64)
+    assert float(mouth_blend_loss(mask, none).detach()) == 0 and float(mouth_l1_loss(prediction, target, none)) == 0
+
+
+def test_mouth_terms_are_checked_and_train_the_blend_mask(tiny_config):
+    from dagan.errors import ConfigError
+    from dagan.models.dagan import DaGAN, build_discriminator
+    from dagan.training.trainer import GeneratorFullModel, _check_config
+
+    c = tiny_config
+    c.train.loss_weights.mouth_blend = 1.0
+    with pytest.raises(ConfigError, match="output_blend"):
+        _check_config(c)
+    c.model.generator.type, c.model.generator.output_blend = "SPADEDepthAwareGenerator", True
+    c.dataset.mode = "image_pairs"
+    with pytest.raises(ConfigError, match="video pairs"):
+        _check_config(c)
+    c.dataset.mode = "videos"
+    _check_config(c)
+    c.train.loss_weights.mouth_l1 = 10.0
+    torch.manual_seed(0)
+    model = DaGAN(c.model)
+    full = GeneratorFullModel(model, build_discriminator(c.model), c)
+    frames = torch.rand(2, 2, 3, 64, 64)
+    points = torch.stack([_lips(32.0, 46.0, 14.0, 4.0, n=2), _lips(32.0, 46.0, 14.0, 8.0, n=2)], 1)
+    losses, generated = full(frames[:, 0], frames[:, 1], 0, points)
+    assert generated["blend_mask"].shape == (2, 1, 64, 64)
+    assert 0 < float(losses["mouth_blend"].detach()) < 0.2  # the new mask starts near 0.05 (bias -3) and float(losses["mouth_l1"].detach()) > 0
+    losses["mouth_blend"].backward()
+    grad = model.generator.decoder.conv_blend.bias.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
+    losses, _ = full(frames[:, 0], frames[:, 1], 0, None)  # portrait pairs: no landmarks, no mouth terms
+    assert "mouth_blend" not in losses and "mouth_l1" not in losses

@@ -5,6 +5,7 @@
 * LSGAN generator/discriminator losses and discriminator feature matching;
 * equivariance of keypoint values and Jacobians under a random TPS warp;
 * keypoint distance (keypoints of one frame kept >= 0.2 apart);
+* mouth terms from face landmarks (the blend mask hands the mouth to the decoder; L1 over the mouth);
 * depth consistency (the depth of the generated frame follows the driving frame's depth).
 
 All images are ``(B, 3, H, W)`` in [0, 1].
@@ -204,6 +205,52 @@ def landmark_keypoint_loss(kp: KP, points: torch.Tensor, pairs: Sequence[Sequenc
     if not bool(ok.any()):
         return value.sum() * 0
     return (value[ok][:, ks] - target[ok]).abs().mean()
+
+
+MOUTH_LANDMARKS = slice(48, 60)  # the outer lip contour of the 68-point scheme
+
+
+def mouth_region(points: torch.Tensor, frame_size: int, size: int, margin: float = 0.4) -> torch.Tensor:
+    """``(B, 1, size, size)`` soft ellipse over the mouth of each frame: centred on the outer lip landmarks
+    (48-59) of ``points`` ``(B, 68, 2)`` (pixels of a ``frame_size``-px frame), half-axes their half-extent
+    grown by ``margin`` plus one pixel (the height at least half the width), edge one pixel wide. Zero for frames without landmarks (NaN)."""
+    lips = points[:, MOUTH_LANDMARKS].float() * (size / frame_size)
+    ok = torch.isfinite(lips).all(-1).all(-1)
+    lips = torch.where(ok[:, None, None], lips, torch.zeros_like(lips))
+    lo, hi = lips.min(1).values, lips.max(1).values
+    centre = (lo + hi) / 2 + 0.5 * (size / frame_size - 1)  # pixel centres of the two grids
+    half = (hi - lo) / 2 * (1 + margin) + 1.0
+    half = torch.stack([half[:, 0], torch.maximum(half[:, 1], half[:, 0] / 2)], 1)  # a closed mouth may open
+    ax = torch.arange(size, dtype=lips.dtype, device=lips.device)
+    dx = (ax[None, None, :] - centre[:, 0, None, None]) / half[:, 0, None, None]
+    dy = (ax[None, :, None] - centre[:, 1, None, None]) / half[:, 1, None, None]
+    radius = (dx ** 2 + dy ** 2).sqrt()
+    edge = 1.0 / half.min(1).values.clamp(min=1.0)[:, None, None]
+    region = ((1 - radius) / edge + 0.5).clamp(0, 1) * ok[:, None, None]
+    return region[:, None]
+
+
+def mouth_blend_loss(blend_mask: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean output-blend mask ``(B, 1, h, w)`` inside the driving frame's mouth ``region`` (same size;
+    :func:`mouth_region`), averaged over frames that have one: low when the decoder, which can render a mouth
+    the source does not show, owns the mouth instead of the copied source."""
+    area = region.flatten(1).sum(1)
+    ok = area > 0
+    if not bool(ok.any()):
+        return blend_mask.sum() * 0
+    inside = (blend_mask * region.to(blend_mask.dtype)).flatten(1).sum(1)
+    return (inside[ok] / area[ok]).mean()
+
+
+def mouth_l1_loss(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the mouth ``region`` ``(B, 1, H, W)`` (:func:`mouth_region`) of frames that
+    have one: the mouth is a few pixels of a 64 px frame, so the image losses hardly see whether it opens."""
+    area = region.flatten(1).sum(1)
+    ok = area > 0
+    if not bool(ok.any()):
+        return prediction.sum() * 0
+    err = ((prediction - target).abs().mean(1, keepdim=True) * region.to(prediction.dtype)).flatten(1).sum(1)
+    return (err[ok] / area[ok]).mean()
 
 
 # ---------------------------------------------------------------------------------------------- depth

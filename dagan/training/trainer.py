@@ -79,7 +79,7 @@ class GeneratorFullModel(nn.Module):
         """Frames of ``model.image_size``, or with ``train.output_size`` frames of that size: the networks
         then see them downsampled and the prediction is rendered at the output size (as at inference).
         ``points`` ``(B, 2, 68, 2)``: face landmarks of source and driving in pixels of those frames (NaN:
-        none), for ``train.kp_landmarks``."""
+        none), for ``train.kp_landmarks`` and the mouth terms (``loss_weights.mouth_blend`` / ``mouth_l1``)."""
         w, tp = self.w, self.train_params
         frame_size = source.shape[-1]
         target, source_full = driving, None
@@ -136,6 +136,14 @@ class GeneratorFullModel(nn.Module):
             losses["kp_landmarks"] = w.kp_landmarks * 0.5 * (
                 L.landmark_keypoint_loss(kp_source, points[:, 0], tp.kp_landmarks, frame_size)
                 + L.landmark_keypoint_loss(kp_driving, points[:, 1], tp.kp_landmarks, frame_size))
+        if (w.mouth_blend or w.mouth_l1) and points is not None:
+            if w.mouth_blend and "blend_mask" in generated:
+                mask = generated["blend_mask"]
+                region = L.mouth_region(points[:, 1], frame_size, mask.shape[-1])
+                losses["mouth_blend"] = w.mouth_blend * L.mouth_blend_loss(mask, region)
+            if w.mouth_l1:
+                region = L.mouth_region(points[:, 1], frame_size, prediction.shape[-1])
+                losses["mouth_l1"] = w.mouth_l1 * L.mouth_l1_loss(prediction, target, region)
         if w.depth_constraint:
             depth_generated = self.model.depth_decoder(self.model.depth_encoder(
                 generated.get("prediction_model", prediction)))[("disp", 0)]
@@ -280,6 +288,12 @@ def _check_config(cfg: Config) -> None:
         if len(pair) != 2 or not 0 <= pair[0] < cfg.model.num_kp or not 0 <= pair[1] < 68:
             raise ConfigError(f"config key 'train.kp_landmarks': {pair} is not [keypoint < {cfg.model.num_kp}, "
                               "landmark < 68]")
+    if w.mouth_blend and not cfg.model.generator.output_blend:
+        raise ConfigError("config key 'train.loss_weights.mouth_blend' needs model.generator.output_blend: true "
+                          "(it trains the output blend mask)")
+    if (w.mouth_blend or w.mouth_l1) and cfg.dataset.mode == "image_pairs":
+        raise ConfigError("config keys 'train.loss_weights.mouth_blend'/'mouth_l1' need video pairs (dataset.mode "
+                          "'videos' or 'mixed'): still-image pairs have no mouth motion")
     if cfg.train.perceptual_backbone == "none" and sum(w.perceptual) and not (w.l1_pyramid or w.ssim_pyramid):
         raise ConfigError("config key 'train.perceptual_backbone' is 'none' but only perceptual weights are set: "
                           "set loss_weights.l1_pyramid / ssim_pyramid (the offline substitute)")
@@ -351,7 +365,8 @@ class GeneratorTask(Task):
 
         tc, ds = cfg.train, cfg.dataset
         targets = None
-        if tc.kp_landmarks and tc.loss_weights.kp_landmarks and ds.mode != "image_pairs":
+        w = tc.loss_weights
+        if ((tc.kp_landmarks and w.kp_landmarks) or w.mouth_blend or w.mouth_l1) and ds.mode != "image_pairs":
             paths = list_videos(root if root is not None else ds.root_dir, "train", ds.test_videos, ds.exclude_videos)
             landmarks = clips_landmarks(paths, tuple(ds.frame_shape[:2]), tc.landmark_cache or None)
             targets = {name: (points, None) for name, points in landmarks.items()}
