@@ -244,6 +244,9 @@ class TrainConfig:
     # no keypoint moves when the mouth opens; a keypoint tied to the lower lip does
     kp_landmarks: List[List[int]] = field(default_factory=list)
     landmark_cache: str = ""
+    # loss_weights.mouth_blend only where the two mouths open differently (weighted by losses.mouth_change),
+    # so the sharp source mouth is still copied when the driver's matches it
+    mouth_blend_on_change: bool = False
 
 
 @dataclass

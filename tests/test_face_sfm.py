@@ -315,6 +315,30 @@ def test_mouth_losses_read_only_the_mouth_and_skip_frames_without_landmarks():
     assert float(mouth_blend_loss(mask, none).detach()) == 0 and float(mouth_l1_loss(prediction, target, none)) == 0
 
 
+def _face(opening, n=1):
+    """68 landmarks: eye centres 20 px apart, inner lips 62/66 ``opening`` px apart, the rest NaN-free."""
+    points = torch.zeros(n, 68, 2)
+    points[:, 36:42] = torch.tensor([20.0, 20.0])
+    points[:, 42:48] = torch.tensor([40.0, 20.0])
+    points[:, 62] = torch.tensor([30.0, 45.0])
+    points[:, 66] = torch.tensor([30.0, 45.0 + opening])
+    return points
+
+
+def test_mouth_change_measures_the_opening_difference_like_the_evaluation():
+    from dagan.evaluation.face_metrics import mouth_opening
+    from dagan.training.losses import mouth_blend_loss, mouth_change
+
+    closed, open_ = _face(0.0), _face(1.0)
+    assert mouth_opening(open_[0].numpy()) == pytest.approx(0.05)  # 1 px over a 20 px inter-ocular distance
+    assert float(mouth_change(closed, open_)) == pytest.approx(0.5)  # 0.05 of the full 0.1
+    assert float(mouth_change(open_, closed)) == pytest.approx(0.5)
+    assert float(mouth_change(closed, _face(6.0))) == 1.0 and float(mouth_change(open_, open_)) == 0.0
+    assert float(mouth_change(closed, torch.full((1, 68, 2), float("nan")))) == 0.0
+    mask, region = torch.full((2, 1, 8, 8), 0.8), torch.ones(2, 1, 8, 8)
+    assert float(mouth_blend_loss(mask, region, torch.tensor([1.0, 0.0]))) == pytest.approx(0.4)
+
+
 def test_mouth_terms_are_checked_and_train_the_blend_mask(tiny_config):
     from dagan.errors import ConfigError
     from dagan.models.dagan import DaGAN, build_discriminator
@@ -344,3 +368,10 @@ def test_mouth_terms_are_checked_and_train_the_blend_mask(tiny_config):
     assert grad is not None and float(grad.abs().sum()) > 0
     losses, _ = full(frames[:, 0], frames[:, 1], 0, None)  # portrait pairs: no landmarks, no mouth terms
     assert "mouth_blend" not in losses and "mouth_l1" not in losses
+    c.train.mouth_blend_on_change = True  # only where the two mouths open differently
+    same = torch.stack([_face(2.0, n=2), _face(2.0, n=2)], 1)
+    differ = torch.stack([_face(0.0, n=2), _face(3.0, n=2)], 1)
+    for pts in (same, differ):
+        pts[:, :, 48:60] = _lips(30.0, 46.0, 14.0, 4.0, n=2)[:, None, 48:60]
+    assert float(full(frames[:, 0], frames[:, 1], 0, same)[0]["mouth_blend"].detach()) == 0.0
+    assert float(full(frames[:, 0], frames[:, 1], 0, differ)[0]["mouth_blend"].detach()) > 0

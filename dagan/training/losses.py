@@ -230,16 +230,32 @@ def mouth_region(points: torch.Tensor, frame_size: int, size: int, margin: float
     return region[:, None]
 
 
-def mouth_blend_loss(blend_mask: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+def mouth_change(points_source: torch.Tensor, points_driving: torch.Tensor, full: float = 0.1) -> torch.Tensor:
+    """``(B,)`` in [0, 1]: how differently open the two mouths are, ``|o_d - o_s| / full`` clipped, with ``o`` the
+    inner-lip opening ``|L62 - L66|`` over the inter-ocular distance (the evaluation's mouth measure; 0.1 is
+    about the 90th percentile of a talking clip). 0 for frames without landmarks."""
+    def opening(p: torch.Tensor) -> torch.Tensor:
+        iod = (p[:, 36:42].mean(1) - p[:, 42:48].mean(1)).norm(dim=-1).clamp(min=1e-6)
+        return (p[:, 62] - p[:, 66]).norm(dim=-1) / iod
+
+    change = ((opening(points_driving.float()) - opening(points_source.float())).abs() / full).clamp(0, 1)
+    return torch.nan_to_num(change, nan=0.0)
+
+
+def mouth_blend_loss(blend_mask: torch.Tensor, region: torch.Tensor, weight: Optional[torch.Tensor] = None
+                     ) -> torch.Tensor:
     """Mean output-blend mask ``(B, 1, h, w)`` inside the driving frame's mouth ``region`` (same size;
-    :func:`mouth_region`), averaged over frames that have one: low when the decoder, which can render a mouth
-    the source does not show, owns the mouth instead of the copied source."""
+    :func:`mouth_region`), per frame times ``weight`` ``(B,)`` (e.g. :func:`mouth_change`; default 1),
+    averaged over frames that have a region: low when the decoder, which can render a mouth the source does
+    not show, owns the mouth instead of the copied source."""
     area = region.flatten(1).sum(1)
     ok = area > 0
     if not bool(ok.any()):
         return blend_mask.sum() * 0
-    inside = (blend_mask * region.to(blend_mask.dtype)).flatten(1).sum(1)
-    return (inside[ok] / area[ok]).mean()
+    inside = (blend_mask * region.to(blend_mask.dtype)).flatten(1).sum(1) / area.clamp(min=1e-6)
+    if weight is not None:
+        inside = inside * weight.to(inside.dtype)
+    return inside[ok].mean()
 
 
 def mouth_l1_loss(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,8 @@ class GeneratorFullModel(nn.Module):
             if w.mouth_blend and "blend_mask" in generated:
                 mask = generated["blend_mask"]
                 region = L.mouth_region(points[:, 1], frame_size, mask.shape[-1])
-                losses["mouth_blend"] = w.mouth_blend * L.mouth_blend_loss(mask, region)
+                change = L.mouth_change(points[:, 0], points[:, 1]) if tp.mouth_blend_on_change else None
+                losses["mouth_blend"] = w.mouth_blend * L.mouth_blend_loss(mask, region, change)
             if w.mouth_l1:
                 region = L.mouth_region(points[:, 1], frame_size, prediction.shape[-1])
                 losses["mouth_l1"] = w.mouth_l1 * L.mouth_l1_loss(prediction, target, region)
