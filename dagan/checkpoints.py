@@ -107,12 +107,13 @@ def _summarise(keys: Iterable[str], limit: int = 6) -> str:
 def check_and_load(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, strict: bool = True,
                    allow_missing: Sequence[str] = (), assign: bool = False) -> None:
     """Load ``state`` into ``module`` after comparing keys and shapes; on mismatch raise a
-    :class:`CheckpointError` that lists missing, unexpected and mis-shaped keys. Keys under the prefixes
-    ``allow_missing`` may be absent from ``state`` (they keep the module's values). ``assign``: the module
+    :class:`CheckpointError` that lists missing, unexpected and mis-shaped keys. Keys named by or under the
+    prefixes ``allow_missing`` may be absent from ``state`` (they keep the module's values). ``assign``: the module
     takes the loaded tensors themselves where the dtypes match (a freshly built module nobody else holds)."""
     own = module.state_dict()
-    prefixes = tuple(p.rstrip(".") + "." for p in allow_missing)
-    missing = [k for k in own if k not in state and not k.startswith(prefixes)]
+    exact = {p.rstrip(".") for p in allow_missing}
+    prefixes = tuple(p + "." for p in exact)
+    missing = [k for k in own if k not in state and not (k in exact or k.startswith(prefixes))]
     unexpected = [k for k in state if k not in own]
     misshaped = [f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

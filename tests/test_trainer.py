@@ -311,6 +311,42 @@ def test_init_networks_takes_only_the_named_networks(tiny_config, tmp_path):
         config_from_dict({"init_networks": ["keypoints"]}, TrainConfig, "train")
 
 
+def test_a_model_is_fine_tuned_at_another_size_with_its_own_anti_aliasing(tiny_config, tmp_path):
+    """configs/dagan-small-128.yaml: 64 px weights into a 128 px model whose keypoint and motion networks keep
+    their working size (scale factors halved). Every weight loads; the anti-aliasing kernels, which follow the
+    scale factors, stay the new model's (the file's 13x13 kernels would not even fit)."""
+    import copy
+
+    from dagan.models.dagan import build_discriminator
+    from dagan.training.trainer import load_init_checkpoint
+
+    torch.manual_seed(0)
+    old = DaGAN(tiny_config.model)
+    old.save_pretrained(tmp_path / "old")
+    big = copy.deepcopy(tiny_config.model)
+    big.image_size = 128
+    big.kp_detector.scale_factor = tiny_config.model.kp_detector.scale_factor / 2
+    big.generator.dense_motion.scale_factor = tiny_config.model.generator.dense_motion.scale_factor / 2
+    torch.manual_seed(1)
+    new = DaGAN(big)
+    kernel = new.kp_detector.down.weight.clone()
+    assert kernel.shape != old.kp_detector.down.weight.shape
+    for networks in ((), ["kp_detector", "generator"]):
+        load_init_checkpoint(new, build_discriminator(big), tmp_path / "old", networks)
+        for k, v in old.state_dict().items():
+            if not k.endswith("down.weight"):
+                assert torch.equal(new.state_dict()[k], v), k
+        assert torch.equal(new.kp_detector.down.weight, kernel)
+    torch.manual_seed(2)
+    untrained = DaGAN(big)
+    with torch.no_grad():
+        frames = torch.rand(1, 3, 128, 128)
+        small = old.detect_keypoints(torch.nn.functional.interpolate(frames, size=(64, 64), mode="area"))["value"]
+        near = (new.detect_keypoints(frames)["value"] - small).abs().mean()
+        far = (untrained.detect_keypoints(frames)["value"] - small).abs().mean()
+    assert near < 0.25 * far  # the same 16 px working image, nearly: the keypoints carry over
+
+
 def test_init_new_keys_let_a_config_add_parameters(tiny_config, tmp_path):
     """Fine-tuning into a config with new parameters (the SPADE output blend): only the listed keys may be
     missing from the file; everything else loads."""

@@ -29,6 +29,7 @@ from ..errors import CheckpointError, ConfigError
 from ..io.images import resize_tensor
 from ..models.dagan import DaGAN, build_discriminator
 from ..models.discriminator import scale_name
+from ..nn import AntiAliasInterpolation2d
 from . import losses as L
 from .runtime import (CHECKPOINT_NAME, StepOutcome, Task, all_ranks_finite, amp_dtype, mean_state_dict,
                       resolve_checkpoint, run, step_seed)
@@ -241,10 +242,16 @@ def load_init_checkpoint(model: DaGAN, discriminator: nn.Module, path: PathLike,
     Only networks present in the file are loaded; their shapes must match the config. ``networks`` (names of
     ``DaGAN`` children, or ``discriminator``) restricts loading to those, each of which must be in the file.
     ``new_keys`` (model key prefixes such as ``generator.decoder.conv_blend``) are parameters the config adds:
-    the file may lack them, and they keep their fresh initialisation.
+    the file may lack them, and they keep their fresh initialisation. Anti-aliasing kernels are never taken
+    from the file (they follow the config's scale factors), so a model can be fine-tuned at another size.
     """
     path = os.fspath(path)
     state, disc, official = _read_init_checkpoint(path)
+    # anti-aliasing kernels follow the config's scale factors (e.g. a 64 px model fine-tuned at 128 px with
+    # the keypoint and motion networks at the same working size): not weights, so the model keeps its own
+    derived = [f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, AntiAliasInterpolation2d)]
+    state = {k: v for k, v in state.items() if k not in derived}
+    new_keys = list(new_keys) + derived
     if not networks:
         if not official:  # our files hold the whole model: check it as a whole
             check_and_load(model, state, f"weights in {path}", allow_missing=new_keys)
