@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dagan import DaGAN  # noqa: E402
 from dagan.evaluation.face_metrics import BackendLandmarks, FaceAnalyzer, interocular  # noqa: E402
 from dagan.inference.faces import DlibFaceBackend  # noqa: E402
-from dagan.io.images import resize_tensor  # noqa: E402
+from dagan.io.images import image_to_tensor, resize_tensor  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
 from common import print_report  # noqa: E402
 
@@ -57,7 +57,7 @@ def keypoints(model: DaGAN, frames: torch.Tensor) -> Dict[str, torch.Tensor]:
 
 def clip_report(model: DaGAN, landmarks: BackendLandmarks, path: str, stride: int, zooms: List[float]) -> dict:
     frames = list(VideoReader(path))[::stride]
-    batch = torch.stack([torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) for f in frames]).float() / 255
+    batch = torch.cat([image_to_tensor(f) for f in frames])
     base = keypoints(model, batch)
     synthetic = {}
     for factor in zooms:

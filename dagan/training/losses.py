@@ -242,17 +242,23 @@ def mouth_change(points_source: torch.Tensor, points_driving: torch.Tensor, full
     return torch.nan_to_num(change, nan=0.0)
 
 
+def _region_means(values: torch.Tensor, region: torch.Tensor):
+    """Per-frame mean of ``values`` ``(B, 1, H, W)`` weighted by ``region`` (same size) -> ``(means (B,), ok (B,))``,
+    ``ok`` where the region is not empty."""
+    area = region.flatten(1).sum(1)
+    weighted = (values * region.to(values.dtype)).flatten(1).sum(1)
+    return weighted / area.clamp(min=1e-6), area > 0
+
+
 def mouth_blend_loss(blend_mask: torch.Tensor, region: torch.Tensor, weight: Optional[torch.Tensor] = None
                      ) -> torch.Tensor:
     """Mean output-blend mask ``(B, 1, h, w)`` inside the driving frame's mouth ``region`` (same size;
     :func:`mouth_region`), per frame times ``weight`` ``(B,)`` (e.g. :func:`mouth_change`; default 1),
     averaged over frames that have a region: low when the decoder, which can render a mouth the source does
     not show, owns the mouth instead of the copied source."""
-    area = region.flatten(1).sum(1)
-    ok = area > 0
+    inside, ok = _region_means(blend_mask, region)
     if not bool(ok.any()):
         return blend_mask.sum() * 0
-    inside = (blend_mask * region.to(blend_mask.dtype)).flatten(1).sum(1) / area.clamp(min=1e-6)
     if weight is not None:
         inside = inside * weight.to(inside.dtype)
     return inside[ok].mean()
@@ -261,12 +267,10 @@ def mouth_blend_loss(blend_mask: torch.Tensor, region: torch.Tensor, weight: Opt
 def mouth_l1_loss(prediction: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the mouth ``region`` ``(B, 1, H, W)`` (:func:`mouth_region`) of frames that
     have one: the mouth is a few pixels of a 64 px frame, so the image losses hardly see whether it opens."""
-    area = region.flatten(1).sum(1)
-    ok = area > 0
+    err, ok = _region_means((prediction - target).abs().mean(1, keepdim=True), region)
     if not bool(ok.any()):
         return prediction.sum() * 0
-    err = ((prediction - target).abs().mean(1, keepdim=True) * region.to(prediction.dtype)).flatten(1).sum(1)
-    return (err[ok] / area[ok]).mean()
+    return err[ok].mean()
 
 
 # ---------------------------------------------------------------------------------------------- depth
