@@ -1,6 +1,6 @@
 """A frame grid of a model, to look at: one row per (portrait, driving clip, frame) with
 source | driving | driving depth | result, at the output size, as ``demo.py`` renders it (relative motion,
-adapt-scale, anchored at the first driving frame).
+adapt-scale, face-guided when a face backend loads, anchored at the first driving frame).
 
     python benchmarks/frame_grid.py --model checkpoints/dagan-small --data ../shared/data \\
         --sources source_astronaut_256.png source_lp_d10frame0_256.png --videos drv_lp_d9_audio_256 \\
@@ -21,7 +21,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan import Animator, DaGAN  # noqa: E402
-from dagan.io.images import fit_frames, image_to_tensor, read_image, resize_image, tensor_to_images  # noqa: E402
+from dagan.io.images import fit_frames, read_image, resize_image, tensor_to_images  # noqa: E402
+from dagan.errors import MissingWeightsError  # noqa: E402
+from dagan.inference.faces import load_face_backend  # noqa: E402
+from dagan.inference.guide import GUIDE_MODES  # noqa: E402
 from dagan.io.video import read_video  # noqa: E402
 
 
@@ -32,22 +35,21 @@ def depth_tile(depth: torch.Tensor, size: int) -> np.ndarray:
     return tensor_to_images(d.repeat(1, 3, 1, 1))[0]
 
 
-def grid_rows(model: DaGAN, data: str, sources, videos, frames, size: int):
-    animator = Animator(model, device="cpu", dtype="float32", output_size=size)
+def grid_rows(model: DaGAN, data: str, sources, videos, frames, size: int, guide=None):
+    animator = Animator(model, device="cpu", dtype="float32", output_size=size, guide=guide)
     rows, names = [], []
     for video in videos:
         clip, _ = read_video(os.path.join(data, video + ".mp4"), max_frames=max(frames) + 1)
-        small = fit_frames(clip, (model.image_size,) * 2)
         full = fit_frames(clip, (size, size))
         for source in sources:
             image = read_image(os.path.join(data, source))
             animator.set_source(image)
-            animator.set_anchor(small[0])
+            animator.set_anchor(full[0])
             for t in frames:
-                out = animator.animate_tensor(image_to_tensor(small[t]), return_details=True)
-                rows.append(np.concatenate([resize_image(image, size), full[t],
-                                            depth_tile(out["driving_depth"], size),
-                                            tensor_to_images(out["prediction"])[0]], axis=1))
+                item = next(animator.animate_stream([full[t]], details=True))
+                depth = torch.from_numpy(item["driving_depth"])[None, None]
+                rows.append(np.concatenate([resize_image(image, size), full[t], depth_tile(depth, size),
+                                            item["prediction"]], axis=1))
                 names.append(f"{source} <- {video} frame {t}")
     return rows, names
 
@@ -60,20 +62,30 @@ def main() -> int:
     p.add_argument("--videos", nargs="+", required=True, help="clip names under --data (no extension)")
     p.add_argument("--frames", nargs="+", type=int, default=[40, 120])
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--guide", choices=GUIDE_MODES, default="auto",
+                   help="face-guided head motion, as demo.py --guide (default auto: on when a face backend loads)")
     p.add_argument("--out", required=True, help="PNG to write")
     args = p.parse_args()
     import imageio.v3 as iio
 
     torch.set_grad_enabled(False)
     model = DaGAN.from_pretrained(args.model)
-    rows, names = grid_rows(model, args.data, args.sources, args.videos, args.frames, args.size)
+    guide = None
+    if args.guide != "off":
+        try:
+            guide = load_face_backend("auto")
+        except MissingWeightsError:
+            if args.guide == "on":
+                raise
+    rows, names = grid_rows(model, args.data, args.sources, args.videos, args.frames, args.size, guide)
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
     tmp = args.out + ".tmp.png"
     iio.imwrite(tmp, grid)
     os.replace(tmp, args.out)
     print(json.dumps({"benchmark": "frame_grid", "model": args.model, "columns": ["source", "driving",
-                      "driving depth", "result"], "rows": names, "out": args.out}, indent=2))
+                      "driving depth", "result"], "guide": guide is not None, "rows": names,
+                      "out": args.out}, indent=2))
     return 0
 
 

@@ -282,6 +282,23 @@ def model_config_from_checkpoint(ckpt: Mapping[str, Any], where: str) -> ModelCo
         raise CheckpointError(f"{where} holds an invalid config: {exc}") from None
 
 
+def kp_landmark_pairs(raw: Any) -> Tuple[Tuple[int, int], ...]:
+    """``(keypoint, landmark)`` pairs a model was trained with (``train.kp_landmarks`` of its full config,
+    when trained with ``loss_weights.kp_landmarks``): those keypoints sit on those face landmarks, which the
+    face guide (:mod:`dagan.inference.guide`) uses. Empty for other models and for model-only configs."""
+    train = raw.get("train") if isinstance(raw, Mapping) else None
+    if not isinstance(train, Mapping):
+        return ()
+    weights = train.get("loss_weights") or {}
+    pairs = train.get("kp_landmarks") or []
+    if not pairs or not float(weights.get("kp_landmarks", 0.0) or 0.0) > 0:
+        return ()
+    try:
+        return tuple((int(k), int(m)) for k, m in pairs)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"train.kp_landmarks must list [keypoint, landmark] pairs, got {pairs!r}") from None
+
+
 def file_sha256(path: PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -413,6 +430,7 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
             cfg = model_config_from_checkpoint({"config": cfg_data}, cfg_path)
         else:
             cfg = model_config_from_checkpoint(ckpt, where)
+            cfg_data = ckpt.get("config")
     else:
         ckpt = load_file(path, map_location, trust_checkpoint)
         where = path
@@ -422,6 +440,7 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
             raise CheckpointError(f"{path} is an official DaGAN checkpoint: load it with DaGAN.from_official "
                                   f"(CLI: pass --config with the official YAML)")
         cfg = model_config_from_checkpoint(ckpt, where)
+        cfg_data = ckpt.get("config")
     state = ckpt.get("state_dict", ckpt.get("model"))
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{where} has no 'state_dict' entry")
@@ -431,4 +450,5 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
     with _no_weight_init():
         model = cls(cfg)
     check_and_load(model, strip_prefix(state), f"weights in {where}", assign=True)
+    model.kp_landmarks = kp_landmark_pairs(cfg_data)
     return model.to(map_location).eval()

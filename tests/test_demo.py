@@ -52,7 +52,10 @@ def _listing(folder):
 
 def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsys, no_detector_weights):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "load_face_backend", None)  # the default must never need a detector
+    def no_backend(*args, **kwargs):  # no face backend installed: the default runs, unguided
+        raise cli.MissingWeightsError("no face backend")
+
+    monkeypatch.setattr(cli, "load_face_backend", no_backend)
     assert cli.main(["--max-frames", "4"]) == 0
     info = probe(tmp_path / "result.mp4")
     assert info["frames"] == 4 and info["fps"] == 25 and info["audio_codec"] is None
@@ -97,7 +100,8 @@ def test_crop_and_paste_back_keep_source_resolution(tmp_path, shared_data):
     source = shared_data / "source_astronaut.png"
     detector = BoxDetector(frac=(0.4, 0.3, 0.6, 0.5))  # crop box on the astronaut: x 164..348, y 112..296
     rc = cli.main(["--source_image", str(source), "--driving_video", str(shared_data / "drv_lp_d13_orig_720x1280.mp4"),
-                   "--result_video", str(result), "--crop", "--paste-back", "--max-frames", "3", "--quiet"],
+                   "--result_video", str(result), "--crop", "--paste-back", "--max-frames", "3", "--quiet",
+                   "--guide", "off"],
                   detector_factory=lambda: detector)
     assert rc == 0 and detector.calls == 1 + 3
     frames = list(VideoReader(result))
@@ -121,9 +125,9 @@ def test_find_best_frame_anchors_on_the_chosen_frame(tmp_path, monkeypatch):
     anchors = []
     original = cli.Animator.set_anchor
 
-    def record(self, frame):
+    def record(self, frame, landmarks=None):
         anchors.append(frame.copy())
-        return original(self, frame)
+        return original(self, frame, landmarks)
 
     monkeypatch.setattr(cli.Animator, "set_anchor", record)
     rc = cli.main(["--find_best_frame", "--result_video", str(tmp_path / "r.mp4"), "--max-frames", "4", "--quiet"],

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from ..distributed import distributed_env, gather_lists
 from ..errors import DatasetError, InputError, MissingWeightsError
+from ..inference.guide import GUIDE_MODES, LandmarkGuide, face_points
 from . import face_metrics as FM
 from . import metrics as M
 
@@ -83,6 +84,8 @@ class EvalSettings:
     # frames are read, rendered and scored at this size (default: the models' size); the models still run at
     # their own size and render at this one (see DaGAN.prepare_source's source_full), as demo.py --size does
     output_size: Optional[int] = None
+    # face-guided head motion as in demo.py --guide: auto (on when a face backend loads), on, off
+    guide: str = "auto"
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -100,6 +103,8 @@ class EvalSettings:
                 raise InputError(f"source image not found: {missing[0]}")
             if not self.sources:
                 raise InputError("--sources lists no image")
+        if self.guide not in GUIDE_MODES:
+            raise InputError(f"guide must be one of {', '.join(GUIDE_MODES)}, got {self.guide!r}")
         if self.output_size is not None and self.output_size < 8:
             raise InputError(f"output size must be >= 8, got {self.output_size}")
         for name in ("max_videos", "max_frames"):
@@ -293,11 +298,23 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
 
 # ---------------------------------------------------------------------------------------- systems
 class ModelSystem:
-    """A DaGAN checkpoint driven through the model API (source prepared once, frames in batches)."""
+    """A DaGAN checkpoint driven through the model API (source prepared once, frames in batches).
 
-    def __init__(self, model, adapt_movement_scale: bool = True):
+    ``guide``: face-guided head motion as in ``demo.py`` (:mod:`dagan.inference.guide`), a function giving the
+    face of a ``(H, W, 3)`` uint8 frame (with landmarks) or None; None: keypoints only."""
+
+    def __init__(self, model, adapt_movement_scale: bool = True,
+                 guide: Optional[Callable[[np.ndarray], Optional[object]]] = None):
         self.model = model.eval()
         self.adapt = adapt_movement_scale
+        self.faces = guide
+        self.guide: Optional[LandmarkGuide] = (LandmarkGuide(tied=getattr(model, "kp_landmarks", ()))
+                                               if guide is not None else None)
+
+    def _landmarks(self, frames: torch.Tensor) -> List[Optional[np.ndarray]]:
+        height, width = frames.shape[2:]
+        return [face_points(self.faces(image), width, height, self.model.image_size)
+                for image in M.to_uint8_hwc(frames)]
 
     def _model_size(self, frames: torch.Tensor) -> torch.Tensor:
         size = self.model.image_size
@@ -310,6 +327,7 @@ class ModelSystem:
         from ..models.dagan import movement_scale
 
         full = source if tuple(source.shape[2:]) != (self.model.image_size,) * 2 else None
+        first_driving_full = first_driving
         source, first_driving = self._model_size(source), self._model_size(first_driving)
         self.state = self.model.prepare_source(source, full)
         # reconstruction drives a frame with itself: its keypoints are already known
@@ -319,11 +337,16 @@ class ModelSystem:
         self.scale: Union[bool, float] = False
         if relative and self.adapt:
             self.scale = movement_scale(self.state.kp["value"], self.kp_initial["value"])
+        if self.guide is not None:
+            self.guide.set_anchor(self._landmarks(first_driving_full)[0], self.kp_initial,
+                                  self.state.kp if relative else None, self.scale)
 
     @torch.no_grad()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
+        if self.guide is not None:
+            self.guide.push(self._landmarks(driving))
         return self.model.animate_batch(self.state, self._model_size(driving), self.kp_initial, self.relative,
-                                        self.scale)
+                                        self.scale, smoother=self.guide)
 
 
 class RepeatSource:
@@ -498,6 +521,26 @@ def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str,
         if analyzer is not None and not analyzer.embeddings and suite.faces is not None:
             suite.skipped[m] = f"the {analyzer.name} face backend has no identity model (use dlib)"
     return suite
+
+
+def guide_faces(mode: str, suite: MetricSuite, device: Union[str, torch.device] = "cpu"
+                ) -> Optional[Callable[[np.ndarray], Optional[object]]]:
+    """The face function of ``--guide`` (``auto``/``on``/``off``) for :class:`ModelSystem`: the metric suite's
+    own (cached) face analyser when it has one, so every driving frame is analysed once, else the default face
+    backend; None for ``off`` or, with ``auto``, when no face backend loads (logged)."""
+    if mode == "off":
+        return None
+    if suite.faces is not None:
+        return suite.faces.analyse_image
+    from ..inference.faces import load_face_backend
+
+    try:
+        return FM.FaceAnalyzer(load_face_backend("auto", str(device)), embeddings=False).analyse_image
+    except MissingWeightsError as exc:
+        if mode == "on":
+            raise
+        logger.info("face-guided motion is off (%s)", exc)
+        return None
 
 
 # -------------------------------------------------------------------------------------- the loop
@@ -686,7 +729,8 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
             group_order.append(it.group)
     mine = {g for k, g in enumerate(group_order) if k % world == rank}
     local_items = [it for it in items if it.group in mine]
-    systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale)
+    guide = guide_faces(settings.guide, suite, device) if models else None
+    systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale, guide)
                                     for name, m in models.items()}
     if baseline:
         systems[BASELINE] = RepeatSource()

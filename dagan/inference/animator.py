@@ -18,6 +18,7 @@ import torch
 from ..errors import InputError
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
+from .guide import LandmarkGuide, face_points
 from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from .smoothing import KeypointSmoother, OneEuroSettings
 
@@ -46,6 +47,12 @@ class Animator:
             where it can be copied (:func:`~dagan.models.generator.render_output`).
         smooth: temporal smoothing of the driving keypoints: ``True`` (One-Euro defaults), a
             :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
+        guide: face-guided head motion (:mod:`dagan.inference.guide`): the driving face's 68 landmarks set
+            the global (affine) motion of the keypoints, which then follow a driver's head fully on any face.
+            ``True`` loads the default face backend (:func:`~dagan.inference.faces.load_face_backend`,
+            :class:`~dagan.errors.MissingWeightsError` when none is installed), or pass a detector object
+            (``detect(image, landmarks=True)``); None/False: off (the default). Landmarks are found on the
+            frames as given (before resizing to the model), so give full-size frames.
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
     ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
@@ -63,7 +70,7 @@ class Animator:
     def __init__(self, model: DaGAN, device: Union[str, torch.device] = "auto",
                  dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
                  adapt_movement_scale: bool = True, batch_size: int = 1, output_size: Optional[int] = None,
-                 smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True):
+                 smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True, guide: Any = None):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
             raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
         self.device = resolve_device(device)
@@ -86,6 +93,17 @@ class Animator:
         self.smoother: Optional[KeypointSmoother] = None
         if smooth:
             self.smoother = KeypointSmoother(smooth if isinstance(smooth, OneEuroSettings) else None)
+        self.face_detector = None
+        self.guide: Optional[LandmarkGuide] = None
+        if guide is not None and guide is not False:
+            if guide is True:
+                from .faces import load_face_backend
+
+                guide = load_face_backend("auto", device=str(self.device))
+            if not hasattr(guide, "detect"):
+                raise InputError(f"guide must be True, False/None or a face detector, got {type(guide).__name__}")
+            self.face_detector = guide
+            self.guide = LandmarkGuide(tied=getattr(model, "kp_landmarks", ()))
         self.state: Optional[SourceState] = None
         self.source_image: Optional[np.ndarray] = None
         self.kp_driving_initial: Optional[KP] = None
@@ -126,6 +144,33 @@ class Animator:
         arrays = [resize_image(as_image(f, "driving frame"), self.size) for f in frames]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0).to(self.device)
 
+    def _landmarks(self, frames: Union[Frame, List[Frame]]) -> List[Optional[np.ndarray]]:
+        """The guide's landmarks of each frame (keypoint coordinates; None: no face), found on the frames as
+        given."""
+        if isinstance(frames, torch.Tensor):
+            frames = list(frames.unsqueeze(0) if frames.dim() == 3 else frames)
+        elif isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        elif not isinstance(frames, (list, tuple)):
+            frames = [frames]
+        out: List[Optional[np.ndarray]] = []
+        for frame in frames:
+            if isinstance(frame, torch.Tensor):
+                frame = tensor_to_images(frame.unsqueeze(0) if frame.dim() == 3 else frame)[0]
+            image = as_image(frame, "driving frame")
+            faces = self.face_detector.detect(image, landmarks=True)
+            face = max(faces, key=lambda f: f.size) if faces else None
+            out.append(face_points(face, image.shape[1], image.shape[0], self.size))
+        return out
+
+    def _motion_hook(self):
+        """What :meth:`DaGAN.drive` applies to the driving keypoints: the guide, then the smoother."""
+        if self.guide is None:
+            return self.smoother
+        if self.smoother is None:
+            return self.guide
+        return lambda kp: self.smoother(self.guide(kp))
+
     # ----------------------------------------------------------------------------------- the API
     @torch.no_grad()
     def set_source(self, image: ImageLike) -> None:
@@ -156,11 +201,16 @@ class Animator:
         self.movement_scale = False
         if self.smoother is not None:
             self.smoother.reset()
+        if self.guide is not None:
+            self.guide.reset()
 
     @torch.no_grad()
-    def set_anchor(self, frame: Frame) -> None:
-        """Use ``frame`` as the reference of relative motion (e.g. the best-matching driving frame)."""
+    def set_anchor(self, frame: Frame, landmarks: Optional[np.ndarray] = None) -> None:
+        """Use ``frame`` as the reference of relative motion (e.g. the best-matching driving frame).
+        ``landmarks``: its guide landmarks when already known (found on ``frame`` otherwise)."""
         self._require_source()
+        if self.guide is not None and landmarks is None:
+            landmarks = self._landmarks(frame)[0]
         driving = self._frames_to_tensor(frame)[:1]
         with self._autocast():
             kp = self.model.detect_keypoints(driving)
@@ -168,22 +218,36 @@ class Animator:
         self.movement_scale = False
         if self.relative and self.adapt_movement_scale:
             self.movement_scale = movement_scale(self.state.kp["value"], self.kp_driving_initial["value"])
+        if self.guide is not None:
+            self.guide.set_anchor(landmarks, self.kp_driving_initial, self.state.kp if self.relative else None,
+                                  self.movement_scale)
+            if landmarks is None:
+                logger.warning("no face in the anchor frame: motion is not face-guided until the next anchor")
 
     def _require_source(self) -> None:
         if self.state is None:
             raise InputError("no source image: call Animator.set_source(image) first")
 
     @torch.no_grad()
-    def animate_tensor(self, driving: torch.Tensor, return_details: bool = False):
+    def animate_tensor(self, driving: torch.Tensor, return_details: bool = False,
+                       landmarks: Optional[List[Optional[np.ndarray]]] = None):
         """Animate ``(T, 3, S, S)`` float frames in [0, 1] on the device -> ``(T, 3, O, O)`` float32 in
         [0, 1] (or the model's dict of intermediates with ``return_details``). Anchors on the first frame
-        when no anchor is set."""
+        when no anchor is set. ``landmarks``: the guide's landmarks of the frames (keypoint coordinates),
+        found on ``driving`` itself when the guide is on and they are not given."""
         self._require_source()
+        if self.guide is not None:
+            if landmarks is None:
+                landmarks = self._landmarks(driving)
+            if len(landmarks) != driving.shape[0]:
+                raise InputError(f"got landmarks of {len(landmarks)} frames for {driving.shape[0]} driving frames")
         if self.kp_driving_initial is None:
-            self.set_anchor(driving[:1])
+            self.set_anchor(driving[:1], None if landmarks is None else landmarks[0])
+        if self.guide is not None:
+            self.guide.push(landmarks)
         with self._autocast():
             out = self.model.animate_batch(self.state, driving, self.kp_driving_initial, self.relative,
-                                           self.movement_scale, return_details, self.smoother)
+                                           self.movement_scale, return_details, self._motion_hook())
         if return_details:
             return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
         return out.float()
@@ -191,7 +255,8 @@ class Animator:
     def __call__(self, frame: Frame) -> Frame:
         """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(O, O, 3)`` uint8; ``(3, H, W)`` tensor ->
         ``(3, O, O)`` tensor)."""
-        out = self.animate_tensor(self._frames_to_tensor(frame))
+        landmarks = self._landmarks(frame) if self.guide is not None else None
+        out = self.animate_tensor(self._frames_to_tensor(frame), landmarks=landmarks)
         if isinstance(frame, torch.Tensor):
             return out[0]
         return tensor_to_images(out)[0]
@@ -223,13 +288,14 @@ class Animator:
             yield from self._emit(batch, details)
 
     def _emit(self, batch: List[Frame], details: bool) -> Iterator[Any]:
+        landmarks = self._landmarks(batch) if self.guide is not None else None
         driving = self._frames_to_tensor(batch)
         tensors = isinstance(batch[0], torch.Tensor)
         if not details:
-            out = self.animate_tensor(driving)
+            out = self.animate_tensor(driving, landmarks=landmarks)
             yield from (list(out) if tensors else tensor_to_images(out))
             return
-        out = self.animate_tensor(driving, return_details=True)
+        out = self.animate_tensor(driving, return_details=True, landmarks=landmarks)
         predictions = tensor_to_images(out["prediction"])
         drivings = tensor_to_images(driving)
         depths = out["driving_depth"][:, 0].float().cpu().numpy()

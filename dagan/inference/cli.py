@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, MissingWeightsError
 from ..io.video import camera_input, open_camera
 from ..models.dagan import DaGAN
 from .animator import Animator
 from .faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
                     find_best_frame, largest_face, load_face_backend, paste_back, square_box)
+from .guide import GUIDE_MODES
 from .images import load_image, resize_image
 from .loading import DEFAULT_CHECKPOINT, FALLBACK_CONFIG, REPO_ROOT, UNTRAINED_NOTE  # noqa: F401 (used by the app)
 from .loading import resolve_runtime
@@ -36,6 +37,9 @@ from .video import (DepthWriter, VideoReader, VideoWriter, check_output_path, ch
                     colorize_depth, is_image_path)
 
 logger = logging.getLogger("dagan")
+#: driving frames are handed to a face-guided Animator at least this large, so the landmarks are found on a
+#: face of useful size (the Animator resizes them to the network's size)
+GUIDE_FRAME_SIZE = 256
 
 def build_parser() -> argparse.ArgumentParser:
     p = DashUnderscoreParser(
@@ -78,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="anchor relative motion at the driving frame whose face landmarks best match the "
                       "source (face backend, see --face_backend)")
     best.add_argument("--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
+    g.add_argument("--guide", choices=GUIDE_MODES, default="auto",
+                   help="face-guided head motion: the driving face's landmarks (face backend) set the head's "
+                   "scale, turn and position, the keypoints the rest. auto (default): on when a face backend is "
+                   "installed; on: required; off: keypoints only (the official behaviour)")
     g.add_argument("--smooth", nargs="?", type=float, const=1.0, default=None, metavar="MIN_CUTOFF",
                    help="smooth the driving keypoints over time (One-Euro filter; off by default). The value is the "
                    "cut-off at rest in Hz: lower = smoother, more lag (default when given: 1.0)")
@@ -190,6 +198,29 @@ def smoothing(args, fps: float):
     return OneEuroSettings(min_cutoff=args.smooth, beta=args.smooth_beta, fps=fps or 25.0)
 
 
+def face_guide(args, detector: Callable[[], FaceDetector]) -> Optional[FaceDetector]:
+    """The detector that guides head motion (``--guide``), or None: ``off``; ``auto`` without an installed
+    face backend (logged); ``on`` raises the backend's error when it cannot load."""
+    mode = getattr(args, "guide", "off") or "off"
+    if mode not in GUIDE_MODES:
+        raise InputError(f"--guide must be one of {', '.join(GUIDE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return None
+    try:
+        return detector()
+    except MissingWeightsError as exc:
+        if mode == "on":
+            raise
+        logger.info("face-guided motion is off (%s)", exc)
+        return None
+
+
+def driving_size(model_size: int, guide: Optional[FaceDetector]) -> int:
+    """Side of the driving frames handed to the Animator: the network's, or at least
+    :data:`GUIDE_FRAME_SIZE` when a face guide needs the landmarks."""
+    return max(model_size, GUIDE_FRAME_SIZE) if guide is not None else model_size
+
+
 def prepare_source(args, size: int, detector: Optional[Callable[[], FaceDetector]]) -> Source:
     if args.source_image is None:
         full = astronaut()
@@ -270,7 +301,7 @@ def _frame_processor(args, size: int, detector) -> Callable[[np.ndarray], np.nda
 
 
 def find_anchor(args, size: int, source: Source, detector) -> Optional[np.ndarray]:
-    """The model-size driving frame that anchors relative motion (``--find_best_frame``/``--best_frame``),
+    """The driving frame (at ``size``, as the main pass hands them over) that anchors relative motion (``--find_best_frame``/``--best_frame``),
     found in streaming passes over the driving video; None = the first frame."""
     if not (args.find_best_frame or args.best_frame is not None):
         return None
@@ -358,14 +389,16 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     source = prepare_source(args, size, detector)
     out_size = output_size(args, size, source)
     source = source.at(out_size)
-    driving = open_driving(args, size, detector)
+    guide = face_guide(args, detector)
+    frame_size = driving_size(size, guide)
+    driving = open_driving(args, frame_size, detector)
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, batch_size=default_batch_size(args.batch_size, size),
-                        output_size=out_size,
-                        smooth=smoothing(args, driving.fps))
-    logger.info("%s, %d px, on %s (%s)", description, size, animator.device, str(animator.dtype).replace("torch.", ""))
+                        output_size=out_size, smooth=smoothing(args, driving.fps), guide=guide)
+    logger.info("%s, %d px, on %s (%s)%s", description, size, animator.device,
+                str(animator.dtype).replace("torch.", ""), ", face-guided motion" if guide is not None else "")
     animator.set_source(source.image)
-    anchor = find_anchor(args, size, source, detector)
+    anchor = find_anchor(args, frame_size, source, detector)
     if anchor is not None:
         animator.set_anchor(anchor)
     cut = None
@@ -410,11 +443,12 @@ def stream_animator(args, detector_factory=None, fps: Optional[float] = None) ->
         raise InputError(f"source image not found: {args.source_image}")
     device, dtype = runtime(args)
     model, description = load_model(args)
-    source = prepare_source(args, model.image_size, detector_factory or face_backend_factory(args, device))
+    detector = cached_detector(args, device, detector_factory)
+    source = prepare_source(args, model.image_size, detector)
     source = source.at(output_size(args, model.image_size, source))
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, output_size=source.image.shape[0],
-                        smooth=smoothing(args, fps or 30.0))
+                        smooth=smoothing(args, fps or 30.0), guide=face_guide(args, detector))
     animator.set_source(source.image)
     animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
     animator.reset()
@@ -454,12 +488,12 @@ def run_stream(args, detector_factory=None) -> str:
         frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
     detector = cached_detector(args, runtime(args)[0], detector_factory)
     animator, description = stream_animator(args, detector, fps)
-    size = animator.size
+    size = driving_size(animator.size, animator.face_detector)
     if args.max_frames is not None:
         frames = (f for i, f in zip(range(args.max_frames), frames))
     budget = args.latency_budget_ms if args.latency_budget_ms and args.latency_budget_ms > 0 else None
     stats = StreamStats()
-    logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, size, animator.device,
+    logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, animator.size, animator.device,
                 fps, f"{budget:g} ms" if budget else "none")
     # cropping / resizing run with the animation (the stream's reader thread only reads: a reader thread
     # that resized with torch slowed the 2-core demo down), and only on the frames that are animated
