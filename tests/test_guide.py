@@ -191,6 +191,8 @@ def test_animator_guide_needs_a_detector(tiny_model):
 
     with pytest.raises(InputError, match="face detector"):
         Animator(tiny_model, device="cpu", guide="dlib", fast=False)
+    with pytest.raises(InputError, match="relative"):
+        Animator(tiny_model, device="cpu", guide=ZoomDetector(np.zeros((68, 2)), []), relative=False, fast=False)
 
 
 def test_face_points_skips_faces_without_landmarks():
@@ -247,6 +249,10 @@ def test_demo_guide_on_without_a_backend_is_a_one_line_error_and_auto_runs_ungui
     assert len(err) == 1 and "dlib" in err[0] and not out.exists()
     assert cli.main(["--result_video", str(out), "--max-frames", "2", "--quiet"], detector_factory=_NoBackend) == 0
     assert out.exists()
+    capsys.readouterr()
+    assert cli.main(["--result_video", str(tmp_path / "a.mp4"), "--max-frames", "2", "--absolute", "--guide", "on"],
+                    detector_factory=_NoBackend) == 2
+    assert "relative" in capsys.readouterr().err
 
 
 def test_evaluation_guide_uses_the_suites_face_analyser(tiny_model):
@@ -263,6 +269,16 @@ def test_evaluation_guide_uses_the_suites_face_analyser(tiny_model):
     assert guide_faces("auto", suite).__self__ is suite.faces
     with pytest.raises(InputError, match="guide"):
         EvalSettings(guide="always")
+    # absolute motion (same-identity reconstruction) runs unguided, even where faces are found
+    class Face:
+        landmarks = np.random.default_rng(0).uniform(10, 50, (68, 2))
+
+    frames = torch.rand(3, 3, 64, 64)
+    absolute = ModelSystem(tiny_model, guide=lambda image: Face())
+    absolute.start(frames[:1], frames[:1], False)
+    plain = ModelSystem(tiny_model)
+    plain.start(frames[:1], frames[:1], False)
+    assert torch.allclose(absolute(frames), plain(frames), atol=1e-6)
     # a system whose anchor frame has no face runs unguided (the keypoints pass through)
     system = ModelSystem(tiny_model, guide=lambda image: None)
     frames = torch.rand(3, 3, 64, 64)

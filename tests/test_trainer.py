@@ -111,19 +111,22 @@ def test_export_is_self_describing_and_hash_checked(cfg, tmp_path):
 
 
 def test_shipped_model_config_is_its_training_config():
-    """checkpoints/dagan-small/config.yaml passed back to train.py sets up the fine-tune it came from (release 2:
-    configs/dagan-small-sfm.yaml), and records the depth run it was trained on."""
+    """checkpoints/dagan-small/config.yaml passed back to train.py sets up the fine-tune it came from (release 3:
+    configs/dagan-small-face-kp.yaml), and records the depth run it was trained on."""
     from dagan.checkpoints import file_sha256
     from dagan.config import config_to_dict, load_config
 
     shipped = load_config(REPO / "checkpoints" / "dagan-small" / "config.yaml")
-    recipe = load_config(REPO / "configs" / "dagan-small-sfm.yaml")
+    recipe = load_config(REPO / "configs" / "dagan-small-face-kp.yaml")
     for section in ("task", "model", "train", "dataset", "depth_train"):
         value = getattr(shipped, section)
         assert (value if isinstance(value, str) else config_to_dict(value)) == \
             (getattr(recipe, section) if section == "task" else config_to_dict(getattr(recipe, section))), section
     assert shipped.train.loss_weights.generator_gan == 0 and shipped.train.loss_weights.l1_pyramid == 10
     assert shipped.dataset.mode == "mixed"
+    # the keypoint-landmark pairs it was trained with travel with it (the face guide moves those keypoints)
+    assert DaGAN.from_pretrained(REPO / "checkpoints" / "dagan-small").kp_landmarks == \
+        tuple(tuple(p) for p in recipe.train.kp_landmarks) and len(recipe.train.kp_landmarks) == 10
     assert {"drv_lp_d9_audio_256", "drv_lp_d14_audio_256"} <= set(shipped.dataset.test_videos)  # held out
     prov = shipped.provenance
     assert sorted(a["step"] for a in prov["averaged"]) == [1000, 1250, 1500] and prov["half"] is True

@@ -301,7 +301,8 @@ class ModelSystem:
     """A DaGAN checkpoint driven through the model API (source prepared once, frames in batches).
 
     ``guide``: face-guided head motion as in ``demo.py`` (:mod:`dagan.inference.guide`), a function giving the
-    face of a ``(H, W, 3)`` uint8 frame (with landmarks) or None; None: keypoints only."""
+    face of a ``(H, W, 3)`` uint8 frame (with landmarks) or None; None: keypoints only. Relative motion only:
+    items with absolute motion (same-identity reconstruction) run unguided."""
 
     def __init__(self, model, adapt_movement_scale: bool = True,
                  guide: Optional[Callable[[np.ndarray], Optional[object]]] = None):
@@ -337,16 +338,19 @@ class ModelSystem:
         self.scale: Union[bool, float] = False
         if relative and self.adapt:
             self.scale = movement_scale(self.state.kp["value"], self.kp_initial["value"])
-        if self.guide is not None:
-            self.guide.set_anchor(self._landmarks(first_driving_full)[0], self.kp_initial,
-                                  self.state.kp if relative else None, self.scale)
+        if self.guide is not None:  # relative motion only, as in demo.py
+            self.guide.reset()
+            if relative:
+                self.guide.set_anchor(self._landmarks(first_driving_full)[0], self.kp_initial, self.state.kp,
+                                      self.scale)
 
     @torch.no_grad()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
-        if self.guide is not None:
-            self.guide.push(self._landmarks(driving))
+        guide = self.guide if self.guide is not None and self.relative else None
+        if guide is not None:
+            guide.push(self._landmarks(driving))
         return self.model.animate_batch(self.state, self._model_size(driving), self.kp_initial, self.relative,
-                                        self.scale, smoother=self.guide)
+                                        self.scale, smoother=guide)
 
 
 class RepeatSource:

@@ -52,7 +52,8 @@ class Animator:
             ``True`` loads the default face backend (:func:`~dagan.inference.faces.load_face_backend`,
             :class:`~dagan.errors.MissingWeightsError` when none is installed), or pass a detector object
             (``detect(image, landmarks=True)``); None/False: off (the default). Landmarks are found on the
-            frames as given (before resizing to the model), so give full-size frames.
+            frames as given (before resizing to the model), so give full-size frames. Relative motion only
+            (with absolute keypoints the driver's own detector output is used as it is).
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
     ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
@@ -96,6 +97,8 @@ class Animator:
         self.face_detector = None
         self.guide: Optional[LandmarkGuide] = None
         if guide is not None and guide is not False:
+            if not self.relative:
+                raise InputError("face-guided motion works with relative motion: use relative=True or guide=None")
             if guide is True:
                 from .faces import load_face_backend
 
@@ -219,8 +222,7 @@ class Animator:
         if self.relative and self.adapt_movement_scale:
             self.movement_scale = movement_scale(self.state.kp["value"], self.kp_driving_initial["value"])
         if self.guide is not None:
-            self.guide.set_anchor(landmarks, self.kp_driving_initial, self.state.kp if self.relative else None,
-                                  self.movement_scale)
+            self.guide.set_anchor(landmarks, self.kp_driving_initial, self.state.kp, self.movement_scale)
             if landmarks is None:
                 logger.warning("no face in the anchor frame: motion is not face-guided until the next anchor")
 

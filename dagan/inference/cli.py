@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guide", choices=GUIDE_MODES, default="auto",
                    help="face-guided head motion: the driving face's landmarks (face backend) set the head's "
                    "scale, turn and position, the keypoints the rest. auto (default): on when a face backend is "
-                   "installed; on: required; off: keypoints only (the official behaviour)")
+                   "installed; on: required; off: keypoints only (the official behaviour). Relative motion only")
     g.add_argument("--smooth", nargs="?", type=float, const=1.0, default=None, metavar="MIN_CUTOFF",
                    help="smooth the driving keypoints over time (One-Euro filter; off by default). The value is the "
                    "cut-off at rest in Hz: lower = smoother, more lag (default when given: 1.0)")
@@ -204,6 +204,10 @@ def face_guide(args, detector: Callable[[], FaceDetector]) -> Optional[FaceDetec
     mode = getattr(args, "guide", "off") or "off"
     if mode not in GUIDE_MODES:
         raise InputError(f"--guide must be one of {', '.join(GUIDE_MODES)}, got {mode!r}")
+    if not getattr(args, "relative", True):
+        if mode == "on":
+            raise InputError("--guide on works with relative motion: leave out --absolute")
+        return None
     if mode == "off":
         return None
     try:
