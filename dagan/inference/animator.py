@@ -48,7 +48,7 @@ class Animator:
         smooth: temporal smoothing of the driving keypoints: ``True`` (One-Euro defaults), a
             :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
         guide: face-guided head motion (:mod:`dagan.inference.guide`): the driving face's 68 landmarks set
-            the global (affine) motion of the keypoints, which then follow a driver's head fully on any face.
+            the global (similarity) motion of the keypoints, which then follow a driver's head fully on any face.
             ``True`` loads the default face backend (:func:`~dagan.inference.faces.load_face_backend`,
             :class:`~dagan.errors.MissingWeightsError` when none is installed), or pass a detector object
             (``detect(image, landmarks=True)``); None/False: off (the default). Landmarks are found on the

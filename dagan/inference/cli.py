@@ -41,6 +41,7 @@ logger = logging.getLogger("dagan")
 #: face of useful size (the Animator resizes them to the network's size)
 GUIDE_FRAME_SIZE = 256
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = DashUnderscoreParser(
         prog="demo.py", description="Animate a portrait with a driving video and write an mp4 (streaming, the "
