@@ -733,7 +733,8 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
             group_order.append(it.group)
     mine = {g for k, g in enumerate(group_order) if k % world == rank}
     local_items = [it for it in items if it.group in mine]
-    guide = guide_faces(settings.guide, suite, device) if models else None
+    # only relative-motion items are guided (same-identity reconstruction is absolute): load no backend for none
+    guide = guide_faces(settings.guide, suite, device) if models and any(it.relative for it in items) else None
     systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale, guide)
                                     for name, m in models.items()}
     if baseline:
