@@ -22,9 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan import Animator, DaGAN  # noqa: E402
 from dagan.io.images import fit_frames, read_image, resize_image, tensor_to_images  # noqa: E402
-from dagan.errors import MissingWeightsError  # noqa: E402
 from dagan.inference.faces import load_face_backend  # noqa: E402
-from dagan.inference.guide import GUIDE_MODES  # noqa: E402
+from dagan.inference.guide import GUIDE_MODES, resolve_guide  # noqa: E402
 from dagan.io.video import read_video  # noqa: E402
 
 
@@ -70,13 +69,7 @@ def main() -> int:
 
     torch.set_grad_enabled(False)
     model = DaGAN.from_pretrained(args.model)
-    guide = None
-    if args.guide != "off":
-        try:
-            guide = load_face_backend("auto")
-        except MissingWeightsError:
-            if args.guide == "on":
-                raise
+    guide = resolve_guide(args.guide, lambda: load_face_backend("auto"))
     rows, names = grid_rows(model, args.data, args.sources, args.videos, args.frames, args.size, guide)
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)

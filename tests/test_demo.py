@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from dagan.errors import MissingWeightsError
 from dagan.inference import cli, faces
 from dagan.inference.images import load_image, resize_image
 from dagan.inference.video import VideoReader, probe
@@ -53,7 +54,7 @@ def _listing(folder):
 def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsys, no_detector_weights):
     monkeypatch.chdir(tmp_path)
     def no_backend(*args, **kwargs):  # no face backend installed: the default runs, unguided
-        raise cli.MissingWeightsError("no face backend")
+        raise MissingWeightsError("no face backend")
 
     monkeypatch.setattr(cli, "load_face_backend", no_backend)
     assert cli.main(["--max-frames", "4"]) == 0

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ..distributed import distributed_env, gather_lists
 from ..errors import DatasetError, InputError, MissingWeightsError
-from ..inference.guide import GUIDE_MODES, LandmarkGuide, face_points
+from ..inference.guide import GUIDE_MODES, LandmarkGuide, face_points, resolve_guide
 from . import face_metrics as FM
 from . import metrics as M
 
@@ -532,19 +532,12 @@ def guide_faces(mode: str, suite: MetricSuite, device: Union[str, torch.device] 
     """The face function of ``--guide`` (``auto``/``on``/``off``) for :class:`ModelSystem`: the metric suite's
     own (cached) face analyser when it has one, so every driving frame is analysed once, else the default face
     backend; None for ``off`` or, with ``auto``, when no face backend loads (logged)."""
-    if mode == "off":
-        return None
     if suite.faces is not None:
-        return suite.faces.analyse_image
+        return resolve_guide(mode, lambda: suite.faces.analyse_image)
     from ..inference.faces import load_face_backend
 
-    try:
-        return FM.FaceAnalyzer(load_face_backend("auto", str(device)), embeddings=False).analyse_image
-    except MissingWeightsError as exc:
-        if mode == "on":
-            raise
-        logger.info("face-guided motion is off (%s)", exc)
-        return None
+    return resolve_guide(mode, lambda: FM.FaceAnalyzer(load_face_backend("auto", str(device)),
+                                                       embeddings=False).analyse_image)
 
 
 # -------------------------------------------------------------------------------------- the loop

@@ -18,6 +18,7 @@ import torch
 from ..errors import InputError
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
+from .faces import select_face
 from .guide import LandmarkGuide, face_points
 from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from .smoothing import KeypointSmoother, OneEuroSettings
@@ -162,8 +163,7 @@ class Animator:
                 frame = tensor_to_images(frame.unsqueeze(0) if frame.dim() == 3 else frame)[0]
             image = as_image(frame, "driving frame")
             faces = self.face_detector.detect(image, landmarks=True)
-            face = max(faces, key=lambda f: f.size) if faces else None
-            out.append(face_points(face, image.shape[1], image.shape[0], self.size))
+            out.append(face_points(select_face(faces), image.shape[1], image.shape[0], self.size))
         return out
 
     def _motion_hook(self):

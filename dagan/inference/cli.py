@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
-from ..errors import CheckpointError, InputError, MissingWeightsError
+from ..errors import CheckpointError, InputError
 from ..io.video import camera_input, open_camera
 from ..models.dagan import DaGAN
 from .animator import Animator
 from .faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
                     find_best_frame, largest_face, load_face_backend, paste_back, square_box)
-from .guide import GUIDE_MODES
+from .guide import GUIDE_MODES, resolve_guide
 from .images import load_image, resize_image
 from .loading import DEFAULT_CHECKPOINT, FALLBACK_CONFIG, REPO_ROOT, UNTRAINED_NOTE  # noqa: F401 (used by the app)
 from .loading import resolve_runtime
@@ -200,24 +200,15 @@ def smoothing(args, fps: float):
 
 
 def face_guide(args, detector: Callable[[], FaceDetector]) -> Optional[FaceDetector]:
-    """The detector that guides head motion (``--guide``), or None: ``off``; ``auto`` without an installed
-    face backend (logged); ``on`` raises the backend's error when it cannot load."""
+    """The detector that guides head motion (``--guide``, :func:`~dagan.inference.guide.resolve_guide`), or
+    None; relative motion only (``--absolute --guide on`` is an error)."""
     mode = getattr(args, "guide", "off") or "off"
-    if mode not in GUIDE_MODES:
-        raise InputError(f"--guide must be one of {', '.join(GUIDE_MODES)}, got {mode!r}")
     if not getattr(args, "relative", True):
         if mode == "on":
             raise InputError("--guide on works with relative motion: leave out --absolute")
-        return None
-    if mode == "off":
-        return None
-    try:
-        return detector()
-    except MissingWeightsError as exc:
-        if mode == "on":
-            raise
-        logger.info("face-guided motion is off (%s)", exc)
-        return None
+        if mode == "auto":
+            return None
+    return resolve_guide(mode, detector)
 
 
 def driving_size(model_size: int, guide: Optional[FaceDetector]) -> int:

@@ -22,15 +22,40 @@ Coordinates are the keypoints' normalised ``[-1, 1]`` image coordinates.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import logging
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import torch
+
+from ..errors import InputError, MissingWeightsError
+
+logger = logging.getLogger("dagan")
+T = TypeVar("T")
 
 KP = Dict[str, torch.Tensor]
 
 #: the face-guide settings of ``demo.py --guide`` and the evaluation: on when a face backend loads, always, never
 GUIDE_MODES: Tuple[str, ...] = ("auto", "on", "off")
+
+
+def resolve_guide(mode: str, load: Callable[[], T]) -> Optional[T]:
+    """The ``--guide`` policy, one place for the demo, the evaluation and the benchmarks: ``off`` -> None;
+    ``on`` -> ``load()`` (its :class:`~dagan.errors.MissingWeightsError` propagates); ``auto`` -> ``load()``,
+    or None with a logged line when no face backend is installed."""
+    if mode not in GUIDE_MODES:
+        raise InputError(f"--guide must be one of {', '.join(GUIDE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return None
+    try:
+        return load()
+    except MissingWeightsError as exc:
+        if mode == "on":
+            raise
+        logger.info("face-guided motion is off (%s)", exc)
+        return None
+
+
 #: the landmarks the head's global motion is fitted to: the face outline above the chin (0-4, 12-16), brows
 #: (17-26), nose (27-35) and eyes (36-47); not the mouth and chin (48-67, 5-11), which move on their own.
 #: On the held-out clips this set gave lower motion error and scale drift than the nose and eye corners alone
