@@ -4,12 +4,15 @@ the driver (the evaluation's metric) of each path of the 256 px render, per port
 * ``render``: what ``demo.py`` writes, ``m * warp(source) + (1 - m) * decoded``;
 * ``warp_only``: the full-size portrait warped along the dense motion (what the motion field carries);
 * ``decoder_only``: the upsampled decoder image (what the generator synthesises);
+* ``mouth_handoff``: the render with the blend mask set to 0 over the portrait's mouth (the outer-lip polygon,
+  dilated and feathered, warped along the dense motion): what the render would show if the mask handed the
+  whole mouth to the decoder;
 
 plus the mean blend mask ``m`` over the portrait's mouth (1 = the portrait's own mouth is copied).
 
     python benchmarks/mouth_paths.py --model checkpoints/dagan-small --data ../shared/data \\
         --video drv_lp_d14_audio_256 --sources source_astronaut_256.png source_lp_d10frame0_256.png \\
-        [--max-frames 150] [--out result.json]
+        [--max-frames 150] [--guide] [--out result.json]
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import binary_dilation, gaussian_filter
+from skimage.draw import polygon
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,6 +45,16 @@ def mouth_corr(driving: List[Optional[np.ndarray]], result: List[Optional[np.nda
     return {"frames": len(pairs), "mouth_corr": None if corr is None else round(corr, 3)}
 
 
+def mouth_region(points: np.ndarray, size: int, grow: int = 6) -> torch.Tensor:
+    """``(1, 1, size, size)`` soft mask of the outer-lip polygon (landmarks 48-59), grown by ``grow`` px and
+    feathered (Gaussian, sigma ``grow / 2``)."""
+    mask = np.zeros((size, size), bool)
+    rows, cols = polygon(points[48:60, 1], points[48:60, 0], (size, size))
+    mask[rows, cols] = True
+    soft = gaussian_filter(binary_dilation(mask, iterations=grow).astype(np.float32), grow / 2)
+    return torch.from_numpy(soft)[None, None]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="checkpoints/dagan-small")
@@ -48,42 +63,52 @@ def main(argv=None) -> None:
     p.add_argument("--sources", nargs="+", default=["source_astronaut_256.png", "source_lp_d10frame0_256.png"])
     p.add_argument("--max-frames", type=int, default=150)
     p.add_argument("--size", type=int, default=256)
+    p.add_argument("--guide", action="store_true", help="face-guided motion (relative motion, as demo.py)")
     p.add_argument("--out")
     args = p.parse_args(argv)
     landmarks = BackendLandmarks(FaceAnalyzer(DlibFaceBackend(), embeddings=False))
     frames = list(VideoReader(os.path.join(args.data, args.video + ".mp4"), max_frames=args.max_frames))
     driving = landmarks(frames)
     report = {"benchmark": "mouth_paths", "model": args.model, "video": args.video, "frames": len(frames),
-              "sources": {}}
+              "guide": args.guide, "sources": {}}
     for name in args.sources:
         animator = Animator(DaGAN.from_pretrained(args.model), device="cpu", dtype="float32", batch_size=8,
-                            output_size=args.size)
+                            output_size=args.size, guide=DlibFaceBackend() if args.guide else None)
         source = read_image(os.path.join(args.data, name))
         animator.set_source(source)
         full = animator.state.cache["source_full"]
-        paths = {"render": [], "warp_only": [], "decoder_only": []}
+        own = landmarks([resize_image(source, args.size)])[0]
+        mouth = None if own is None else mouth_region(own, args.size)
+        paths = {"render": [], "warp_only": [], "decoder_only": [], "mouth_handoff": []}
         masks = []
         for start in range(0, len(frames), 8):
-            batch = animator._frames_to_tensor(frames[start:start + 8])
+            chunk = frames[start:start + 8]
+            batch = animator._frames_to_tensor(chunk)
+            guide_landmarks = animator._landmarks(chunk) if args.guide else None
             with torch.no_grad():
-                out = animator.animate_tensor(batch, return_details=True)
+                out = animator.animate_tensor(batch, return_details=True, landmarks=guide_landmarks)
             if "blend_mask" not in out:
                 raise SystemExit(f"{args.model} has no output blend: nothing to separate")
             size = (args.size, args.size)
+            count = batch.shape[0]
+            warped = deform_image_exact(full.expand(count, -1, -1, -1), out["deformation"]).clamp(0, 1)
+            decoded = F.interpolate(out["decoded"], size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+            mask = F.interpolate(out["blend_mask"], size=size, mode="bilinear", align_corners=False)
             paths["render"] += list(tensor_to_images(out["prediction"]))
-            paths["warp_only"] += list(tensor_to_images(
-                deform_image_exact(full.expand(batch.shape[0], -1, -1, -1), out["deformation"]).clamp(0, 1)))
-            paths["decoder_only"] += list(tensor_to_images(
-                F.interpolate(out["decoded"], size=size, mode="bicubic", align_corners=False).clamp(0, 1)))
-            masks.append(F.interpolate(out["blend_mask"], size=size, mode="bilinear", align_corners=False))
+            paths["warp_only"] += list(tensor_to_images(warped))
+            paths["decoder_only"] += list(tensor_to_images(decoded))
+            if mouth is not None:
+                handoff = mask * (1 - deform_image_exact(mouth.expand(count, -1, -1, -1), out["deformation"]))
+                paths["mouth_handoff"] += list(tensor_to_images(decoded + handoff * (warped - decoded)))
+            masks.append(mask)
         mask = torch.cat(masks)[:, 0]
-        own = landmarks([resize_image(source, args.size)])[0]
         row = {"blend_mask_mean": round(float(mask.mean()), 3)}
         if own is not None:
             x, y = own[48:68].mean(0).round().astype(int)
             row["blend_mask_mean_mouth"] = round(float(mask[:, max(y - 12, 0):y + 12, max(x - 20, 0):x + 20].mean()), 3)
         for path, images in paths.items():
-            row[path] = mouth_corr(driving, landmarks(images))
+            if images:
+                row[path] = mouth_corr(driving, landmarks(images))
         report["sources"][name] = row
     print_report(report, args.out)
 

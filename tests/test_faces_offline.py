@@ -199,3 +199,19 @@ def test_find_best_frame_offline_picks_the_matching_frame(backend, shared_data):
     frames = list(VideoReader(shared_data / "drv_lp_d0_256.mp4", max_frames=8))
     assert faces.find_best_frame(backend, frames[5], iter(frames)) == 5
 
+
+
+def test_tracked_landmarks_match_detected_ones_on_a_real_clip(backend, shared_data):
+    from dagan.inference.video import VideoReader
+
+    frames = list(VideoReader(shared_data / "drv_lp_d14_audio_256.mp4", max_frames=40))
+    detected = np.stack([backend.detect(f, landmarks=True)[0].landmarks for f in frames])
+    tracker = faces.LandmarkTracker(backend, detect_every=10)
+    tracked = np.stack([tracker.detect(f, landmarks=True)[0].landmarks for f in frames])
+    assert tracker.detections == 4
+    # fitted in the box carried over from the last frame, the landmarks stay within a few hundredths of the
+    # inter-ocular distance of the detected ones (the detector's own box jitters by that much)
+    iod = np.linalg.norm(detected[:, 36:42].mean(1) - detected[:, 42:48].mean(1), axis=1)
+    error = np.linalg.norm(tracked - detected, axis=2).mean(1) / iod
+    assert error.mean() < 0.02 and error.max() < 0.06
+    assert np.allclose(tracked[::10], detected[::10])  # detection frames are the detector's own

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from dagan.errors import InputError
 from dagan.inference import faces
 from dagan.inference.guide import (LandmarkGuide, face_points, fit_affine, fit_similarity, guide_keypoints,
                                    pixels_to_normalized)
@@ -187,7 +188,6 @@ def test_animator_guide_moves_the_source_with_the_driving_landmarks(tiny_model, 
 
 def test_animator_guide_needs_a_detector(tiny_model):
     from dagan import Animator
-    from dagan.errors import InputError
 
     with pytest.raises(InputError, match="face detector"):
         Animator(tiny_model, device="cpu", guide="dlib", fast=False)
@@ -257,7 +257,6 @@ def test_demo_guide_on_without_a_backend_is_a_one_line_error_and_auto_runs_ungui
 
 def test_evaluation_guide_uses_the_suites_face_analyser(tiny_model):
     from dagan.evaluation.evaluate import EvalSettings, MetricSuite, ModelSystem, guide_faces
-    from dagan.errors import InputError
 
     class Analyser:
         def analyse_image(self, image):
@@ -287,3 +286,87 @@ def test_evaluation_guide_uses_the_suites_face_analyser(tiny_model):
     plain = ModelSystem(tiny_model)
     plain.start(frames[:1], frames[:1], True)
     assert torch.allclose(system(frames), plain(frames), atol=1e-6)
+
+
+class FittingDetector(ZoomDetector):
+    """A :class:`ZoomDetector` that can also fit landmarks in a given box (as the dlib backend does): the
+    fitted landmarks are the ones it would detect, scaled by ``fit_zoom`` about their centre."""
+
+    def __init__(self, base, zooms, fit_zoom=1.0):
+        super().__init__(base, zooms)
+        self.fit_zoom, self.fits, self.boxes = fit_zoom, 0, []
+
+    def fit_landmarks(self, image, box, score=1.0):
+        self.fits += 1
+        self.boxes.append(np.asarray(box, np.float64))
+        face = ZoomDetector.detect(self, image, landmarks=True)[0]
+        self.calls -= 1  # a fit is not a detection
+        centre = face.landmarks.mean(0)
+        face.landmarks = centre + self.fit_zoom * (face.landmarks - centre)
+        return face
+
+
+def test_landmark_tracker_detects_every_nth_frame_and_fits_in_between(base_landmarks):
+    frame = np.zeros((256, 256, 3), np.uint8)
+    detector = FittingDetector(base_landmarks, [])
+    tracker = faces.LandmarkTracker(detector, detect_every=4)
+    found = [tracker.detect(frame, landmarks=True)[0] for _ in range(10)]
+    assert detector.calls == 3 and detector.fits == 7  # detections on frames 0, 4 and 8
+    assert all(np.allclose(f.landmarks, base_landmarks) for f in found)
+    # the fitting box is the detector's box, moved and scaled with the landmarks
+    first = ZoomDetector(base_landmarks, []).detect(frame)[0].box
+    assert np.allclose(detector.boxes[0], first)
+    # without landmarks it only detects; reset() starts again with a detection
+    tracker.detect(frame)
+    assert detector.calls == 4
+    tracker.reset()
+    tracker.detect(frame, landmarks=True)
+    assert detector.calls == 5 and detector.fits == 7
+
+
+def test_landmark_tracker_detects_again_when_the_fitted_face_jumps(base_landmarks):
+    frame = np.zeros((256, 256, 3), np.uint8)
+    detector = FittingDetector(base_landmarks, [], fit_zoom=1.5)  # every fit grows the face by half
+    tracker = faces.LandmarkTracker(detector, detect_every=10, max_change=0.2)
+    found = [tracker.detect(frame, landmarks=True)[0] for _ in range(3)]
+    assert detector.calls == 3 and detector.fits == 2
+    assert all(np.allclose(f.landmarks, base_landmarks) for f in found)
+    # a detector that cannot fit landmarks in a box detects on every frame
+    plain = ZoomDetector(base_landmarks, [])
+    tracker = faces.LandmarkTracker(plain, detect_every=10)
+    for _ in range(3):
+        tracker.detect(frame, landmarks=True)
+    assert plain.calls == 3
+    with pytest.raises(InputError, match="detect_every"):
+        faces.LandmarkTracker(plain, detect_every=0)
+
+
+def test_animator_guide_tracks_landmarks_between_detections(tiny_model, base_landmarks):
+    from dagan import Animator
+
+    size = tiny_model.image_size
+    detector = FittingDetector(base_landmarks, [])
+    frame = np.random.default_rng(2).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    anim = Animator(tiny_model, device="cpu", guide=detector, guide_detect_every=3, fast=False)
+    anim.set_source(np.zeros((size, size, 3), np.uint8))
+    assert len(list(anim.animate_stream([frame] * 7, batch_size=2))) == 7
+    assert detector.calls == 3 and detector.fits == 4  # frames 0, 3 and 6 detected
+    anim.reset()  # a new video starts with a detection
+    anim(frame)
+    assert detector.calls == 4
+
+
+def test_demo_guide_detect_every_tracks_between_detections_and_rejects_zero(tmp_path, base_landmarks, capsys):
+    from dagan.inference import cli
+
+    detector = FittingDetector(base_landmarks, [])
+    assert cli.main(["--result_video", str(tmp_path / "r.mp4"), "--max-frames", "6", "--quiet", "--guide", "on",
+                     "--guide-detect-every", "3"], detector_factory=lambda: detector) == 0
+    assert detector.calls == 2 and detector.fits == 4  # frames 0 and 3 detected
+    args = cli.build_parser().parse_args([])
+    assert cli.guide_detect_every(args) == 1 and cli.guide_detect_every(args, stream=True) == 10
+    out = tmp_path / "z.mp4"
+    assert cli.main(["--result_video", str(out), "--max-frames", "2", "--guide", "on", "--guide_detect_every", "0"],
+                    detector_factory=lambda: detector) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--guide_detect_every" in err[0] and not out.exists()

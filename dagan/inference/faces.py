@@ -179,21 +179,7 @@ class DlibFaceBackend:
     def detect(self, image: np.ndarray, landmarks: bool = False, embedding: bool = False) -> List[Face]:
         """Faces in ``image`` ``(H, W, 3)`` uint8 RGB, largest first. ``landmarks``: fill ``Face.landmarks``
         ``(68, 2)``; ``embedding``: also ``Face.embedding`` ``(128,)`` (implies landmarks)."""
-        from PIL import Image
-
-        image = np.ascontiguousarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"face detection takes (H, W, 3) uint8 RGB images, got {image.shape} {image.dtype}")
-        height, width = image.shape[:2]
-        scale = self._work_scale(height, width)
-        work = image
-        if abs(scale - 1.0) > 1e-6:
-            size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
-            work = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR if scale < 1 else Image.BICUBIC,
-                                                            reducing_gap=None if scale >= 1 else 2.0))
-            scale_x, scale_y = size[0] / width, size[1] / height
-        else:
-            scale_x = scale_y = 1.0
+        work, scale_x, scale_y = self._work_image(image)
         rects, scores, _ = self._detector.run(work, self.upsample, self.threshold)
         faces = []
         for rect, score in zip(rects, scores):
@@ -202,14 +188,46 @@ class DlibFaceBackend:
             face = Face(box, float(score))
             if landmarks or embedding:
                 shape = self._landmarks(work, rect)
-                points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-                face.landmarks = points / np.array([scale_x, scale_y])
+                face.landmarks = self._points(shape, scale_x, scale_y)
                 if embedding:
                     face.embedding = np.asarray(self.identity_model().compute_face_descriptor(work, shape, 0, 0.25),
                                                 dtype=np.float64)
             faces.append(face)
         faces.sort(key=lambda f: -f.size)
         return faces
+
+    def fit_landmarks(self, image: np.ndarray, box: Sequence[float], score: float = 1.0) -> Face:
+        """The 68 landmarks of the face in ``box`` ``(x0, y0, x1, y1)`` (pixels of ``image``, e.g. the last
+        frame's box moved with its landmarks), without running the detector: what :class:`LandmarkTracker`
+        uses between detections (~4x faster than :meth:`detect` at 256 px)."""
+        work, scale_x, scale_y = self._work_image(image)
+        x0, y0, x1, y1 = [float(v) for v in box]
+        rect = self._dlib.rectangle(int(round(x0 * scale_x)), int(round(y0 * scale_y)),
+                                    int(round(x1 * scale_x)) - 1, int(round(y1 * scale_y)) - 1)
+        face = Face(np.array([x0, y0, x1, y1], dtype=np.float64), float(score))
+        face.landmarks = self._points(self._landmarks(work, rect), scale_x, scale_y)
+        return face
+
+    def _work_image(self, image: np.ndarray) -> Tuple[np.ndarray, float, float]:
+        """The copy of ``image`` the detector sees and its scale in x and y."""
+        from PIL import Image
+
+        image = np.ascontiguousarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(f"face detection takes (H, W, 3) uint8 RGB images, got {image.shape} {image.dtype}")
+        height, width = image.shape[:2]
+        scale = self._work_scale(height, width)
+        if abs(scale - 1.0) <= 1e-6:
+            return image, 1.0, 1.0
+        size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+        work = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR if scale < 1 else Image.BICUBIC,
+                                                        reducing_gap=None if scale >= 1 else 2.0))
+        return work, size[0] / width, size[1] / height
+
+    @staticmethod
+    def _points(shape, scale_x: float, scale_y: float) -> np.ndarray:
+        points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        return points / np.array([scale_x, scale_y])
 
     def identity_model(self):
         if self._identity is None:  # 22 MB network, loaded on first use only
@@ -316,6 +334,66 @@ class BoxSmoother:
             return None
         cx, cy, side = self.state
         return cx - side / 2.0, cy - side / 2.0, side
+
+
+class LandmarkTracker:
+    """A :class:`FaceDetector` for the frames of one video, in order, when landmarks are asked for: the
+    detector runs on every ``detect_every``-th frame, and in between the landmarks are fitted in the last
+    face's box moved with its landmarks (the backend's ``fit_landmarks``; dlib: ~4 ms instead of ~17 ms a
+    256 px frame). It detects again when the last frame had no face, when the backend cannot fit landmarks in
+    a box, and when a fitted face jumps (its landmarks' centre moves, or their size changes, by more than
+    ``max_change`` of their size). It follows the largest face. Call :meth:`reset` before another video.
+    Without ``landmarks`` it just detects."""
+
+    def __init__(self, detector: FaceDetector, detect_every: int = 10, max_change: float = 0.2):
+        if int(detect_every) < 1:
+            raise InputError(f"detect_every must be >= 1, got {detect_every}")
+        self.detector = detector
+        self.detect_every = int(detect_every)
+        self.max_change = float(max_change)
+        self.reset()
+
+    def reset(self) -> None:
+        self.last: Optional[Face] = None
+        self.box_offset: Optional[np.ndarray] = None  # the detector's box relative to the landmarks' extent
+        self.since_detection = 0
+        self.detections = 0
+
+    @staticmethod
+    def _extent(points: np.ndarray) -> Tuple[np.ndarray, float]:
+        low, high = points.min(0), points.max(0)
+        return (low + high) / 2.0, float((high - low).max())
+
+    def _track(self, image: np.ndarray) -> Optional[Face]:
+        if (self.last is None or self.box_offset is None or self.since_detection + 1 >= self.detect_every
+                or not hasattr(self.detector, "fit_landmarks")):
+            return None
+        centre, size = self._extent(self.last.landmarks)
+        box = np.tile(centre, 2) + self.box_offset * size
+        face = self.detector.fit_landmarks(image, box, self.last.score)
+        new_centre, new_size = self._extent(face.landmarks)
+        if (abs(new_size / max(size, 1e-6) - 1.0) > self.max_change
+                or np.abs(new_centre - centre).max() > self.max_change * size):
+            return None
+        return face
+
+    def detect(self, image: np.ndarray, landmarks: bool = False) -> List[Face]:
+        if not landmarks:
+            return self.detector.detect(image, landmarks=False)
+        face = self._track(image)
+        if face is not None:
+            self.since_detection += 1
+            self.last = face
+            return [face]
+        faces = self.detector.detect(image, landmarks=True)
+        self.detections += 1
+        self.since_detection = 0
+        self.last = select_face(faces)
+        self.box_offset = None
+        if self.last is not None and self.last.landmarks is not None:
+            centre, size = self._extent(self.last.landmarks)
+            self.box_offset = (np.asarray(self.last.box, np.float64) - np.tile(centre, 2)) / max(size, 1e-6)
+        return faces
 
 
 class DrivingCropper:
