@@ -276,10 +276,13 @@ class LiveSession:
     :func:`dagan.inference.cli.stream_animator` (the ``demo.py --stream`` set-up), used under a lock.
 
     ``key`` identifies the settings it was built for (a new portrait, model or option builds a new session);
-    the first frame after start or :meth:`reanchor` anchors relative motion."""
+    the first frame after start or :meth:`reanchor` anchors relative motion. ``prepare``: what each webcam
+    frame goes through first (:func:`dagan.inference.cli.live_frames`: the face crop with "Crop the face")."""
 
-    def __init__(self, key: Any, animator, description: str):
+    def __init__(self, key: Any, animator, description: str,
+                 prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None):
         self.key, self.animator, self.description = key, animator, description
+        self.prepare = prepare
         self.frames = 0
         self.busy = 0.0  # seconds spent animating
         self.started: Optional[float] = None
@@ -288,19 +291,18 @@ class LiveSession:
     @classmethod
     def start(cls, source: Optional[str], checkpoint: Optional[str], values: Mapping[str, Any],
               options: Optional[Sequence[FormOption]] = None, detector_factory=None, key: Any = None) -> "LiveSession":
-        from .inference.cli import stream_animator
+        from .inference.cli import cached_detector, live_frames, runtime, stream_animator
 
-        if values.get("crop"):
-            raise InputError('the webcam mode does not crop faces: turn "Crop the face" off and keep your face '
-                             'in the middle of the picture')
-        animator, description = stream_animator(demo_args(source, checkpoint, values, options), detector_factory)
-        return cls(key, animator, description)
+        args = demo_args(source, checkpoint, values, options)
+        detector = cached_detector(args, runtime(args)[0], detector_factory)
+        animator, description = stream_animator(args, detector)
+        return cls(key, animator, description, live_frames(args, animator, detector))
 
     def animate(self, frame: np.ndarray) -> np.ndarray:
         """``frame``: ``(H, W, 3)`` uint8 RGB from the webcam -> the animated ``(S, S, 3)`` uint8 frame."""
         with self._lock:
             began = time.perf_counter()
-            output = self.animator(frame)
+            output = self.animator(frame if self.prepare is None else self.prepare(frame))
             self.frames += 1
             self.busy += time.perf_counter() - began
             if self.started is None:
@@ -465,7 +467,8 @@ def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_by
                                                elem_id="download-depth")
         with gr.Accordion("Live webcam", open=False, elem_id="webcam-panel"):
             gr.Markdown("Animate the portrait with your webcam, live: press the camera button, then Record. "
-                        "Your first frame is the reference pose; keep your face in the middle of the picture.")
+                        "Your first frame is the reference pose. Keep your face in the middle of the picture, or tick "
+                        "\"Crop the face\" to have it found in every frame.")
             with gr.Row():
                 webcam = gr.Image(sources=["webcam"], streaming=True, label="Webcam", height=256,
                                   webcam_options=gr.WebcamOptions(mirror=True, constraints=WEBCAM_CONSTRAINTS),

@@ -229,9 +229,34 @@ def test_live_session_anchors_at_its_first_frame_and_reanchors(shared_data):
     assert session.status().startswith("Live: 9 frames animated")
 
 
-def test_live_session_refuses_crop():
-    with pytest.raises(InputError, match="does not crop"):
-        app.LiveSession.start(None, None, _form(crop=True))
+class _WebcamFace:
+    """A detector that finds the face of the middle of a 256 px portrait, and in a 240x320 webcam frame the
+    face whose crop (margin 1.8) is the 100 px square at x 200, y 40."""
+
+    def detect(self, image, landmarks=False):
+        from dagan.inference.faces import Face
+
+        (cx, cy), half = ((128.0, 128.0), 50.0) if image.shape[:2] == (256, 256) else ((250.0, 90.0), 50.0 / 1.8)
+        return [Face(np.array([cx - half, cy - half, cx + half, cy + half]))]
+
+
+def test_live_session_crops_the_face_of_each_webcam_frame(shared_data):
+    from dagan.io.images import resize_image
+
+    face = resize_image(next(iter(VideoReader(CLIP))), 100)
+    webcam = np.full((240, 320, 3), 128, np.uint8)
+    webcam[40:140, 200:300] = face
+    session = app.LiveSession.start(str(PORTRAIT), None, _form(crop=True, guide="off"), detector_factory=_WebcamFace)
+    prepared = session.prepare(webcam).astype(np.int16)
+    side = prepared.shape[0]
+    assert np.abs(prepared - resize_image(face, side)).mean() < 8  # the face, filling the frame
+    assert np.abs(resize_image(webcam, side).astype(np.int16) - resize_image(face, side)).mean() > 30
+    assert session.animate(webcam).shape[2] == 3
+    # a first webcam frame without a face is a clear error
+    session = app.LiveSession.start(str(PORTRAIT), None, _form(crop=True, guide="off"), detector_factory=_WebcamFace)
+    session.prepare.detector = _NoFaces()
+    with pytest.raises(NoFaceError):
+        session.animate(webcam)
 
 
 # ------------------------------------------------------------------------------------ the real page

@@ -303,6 +303,12 @@ def open_driving(args, size: int, detector: Optional[Callable[[], FaceDetector]]
     return Driving(frames, reader.fps, reader.expected_frames, audio, reader.audio_codec, reader)
 
 
+def live_frames(args, animator: Animator, detector: Callable[[], FaceDetector]) -> Callable[[np.ndarray], np.ndarray]:
+    """What each live driving frame goes through before ``animator`` (``demo.py --stream``, the web app's
+    webcam): the face crop with a smoothed box (``--crop``), else a resize to the size the animator needs."""
+    return _frame_processor(args, driving_size(animator.size, animator.face_detector), detector)
+
+
 def _frame_processor(args, size: int, detector) -> Callable[[np.ndarray], np.ndarray]:
     if args.crop:
         return DrivingCropper(detector(), size, margin=args.margin, detect_every=args.detect_every,
@@ -500,7 +506,6 @@ def run_stream(args, detector_factory=None) -> str:
         frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
     detector = cached_detector(args, runtime(args)[0], detector_factory)
     animator, description = stream_animator(args, detector, fps)
-    size = driving_size(animator.size, animator.face_detector)
     if args.max_frames is not None:
         frames = (f for i, f in zip(range(args.max_frames), frames))
     budget = args.latency_budget_ms if args.latency_budget_ms and args.latency_budget_ms > 0 else None
@@ -509,7 +514,7 @@ def run_stream(args, detector_factory=None) -> str:
                 fps, f"{budget:g} ms" if budget else "none")
     # cropping / resizing run with the animation (the stream's reader thread only reads: a reader thread
     # that resized with torch slowed the 2-core demo down), and only on the frames that are animated
-    process = _frame_processor(args, size, detector)
+    process = live_frames(args, animator, detector)
     last: Optional[np.ndarray] = None
     with VideoWriter(args.result_video, fps, audio_from=audio) as out:
         for item in stream(lambda frame: animator(process(frame)), frames, fps=fps, budget_ms=budget,
