@@ -199,7 +199,7 @@ class DlibFaceBackend:
     def fit_landmarks(self, image: np.ndarray, box: Sequence[float], score: float = 1.0) -> Face:
         """The 68 landmarks of the face in ``box`` ``(x0, y0, x1, y1)`` (pixels of ``image``, e.g. the last
         frame's box moved with its landmarks), without running the detector: what :class:`LandmarkTracker`
-        uses between detections (~4x faster than :meth:`detect` at 256 px)."""
+        uses between detections (~2x faster than :meth:`detect` at 256 px)."""
         work, scale_x, scale_y = self._work_image(image)
         x0, y0, x1, y1 = [float(v) for v in box]
         rect = self._dlib.rectangle(int(round(x0 * scale_x)), int(round(y0 * scale_y)),
@@ -339,7 +339,7 @@ class BoxSmoother:
 class LandmarkTracker:
     """A :class:`FaceDetector` for the frames of one video, in order, when landmarks are asked for: the
     detector runs on every ``detect_every``-th frame, and in between the landmarks are fitted in the last
-    face's box moved with its landmarks (the backend's ``fit_landmarks``; dlib: ~4 ms instead of ~17 ms a
+    face's box moved with its landmarks (the backend's ``fit_landmarks``; dlib: ~4 ms instead of ~9 ms a
     256 px frame). It detects again when the last frame had no face, when the backend cannot fit landmarks in
     a box, and when a fitted face jumps (its landmarks' centre moves, or their size changes, by more than
     ``max_change`` of their size). It follows the largest face. Call :meth:`reset` before another video.
