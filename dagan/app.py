@@ -128,6 +128,8 @@ FORM_OPTIONS: Tuple[FormOption, ...] = (
                                                                  ("on", ("--guide", "on"), "on"),
                                                                  ("off", ("--guide", "off"), "off")),
                info="the driving face's landmarks set the head's motion (auto: when a face backend is installed)"),
+    FormOption("mouth_gain", "Mouth gain", "slider", flags=("--mouth_gain",), minimum=1.0, maximum=5.0, step=0.5,
+               off=1.0, info="with the guide: > 1 opens the mouth wider than the model alone does"),
     FormOption("smooth", "Motion smoothing", "slider", flags=("--smooth",), minimum=0.0, maximum=10.0, step=0.1,
                off=0.0, info="0: off; otherwise the keypoint filter's cut-off in Hz (lower = smoother, more lag)"),
     FormOption("crop", "Crop the face", "checkbox", flags=("--crop", "--no_crop"),

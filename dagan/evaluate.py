@@ -83,6 +83,8 @@ def build_parser() -> DashUnderscoreParser:
     p.add_argument("--guide", choices=GUIDE_MODES, default="auto",
                    help="face-guided head motion, as demo.py --guide: auto (default: on when a face backend "
                         "is installed), on, or off (keypoints only, the official behaviour)")
+    p.add_argument("--mouth_gain", type=float, default=1.0,
+                   help="with the guide, as demo.py --mouth_gain (default 1)")
     p.add_argument("--no_baseline", action="store_true", help="leave out the repeat-source baseline")
     p.add_argument("--no_figures", action="store_true", help="write JSON/CSV only")
     p.add_argument("--save_frames", action="store_true",
@@ -130,7 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             lpips_legacy_range=args.lpips_legacy_range, max_videos=args.max_videos,
                             max_frames=args.max_frames, seed=args.seed,
                             exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos,
-                            sources=args.sources, videos=args.videos, output_size=args.size, guide=args.guide)
+                            sources=args.sources, videos=args.videos, output_size=args.size, guide=args.guide,
+                            mouth_gain=args.mouth_gain)
     env = distributed_env()
     world, local = env.world, env.local_rank
     device, _ = resolve_runtime(args.device, "float32")  # scores of the float32 computation

@@ -85,6 +85,15 @@ def test_guide_keeps_the_non_rigid_residual_and_tied_keypoints_follow_their_land
     tied = lm[:, 57] + zooms[:, None] * (anchor["value"][0, 5] - lm0[0, 57])
     assert torch.allclose(out["value"][:, 5], tied, atol=1e-5)
     assert (out["value"][:, 5, 1] - anchor["value"][0, 5, 1] * zooms).min() > 0.07
+    # the mouth gain multiplies the lower lip's own motion (here the 0.08 opening of the driving frame), and
+    # leaves keypoints tied elsewhere (an eye corner) as they were
+    gained = guide_keypoints(kp, anchor, lm0, lm, fit="similarity", tied=[(5, 57), (2, 36)], mouth_gain=2.5)
+    plain = guide_keypoints(kp, anchor, lm0, lm, fit="similarity", tied=[(5, 57), (2, 36)])
+    assert torch.allclose(gained["value"][:, 5] - plain["value"][:, 5],
+                          torch.tensor([0.0, 1.5 * 0.08]).expand(len(zooms), 2), atol=1e-5)
+    assert torch.allclose(gained["value"][:, 2], plain["value"][:, 2], atol=1e-6)
+    with pytest.raises(InputError, match="mouth gain"):
+        LandmarkGuide(mouth_gain=-1)
 
 
 def test_guide_on_a_source_zooms_the_source_about_its_own_centre():
@@ -370,3 +379,19 @@ def test_demo_guide_detect_every_tracks_between_detections_and_rejects_zero(tmp_
                     detector_factory=lambda: detector) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--guide_detect_every" in err[0] and not out.exists()
+
+
+def test_mouth_gain_needs_the_guide_and_reaches_the_animator_and_demo(tiny_model, tmp_path, capsys):
+    from dagan import Animator
+    from dagan.inference import cli
+
+    with pytest.raises(InputError, match="guide"):
+        Animator(tiny_model, device="cpu", fast=False, mouth_gain=2.0)
+    tiny_model.kp_landmarks = ((0, 57), (1, 36))
+    anim = Animator(tiny_model, device="cpu", fast=False, guide=ZoomDetector(np.zeros((68, 2)), []), mouth_gain=2.0)
+    assert anim.guide.mouth_gain == 2.0
+    out = tmp_path / "r.mp4"
+    assert cli.main(["--result_video", str(out), "--max-frames", "2", "--guide", "off", "--mouth_gain", "2"],
+                    detector_factory=_NoBackend) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mouth gain" in err[0] and not out.exists()

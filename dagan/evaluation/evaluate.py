@@ -86,6 +86,7 @@ class EvalSettings:
     output_size: Optional[int] = None
     # face-guided head motion as in demo.py --guide: auto (on when a face backend loads), on, off
     guide: str = "auto"
+    mouth_gain: float = 1.0  # with the guide, as demo.py --mouth_gain
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -305,11 +306,12 @@ class ModelSystem:
     items with absolute motion (same-identity reconstruction) run unguided."""
 
     def __init__(self, model, adapt_movement_scale: bool = True,
-                 guide: Optional[Callable[[np.ndarray], Optional[object]]] = None):
+                 guide: Optional[Callable[[np.ndarray], Optional[object]]] = None, mouth_gain: float = 1.0):
         self.model = model.eval()
         self.adapt = adapt_movement_scale
         self.faces = guide
-        self.guide: Optional[LandmarkGuide] = (LandmarkGuide(tied=getattr(model, "kp_landmarks", ()))
+        self.guide: Optional[LandmarkGuide] = (LandmarkGuide(tied=getattr(model, "kp_landmarks", ()),
+                                                             mouth_gain=mouth_gain)
                                                if guide is not None else None)
 
     def _landmarks(self, frames: torch.Tensor) -> List[Optional[np.ndarray]]:
@@ -728,8 +730,8 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
     local_items = [it for it in items if it.group in mine]
     # only relative-motion items are guided (same-identity reconstruction is absolute): load no backend for none
     guide = guide_faces(settings.guide, suite, device) if models and any(it.relative for it in items) else None
-    systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale, guide)
-                                    for name, m in models.items()}
+    systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale, guide,
+                                                      settings.mouth_gain) for name, m in models.items()}
     if baseline:
         systems[BASELINE] = RepeatSource()
     started = time.time()

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
 from .faces import LandmarkTracker, select_face
-from .guide import GUIDE_DETECT_EVERY, LandmarkGuide, face_points
+from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points
 from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from .smoothing import KeypointSmoother, OneEuroSettings
 
@@ -59,6 +59,9 @@ class Animator:
             frame); in between the landmarks are tracked (:class:`~dagan.inference.faces.LandmarkTracker`, for
             backends with ``fit_landmarks``, e.g. dlib: ~4 ms instead of ~9 ms a 256 px frame; realtime use
             takes 10). Tracking needs the frames in video order; :meth:`reset` and :meth:`set_anchor` restart it.
+        mouth_gain: with the guide, multiplies the own motion of keypoints tied to the lower jaw and lip
+            (:data:`~dagan.inference.guide.MOUTH_GAIN_POINTS`; the shipped model's lower-lip and chin
+            keypoints): > 1 opens the mouth wider (default 1: as the driver's landmarks say).
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
     ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
@@ -77,7 +80,7 @@ class Animator:
                  dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
                  adapt_movement_scale: bool = True, batch_size: int = 1, output_size: Optional[int] = None,
                  smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True, guide: Any = None,
-                 guide_detect_every: int = GUIDE_DETECT_EVERY):
+                 guide_detect_every: int = GUIDE_DETECT_EVERY, mouth_gain: float = 1.0):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
             raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
         self.device = resolve_device(device)
@@ -112,7 +115,12 @@ class Animator:
             if not hasattr(guide, "detect"):
                 raise InputError(f"guide must be True, False/None or a face detector, got {type(guide).__name__}")
             self.face_detector = LandmarkTracker(guide, guide_detect_every)
-            self.guide = LandmarkGuide(tied=getattr(model, "kp_landmarks", ()))
+            self.guide = LandmarkGuide(tied=getattr(model, "kp_landmarks", ()), mouth_gain=mouth_gain)
+            if mouth_gain != 1.0 and not any(m in MOUTH_GAIN_POINTS for _, m in self.guide.tied):
+                logger.warning("mouth gain %g has no effect: the model has no keypoint tied to the lower jaw or "
+                               "lip (train.kp_landmarks)", mouth_gain)
+        elif mouth_gain != 1.0:
+            raise InputError("the mouth gain works with face-guided motion: turn the guide on")
         self.state: Optional[SourceState] = None
         self.source_image: Optional[np.ndarray] = None
         self.kp_driving_initial: Optional[KP] = None

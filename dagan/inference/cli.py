@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face-guided head motion: the driving face's landmarks (face backend) set the head's "
                    "scale, turn and position, the keypoints the rest. auto (default): on when a face backend is "
                    "installed; on: required; off: keypoints only (the official behaviour). Relative motion only")
+    g.add_argument("--mouth_gain", type=float, default=1.0, metavar="G",
+                   help="with the guide: multiply the lower lip and jaw's own motion by G (> 1 opens the mouth "
+                   "wider than the model alone does; default 1). For models with keypoints on landmarks, such as "
+                   "the shipped one")
     g.add_argument("--guide_detect_every", type=int, default=None, metavar="N",
                    help="with the guide: detect the driving face on every N-th frame and track its landmarks in "
                    f"between (faster, a little less exact; default {GUIDE_DETECT_EVERY}, with --stream "
@@ -411,7 +415,7 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, batch_size=default_batch_size(args.batch_size, size),
                         output_size=out_size, smooth=smoothing(args, driving.fps), guide=guide,
-                        guide_detect_every=guide_detect_every(args))
+                        guide_detect_every=guide_detect_every(args), mouth_gain=args.mouth_gain)
     logger.info("%s, %d px, on %s (%s)%s", description, size, animator.device,
                 str(animator.dtype).replace("torch.", ""), ", face-guided motion" if guide is not None else "")
     animator.set_source(source.image)
@@ -466,7 +470,8 @@ def stream_animator(args, detector_factory=None, fps: Optional[float] = None) ->
     animator = Animator(model, device=device, dtype=dtype, relative=args.relative,
                         adapt_movement_scale=args.adapt_scale, output_size=source.image.shape[0],
                         smooth=smoothing(args, fps or 30.0), guide=face_guide(args, detector),
-                        guide_detect_every=guide_detect_every(args, stream=True))
+                        guide_detect_every=guide_detect_every(args, stream=True),
+                        mouth_gain=args.mouth_gain)
     animator.set_source(source.image)
     animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
     animator.reset()

@@ -71,6 +71,10 @@ DEFAULT_FIT = "similarity"
 #: 0.22 | 0.30, scale drift equal
 GUIDE_DETECT_EVERY = 1
 GUIDE_STREAM_DETECT_EVERY = 10
+#: landmarks of the lower jaw and lower lip (iBUG numbering): tied keypoints on these open the mouth, and
+#: ``mouth_gain`` scales their own motion
+MOUTH_GAIN_POINTS: Tuple[int, ...] = tuple(range(5, 12)) + tuple(range(55, 60)) + tuple(range(65, 68))
+MAX_MOUTH_GAIN = 10.0
 
 
 def fit_similarity(src: torch.Tensor, dst: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +129,7 @@ FITS = {"similarity": fit_similarity, "affine": fit_affine}
 def guide_keypoints(kp_driving: KP, kp_anchor: KP, lm_anchor: torch.Tensor, lm_driving: torch.Tensor,
                     fit: str = DEFAULT_FIT, points: Sequence[int] = GLOBAL_POINTS,
                     tied: Sequence[Tuple[int, int]] = (), kp_source: Optional[KP] = None,
-                    scale: float = 1.0) -> KP:
+                    scale: float = 1.0, mouth_gain: float = 1.0) -> KP:
     """Replace the global motion of ``kp_driving`` (``(T, K, 2)`` values, ``(T, K, 2, 2)`` Jacobians)
     relative to ``kp_anchor`` (batch 1) by the one of the landmarks ``lm_driving (T, 68, 2)`` relative to
     ``lm_anchor (1, 68, 2)`` (normalised coordinates), fitted (``fit``: ``"affine"`` or ``"similarity"``) on
@@ -143,7 +147,9 @@ def guide_keypoints(kp_driving: KP, kp_anchor: KP, lm_anchor: torch.Tensor, lm_d
 
     ``tied``: ``(keypoint, landmark)`` pairs of a model trained with keypoints on landmarks
     (``train.kp_landmarks``); the residual of those keypoints is their landmark's (so without ``kp_source``
-    they keep their offset from the landmark, turned and scaled with the face, and otherwise move with it)."""
+    they keep their offset from the landmark, turned and scaled with the face, and otherwise move with it).
+    ``mouth_gain`` multiplies that residual for tied keypoints on the lower jaw and lip
+    (:data:`MOUTH_GAIN_POINTS`): > 1 opens the result's mouth wider than the model alone would."""
     value = kp_driving["value"].float()
     frames = value.shape[0]
     anchor = kp_anchor["value"].float().expand(frames, -1, -1)
@@ -157,8 +163,10 @@ def guide_keypoints(kp_driving: KP, kp_anchor: KP, lm_anchor: torch.Tensor, lm_d
         kp_index, lm_index = [k for k, _ in tied], [m for _, m in tied]
         lm_residual = torch.einsum("bij,bkj->bki", torch.inverse(a_lm),
                                    lm_driving[:, lm_index] - t_lm[:, None]) - lm_anchor[:, lm_index]
+        gain = torch.tensor([mouth_gain if m in MOUTH_GAIN_POINTS else 1.0 for m in lm_index],
+                            dtype=lm_residual.dtype, device=lm_residual.device)
         residual = residual.clone()
-        residual[:, kp_index] = lm_residual
+        residual[:, kp_index] = lm_residual * gain[:, None]
     moved = lambda x: torch.einsum("bij,bkj->bki", a_lm, x)  # noqa: E731
     if kp_source is None:
         guided = moved(anchor + residual) + t_lm[:, None]
@@ -184,9 +192,12 @@ class LandmarkGuide:
     """
 
     def __init__(self, points: Sequence[int] = GLOBAL_POINTS, fit: str = DEFAULT_FIT,
-                 tied: Sequence[Tuple[int, int]] = ()):
+                 tied: Sequence[Tuple[int, int]] = (), mouth_gain: float = 1.0):
         if fit not in FITS:
             raise ValueError(f"unknown fit {fit!r}: one of {sorted(FITS)}")
+        if not 0.0 <= float(mouth_gain) <= MAX_MOUTH_GAIN:
+            raise InputError(f"mouth gain must be in [0, {MAX_MOUTH_GAIN:g}], got {mouth_gain}")
+        self.mouth_gain = float(mouth_gain)
         self.points = [int(p) for p in points]
         self.fit = fit
         self.tied = [(int(k), int(m)) for k, m in tied]
@@ -248,5 +259,5 @@ class LandmarkGuide:
         kp_anchor = {k: v.to(device) for k, v in self.kp_anchor.items()}
         kp_source = None if self.kp_source is None else {k: v.to(device) for k, v in self.kp_source.items()}
         guided = guide_keypoints(kp, kp_anchor, self.anchor[None].to(device), lm, self.fit, self.points,
-                                 self.tied, kp_source, self.scale)
+                                 self.tied, kp_source, self.scale, self.mouth_gain)
         return {k: guided.get(k, v) for k, v in kp.items()}
