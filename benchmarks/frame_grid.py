@@ -34,8 +34,8 @@ def depth_tile(depth: torch.Tensor, size: int) -> np.ndarray:
     return tensor_to_images(d.repeat(1, 3, 1, 1))[0]
 
 
-def grid_rows(model: DaGAN, data: str, sources, videos, frames, size: int, guide=None):
-    animator = Animator(model, device="cpu", dtype="float32", output_size=size, guide=guide)
+def grid_rows(model: DaGAN, data: str, sources, videos, frames, size: int, guide=None, mouth_gain: float = 1.0):
+    animator = Animator(model, device="cpu", dtype="float32", output_size=size, guide=guide, mouth_gain=mouth_gain)
     rows, names = [], []
     for video in videos:
         clip, _ = read_video(os.path.join(data, video + ".mp4"), max_frames=max(frames) + 1)
@@ -63,6 +63,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--guide", choices=GUIDE_MODES, default="auto",
                    help="face-guided head motion, as demo.py --guide (default auto: on when a face backend loads)")
+    p.add_argument("--mouth_gain", type=float, default=1.0, help="with the guide, as demo.py --mouth_gain")
     p.add_argument("--out", required=True, help="PNG to write")
     args = p.parse_args()
     import imageio.v3 as iio
@@ -70,14 +71,15 @@ def main() -> int:
     torch.set_grad_enabled(False)
     model = DaGAN.from_pretrained(args.model)
     guide = resolve_guide(args.guide, lambda: load_face_backend("auto"))
-    rows, names = grid_rows(model, args.data, args.sources, args.videos, args.frames, args.size, guide)
+    rows, names = grid_rows(model, args.data, args.sources, args.videos, args.frames, args.size, guide,
+                            args.mouth_gain)
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
     tmp = args.out + ".tmp.png"
     iio.imwrite(tmp, grid)
     os.replace(tmp, args.out)
     print(json.dumps({"benchmark": "frame_grid", "model": args.model, "columns": ["source", "driving",
-                      "driving depth", "result"], "guide": guide is not None, "rows": names,
+                      "driving depth", "result"], "guide": guide is not None, "mouth_gain": args.mouth_gain, "rows": names,
                       "out": args.out}, indent=2))
     return 0
 
