@@ -395,3 +395,7 @@ def test_mouth_gain_needs_the_guide_and_reaches_the_animator_and_demo(tiny_model
                     detector_factory=_NoBackend) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mouth gain" in err[0] and not out.exists()
+    detector = ZoomDetector(128 + np.random.default_rng(0).uniform(-60, 60, size=(68, 2)), [])
+    assert cli.main(["--result_video", str(out), "--max-frames", "2", "--quiet", "--guide", "on",
+                     "--mouth_gain", "2"], detector_factory=lambda: detector) == 0
+    assert out.exists() and detector.calls == 2
