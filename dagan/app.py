@@ -279,7 +279,8 @@ class LiveSession:
 
     ``key`` identifies the settings it was built for (a new portrait, model or option builds a new session);
     the first frame after start or :meth:`reanchor` anchors relative motion. ``prepare``: what each webcam
-    frame goes through first (:func:`dagan.inference.cli.live_frames`: the face crop with "Crop the face")."""
+    frame goes through first (from :func:`~dagan.inference.cli.stream_animator`: the face crop with "Crop the
+    face")."""
 
     def __init__(self, key: Any, animator, description: str,
                  prepare: Optional[Callable[[np.ndarray], np.ndarray]] = None):
@@ -293,12 +294,9 @@ class LiveSession:
     @classmethod
     def start(cls, source: Optional[str], checkpoint: Optional[str], values: Mapping[str, Any],
               options: Optional[Sequence[FormOption]] = None, detector_factory=None, key: Any = None) -> "LiveSession":
-        from .inference.cli import cached_detector, live_frames, runtime, stream_animator
+        from .inference.cli import stream_animator
 
-        args = demo_args(source, checkpoint, values, options)
-        detector = cached_detector(args, runtime(args)[0], detector_factory)
-        animator, description = stream_animator(args, detector)
-        return cls(key, animator, description, live_frames(args, animator, detector))
+        return cls(key, *stream_animator(demo_args(source, checkpoint, values, options), detector_factory))
 
     def animate(self, frame: np.ndarray) -> np.ndarray:
         """``frame``: ``(H, W, 3)`` uint8 RGB from the webcam -> the animated ``(S, S, 3)`` uint8 frame."""

@@ -307,12 +307,6 @@ def open_driving(args, size: int, detector: Optional[Callable[[], FaceDetector]]
     return Driving(frames, reader.fps, reader.expected_frames, audio, reader.audio_codec, reader)
 
 
-def live_frames(args, animator: Animator, detector: Callable[[], FaceDetector]) -> Callable[[np.ndarray], np.ndarray]:
-    """What each live driving frame goes through before ``animator`` (``demo.py --stream``, the web app's
-    webcam): the face crop with a smoothed box (``--crop``), else a resize to the size the animator needs."""
-    return _frame_processor(args, driving_size(animator.size, animator.face_detector), detector)
-
-
 def _frame_processor(args, size: int, detector) -> Callable[[np.ndarray], np.ndarray]:
     if args.crop:
         return DrivingCropper(detector(), size, margin=args.margin, detect_every=args.detect_every,
@@ -455,11 +449,13 @@ def run(args, detector_factory: Optional[Callable[[], FaceDetector]] = None,
 
 
 # ---------------------------------------------------------------------------------------- demo --stream
-def stream_animator(args, detector_factory=None, fps: Optional[float] = None) -> Tuple[Animator, str]:
+def stream_animator(args, detector_factory=None, fps: Optional[float] = None
+                    ) -> Tuple[Animator, str, Callable[[np.ndarray], np.ndarray]]:
     """The :class:`~dagan.Animator` of the live modes (``demo.py --stream``, the web app's webcam), set up as
     :func:`run` sets up the file demo (:func:`load_model`, :func:`runtime`, ``--size``, ``--smooth`` at ``fps``):
     the source of ``--source_image`` set and the kernels warmed up; the first frame it animates anchors relative
-    motion. Returns it and a one-line model description."""
+    motion. Returns it, a one-line model description, and what each live driving frame goes through before the
+    animator: the face crop with a smoothed box (``--crop``), else a resize to the size the animator needs."""
     if args.source_image is not None and not os.path.exists(args.source_image):
         raise InputError(f"source image not found: {args.source_image}")
     device, dtype = runtime(args)
@@ -475,7 +471,8 @@ def stream_animator(args, detector_factory=None, fps: Optional[float] = None) ->
     animator.set_source(source.image)
     animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
     animator.reset()
-    return animator, description
+    prepare = _frame_processor(args, driving_size(animator.size, animator.face_detector), detector)
+    return animator, description, prepare
 
 
 def default_batch_size(requested: Optional[int], network_size: int) -> int:
@@ -509,8 +506,7 @@ def run_stream(args, detector_factory=None) -> str:
     else:
         reader = VideoReader(args.driving_video, max_frames=args.max_frames)
         frames, fps, audio = reader, reader.fps, (reader.path if reader.has_audio else None)
-    detector = cached_detector(args, runtime(args)[0], detector_factory)
-    animator, description = stream_animator(args, detector, fps)
+    animator, description, process = stream_animator(args, detector_factory, fps)
     if args.max_frames is not None:
         frames = (f for i, f in zip(range(args.max_frames), frames))
     budget = args.latency_budget_ms if args.latency_budget_ms and args.latency_budget_ms > 0 else None
@@ -519,7 +515,6 @@ def run_stream(args, detector_factory=None) -> str:
                 fps, f"{budget:g} ms" if budget else "none")
     # cropping / resizing run with the animation (the stream's reader thread only reads: a reader thread
     # that resized with torch slowed the 2-core demo down), and only on the frames that are animated
-    process = live_frames(args, animator, detector)
     last: Optional[np.ndarray] = None
     with VideoWriter(args.result_video, fps, audio_from=audio) as out:
         for item in stream(lambda frame: animator(process(frame)), frames, fps=fps, budget_ms=budget,
