@@ -79,8 +79,8 @@ def main() -> int:
     iio.imwrite(tmp, grid)
     os.replace(tmp, args.out)
     print(json.dumps({"benchmark": "frame_grid", "model": args.model, "columns": ["source", "driving",
-                      "driving depth", "result"], "guide": guide is not None, "mouth_gain": args.mouth_gain, "rows": names,
-                      "out": args.out}, indent=2))
+                      "driving depth", "result"], "guide": guide is not None, "mouth_gain": args.mouth_gain,
+                      "rows": names, "out": args.out}, indent=2))
     return 0
 
 

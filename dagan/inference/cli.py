@@ -315,8 +315,9 @@ def _frame_processor(args, size: int, detector) -> Callable[[np.ndarray], np.nda
 
 
 def find_anchor(args, size: int, source: Source, detector) -> Optional[np.ndarray]:
-    """The driving frame (at ``size``, as the main pass hands them over) that anchors relative motion (``--find_best_frame``/``--best_frame``),
-    found in streaming passes over the driving video; None = the first frame."""
+    """The driving frame (at ``size``, as the main pass hands them over) that anchors relative motion
+    (``--find_best_frame``/``--best_frame``), found in streaming passes over the driving video; None = the first
+    frame."""
     if not (args.find_best_frame or args.best_frame is not None):
         return None
 
