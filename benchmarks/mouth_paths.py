@@ -4,9 +4,9 @@ the driver (the evaluation's metric) of each path of the 256 px render, per port
 * ``render``: what ``demo.py`` writes, ``m * warp(source) + (1 - m) * decoded``;
 * ``warp_only``: the full-size portrait warped along the dense motion (what the motion field carries);
 * ``decoder_only``: the upsampled decoder image (what the generator synthesises);
-* ``mouth_handoff``: the render with the blend mask set to 0 over the portrait's mouth (the outer-lip polygon,
-  dilated and feathered, warped along the dense motion): what the render would show if the mask handed the
-  whole mouth to the decoder;
+* ``mouth_handoff``: the render with the blend mask set to 0 over the portrait's mouth (the trainer's soft
+  ellipse over the outer lips, :func:`dagan.training.losses.mouth_region`, warped along the dense motion): what
+  the render would show if the mask handed the whole mouth to the decoder;
 
 plus the mean blend mask ``m`` over the portrait's mouth (1 = the portrait's own mouth is copied).
 
@@ -24,8 +24,6 @@ from typing import List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import binary_dilation, gaussian_filter
-from skimage.draw import polygon
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,6 +34,7 @@ from dagan.inference.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import read_image, resize_image, tensor_to_images  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
 from dagan.nn.grid import deform_image_exact  # noqa: E402
+from dagan.training.losses import mouth_region  # noqa: E402
 from common import print_report  # noqa: E402
 
 
@@ -43,16 +42,6 @@ def mouth_corr(driving: List[Optional[np.ndarray]], result: List[Optional[np.nda
     pairs = [(mouth_opening(d), mouth_opening(r)) for d, r in zip(driving, result) if d is not None and r is not None]
     corr = pearson([p[0] for p in pairs], [p[1] for p in pairs])
     return {"frames": len(pairs), "mouth_corr": None if corr is None else round(corr, 3)}
-
-
-def mouth_region(points: np.ndarray, size: int, grow: int = 6) -> torch.Tensor:
-    """``(1, 1, size, size)`` soft mask of the outer-lip polygon (landmarks 48-59), grown by ``grow`` px and
-    feathered (Gaussian, sigma ``grow / 2``)."""
-    mask = np.zeros((size, size), bool)
-    rows, cols = polygon(points[48:60, 1], points[48:60, 0], (size, size))
-    mask[rows, cols] = True
-    soft = gaussian_filter(binary_dilation(mask, iterations=grow).astype(np.float32), grow / 2)
-    return torch.from_numpy(soft)[None, None]
 
 
 def main(argv=None) -> None:
@@ -78,7 +67,7 @@ def main(argv=None) -> None:
         animator.set_source(source)
         full = animator.state.cache["source_full"]
         own = landmarks([resize_image(source, args.size)])[0]
-        mouth = None if own is None else mouth_region(own, args.size)
+        mouth = None if own is None else mouth_region(torch.from_numpy(own)[None], args.size, args.size)
         paths = {"render": [], "warp_only": [], "decoder_only": [], "mouth_handoff": []}
         masks = []
         for start in range(0, len(frames), 8):
