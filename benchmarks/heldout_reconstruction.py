@@ -7,7 +7,7 @@ training (centre crop to square, antialiased resize to the model size). Metrics 
 which the baseline copies perfectly).
 
     python benchmarks/heldout_reconstruction.py --model checkpoints/dagan-small \
-        --config configs/dagan-small.yaml --data ../shared/data
+        --config configs/dagan-small/dagan-small.yaml --data ../shared/data
 """
 from __future__ import annotations
 

@@ -12,9 +12,10 @@ Two file formats are read:
 Unknown keys and values of the wrong type raise :class:`~dagan.errors.ConfigError` naming the full key
 (``model.generator.block_expansion``), so a typo never silently falls back to a default.
 
-A file of ours may start from another one: ``base: dagan-small.yaml`` (a path relative to the file) loads
-that file first and deep-merges the rest of this one over it (mappings merge key by key; lists and scalars
-replace), so variants hold only their differences. Saved configs are always written fully resolved.
+A file of ours may start from another one: ``base: dagan-tiny.yaml`` (a path relative to the file; when
+there is no such file, the shipped config of that name in the repository's ``configs/``) loads that file
+first and deep-merges the rest of this one over it (mappings merge key by key; lists and scalars replace),
+so variants hold only their differences. Saved configs are always written fully resolved.
 
 Example::
 
@@ -565,16 +566,54 @@ def merge_config_dicts(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[s
     return out
 
 
+#: The repository's ``configs/`` folder (beside the ``dagan`` package in a checkout or an editable install).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+#: Environment variable: more folders (``os.pathsep``-separated) where a ``base:`` is looked for.
+CONFIG_PATH_ENV = "DAGAN_CONFIG_PATH"
+
+
+def base_candidates(name: str, folder: Union[str, os.PathLike] = ".") -> List[str]:
+    """Every path where ``base: name`` of a config in ``folder`` is looked for, in order.
+
+    Beside the file first (``name`` relative to ``folder``), then in each folder of ``$DAGAN_CONFIG_PATH``,
+    then in the repository's ``configs/`` (as written, then by file name in ``configs/`` and its subfolders,
+    so a config copied out of the repository still finds the shipped one it names). An absolute ``name`` is
+    the one candidate.
+    """
+    if os.path.isabs(name):
+        return [os.path.normpath(name)]
+    out = [os.path.abspath(os.path.join(os.fspath(folder), name))]
+    roots = [d for d in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if d] + [CONFIGS_DIR]
+    for root in roots:
+        out.append(os.path.abspath(os.path.join(root, name)))
+    if os.path.isdir(CONFIGS_DIR):
+        leaf = os.path.basename(name)
+        subfolders = sorted(e.path for e in os.scandir(CONFIGS_DIR) if e.is_dir())
+        out.extend(os.path.join(d, leaf) for d in [CONFIGS_DIR] + subfolders)
+    return list(dict.fromkeys(out))  # in order, each once
+
+
+def find_base(name: str, folder: Union[str, os.PathLike] = ".") -> str:
+    """The file ``base: name`` refers to (see :func:`base_candidates`); a ConfigError lists every place looked."""
+    candidates = base_candidates(name, folder)
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise ConfigError(f"config key 'base': {name} not found; looked in: {', '.join(candidates)} "
+                      f"(a base is found beside the config, in ${CONFIG_PATH_ENV}, or in {CONFIGS_DIR})")
+
+
 def resolve_base(data: Dict[str, Any], folder: Union[str, os.PathLike] = ".", _seen: Tuple[str, ...] = ()
                  ) -> Dict[str, Any]:
-    """``data`` with its ``base:`` chain applied (``base`` paths are relative to ``folder``, the folder of
-    the file that names them); the result has no ``base`` key."""
+    """``data`` with its ``base:`` chain applied (``base`` paths are looked up by :func:`find_base`: relative to
+    ``folder``, the folder of the file that names them, then the shipped configs); the result has no ``base``
+    key."""
     if "base" not in data:
         return data
     name = data["base"]
     if not isinstance(name, str) or not name:
         raise ConfigError(f"config key 'base': expected the path of another config file, got {name!r}")
-    path = os.path.abspath(os.path.join(os.fspath(folder), name))
+    path = find_base(name, folder)
     if path in _seen:
         raise ConfigError(f"config key 'base': {path} includes itself (chain: {' -> '.join(_seen + (path,))})")
     parent = read_yaml(path)

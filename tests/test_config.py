@@ -1,4 +1,6 @@
 """Configs: our YAML files and official-format files load; bad keys and values are rejected by name."""
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -15,7 +17,18 @@ def test_config_folder_is_found_from_any_working_directory():
     assert len(sorted(CONFIGS.glob("*.yaml"))) >= 10
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_top_level_configs_are_a_short_menu():
+    """What a user runs sits at the top (about a dozen files); experiments live in configs/experiments/, each
+    opening with a comment line saying what it tested and what came of it."""
+    assert len(sorted(CONFIGS.glob("*.yaml"))) <= 12
+    experiments = sorted((CONFIGS / "experiments").glob("*.yaml"))
+    assert experiments
+    for path in experiments:
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# Tested") and "Came of it" in first, path.name
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
@@ -134,13 +147,48 @@ def test_base_errors_name_the_problem(tmp_path, text, message):
         load_config(path)
 
 
+def test_a_copied_config_finds_its_shipped_base(tmp_path):
+    """A config copied out of configs/ keeps working: a ``base:`` that is not beside it is looked up in the
+    repository's configs/ (as written, then by file name in its subfolders)."""
+    for name in ("daganpp-depth-tiny.yaml", "dagan-small-face-kp.yaml", "experiments/dagan-small-lips.yaml"):
+        copy = tmp_path / name.replace("/", "-")
+        copy.write_text((CONFIGS / name).read_text())
+        assert load_config(copy) == load_config(CONFIGS / name), name
+
+
+def test_config_path_env_is_searched(tmp_path, monkeypatch):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "parent.yaml").write_text(yaml.safe_dump({"model": {"num_kp": 6}}))
+    child = tmp_path / "child.yaml"
+    child.write_text("base: parent.yaml\n")
+    with pytest.raises(ConfigError, match="parent.yaml not found"):
+        load_config(child)
+    monkeypatch.setenv("DAGAN_CONFIG_PATH", str(tmp_path / "mine"))
+    assert load_config(child).model.num_kp == 6
+
+
+def test_missing_base_lists_every_place_looked(tmp_path):
+    from dagan.config import CONFIGS_DIR
+
+    child = tmp_path / "child.yaml"
+    child.write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(child)
+    message = str(info.value)
+    for place in (tmp_path / "nowhere.yaml", Path(CONFIGS_DIR) / "nowhere.yaml",
+                  Path(CONFIGS_DIR) / "experiments" / "nowhere.yaml"):
+        assert str(place) in message
+    assert Path(CONFIGS_DIR).resolve() == CONFIGS.resolve()
+
+
 def test_variant_configs_equal_their_full_form():
     """The shrunk variants resolve to the settings they had as full files (spot checks of what differs)."""
     spade, plain = load_config(CONFIGS / "dagan-spade-vox-256.yaml"), load_config(CONFIGS / "dagan-vox-256.yaml")
     assert spade.model.generator.type == "SPADEDepthAwareGenerator" and plain.model.generator.type == "DepthAwareGenerator"
     spade.model.generator.type = plain.model.generator.type
     assert config_to_dict(spade) == config_to_dict(plain)
-    ft, ft2 = load_config(CONFIGS / "dagan-small-ft.yaml"), load_config(CONFIGS / "dagan-small-ft2.yaml")
+    ft, ft2 = load_config(CONFIGS / "dagan-small" / "dagan-small-ft.yaml"), \
+        load_config(CONFIGS / "dagan-small" / "dagan-small-ft2.yaml")
     assert ft2.model.generator.output_blend and not ft.model.generator.output_blend
     assert (ft2.train.lr_generator, ft2.train.lr_kp_detector, ft2.train.epoch_milestones) == (1e-4, 2e-5, [88])
     assert ft2.train.init_checkpoint == "runs/dagan-small-ft/checkpoint.pt" and ft2.train.init_networks == []

@@ -315,7 +315,7 @@ def test_init_networks_takes_only_the_named_networks(tiny_config, tmp_path):
 
 
 def test_a_model_is_fine_tuned_at_another_size_with_its_own_anti_aliasing(tiny_config, tmp_path):
-    """configs/dagan-small-128.yaml: 64 px weights into a 128 px model whose keypoint and motion networks keep
+    """configs/experiments/dagan-small-128.yaml: 64 px weights into a 128 px model whose keypoint and motion networks keep
     their working size (scale factors halved). Every weight loads; the anti-aliasing kernels, which follow the
     scale factors, stay the new model's (the file's 13x13 kernels would not even fit)."""
     import copy
