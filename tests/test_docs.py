@@ -70,6 +70,16 @@ def test_model_card_is_a_card():
         assert re.search(rf"^## {heading}", card, re.M), heading
 
 
+def test_model_card_sha256_match_the_files():
+    import hashlib
+
+    card = (REPO / "checkpoints" / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| \[?`(dagan-small/[^`]+)`\]?[^|]*\| `([0-9a-f]{64})` \|", card, re.M)
+    assert {name for name, _ in rows} == {"dagan-small/model.pt", "dagan-small/config.yaml"}
+    for name, digest in rows:
+        assert hashlib.sha256((REPO / "checkpoints" / name).read_bytes()).hexdigest() == digest, name
+
+
 def test_readme_shows_results_before_the_first_code_block():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 350
