@@ -8,6 +8,7 @@ import torch
 
 from dagan.errors import InputError
 from dagan.inference import faces
+from dagan.inference.faces import Face
 from dagan.inference.guide import (LandmarkGuide, face_points, fit_affine, fit_similarity, guide_keypoints,
                                    pixels_to_normalized)
 
@@ -265,34 +266,41 @@ def test_demo_guide_on_without_a_backend_is_a_one_line_error_and_auto_runs_ungui
 
 
 def test_evaluation_guide_uses_the_suites_face_analyser(tiny_model):
-    from dagan.evaluation.evaluate import EvalSettings, MetricSuite, ModelSystem, guide_faces
+    from dagan.evaluation.evaluate import AnimatorSystem, EvalSettings, MetricSuite, system_faces
 
     class Analyser:
-        def analyse_image(self, image):
-            return None
+        def __init__(self, face=None):
+            self.face = face
+
+        def detect(self, image, landmarks=False):
+            return [] if self.face is None else [self.face]
 
     suite = MetricSuite("cross-identity", EvalSettings(protocol="cross-identity"))
     suite.faces = Analyser()
-    assert guide_faces("off", suite) is None
-    assert guide_faces("auto", suite).__self__ is suite.faces
+    assert system_faces(EvalSettings(guide="off"), suite) is None
+    assert system_faces(EvalSettings(guide="auto"), suite) is suite.faces
+    # the landmark stage needs the faces even with the guide off
+    assert system_faces(EvalSettings(guide="off", motion="landmarks"), suite) is suite.faces
     with pytest.raises(InputError, match="guide"):
         EvalSettings(guide="always")
+    with pytest.raises(InputError, match="motion"):
+        EvalSettings(motion="optical-flow")
     # absolute motion (same-identity reconstruction) runs unguided, even where faces are found
-    class Face:
-        landmarks = np.random.default_rng(0).uniform(10, 50, (68, 2))
-
+    face = Face(np.array([10.0, 10.0, 50.0, 50.0]), 1.0, np.random.default_rng(0).uniform(10, 50, (68, 2)))
+    settings = EvalSettings()
     frames = torch.rand(3, 3, 64, 64)
-    absolute = ModelSystem(tiny_model, guide=lambda image: Face())
+    absolute = AnimatorSystem(tiny_model, settings, Analyser(face))
     absolute.start(frames[:1], frames[:1], False)
-    plain = ModelSystem(tiny_model)
+    plain = AnimatorSystem(tiny_model, settings)
     plain.start(frames[:1], frames[:1], False)
+    assert absolute.animator.guide is None
     assert torch.allclose(absolute(frames), plain(frames), atol=1e-6)
     # a system whose anchor frame has no face runs unguided (the keypoints pass through)
-    system = ModelSystem(tiny_model, guide=lambda image: None)
+    system = AnimatorSystem(tiny_model, settings, Analyser())
     frames = torch.rand(3, 3, 64, 64)
     system.start(frames[:1], frames[:1], True)
-    assert not system.guide.active
-    plain = ModelSystem(tiny_model)
+    assert not system.animator.guide.active
+    plain = AnimatorSystem(tiny_model, settings)
     plain.start(frames[:1], frames[:1], True)
     assert torch.allclose(system(frames), plain(frames), atol=1e-6)
 

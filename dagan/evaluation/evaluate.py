@@ -39,7 +39,9 @@ import torch.nn.functional as F
 
 from ..distributed import distributed_env, gather_lists
 from ..errors import DatasetError, InputError, MissingWeightsError
-from ..inference.guide import GUIDE_MODES, LandmarkGuide, face_points, resolve_guide
+from ..inference.animator import MOTIONS, Animator
+from ..inference.guide import GUIDE_MODES, resolve_guide
+from ..inference.landmark_motion import DEFAULT_MOUTH_FILL, MOUTH_FILLS
 from . import face_metrics as FM
 from . import metrics as M
 
@@ -87,6 +89,10 @@ class EvalSettings:
     # face-guided head motion as in demo.py --guide: auto (on when a face backend loads), on, off
     guide: str = "auto"
     mouth_gain: float = 1.0  # with the guide, as demo.py --mouth_gain
+    # what moves the portrait, as demo.py --motion (Animator's ``motion``): keypoints, landmarks or auto; with the
+    # landmark stage, what fills an opening mouth (demo.py --mouth_fill)
+    motion: str = "keypoints"
+    mouth_fill: str = DEFAULT_MOUTH_FILL
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -106,6 +112,10 @@ class EvalSettings:
                 raise InputError("--sources lists no image")
         if self.guide not in GUIDE_MODES:
             raise InputError(f"guide must be one of {', '.join(GUIDE_MODES)}, got {self.guide!r}")
+        if self.motion not in MOTIONS:
+            raise InputError(f"motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
+        if self.mouth_fill not in MOUTH_FILLS:
+            raise InputError(f"mouth fill must be one of {', '.join(MOUTH_FILLS)}, got {self.mouth_fill!r}")
         if self.output_size is not None and self.output_size < 8:
             raise InputError(f"output size must be >= 8, got {self.output_size}")
         for name in ("max_videos", "max_frames"):
@@ -298,61 +308,43 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
 
 
 # ---------------------------------------------------------------------------------------- systems
-class ModelSystem:
-    """A DaGAN checkpoint driven through the model API (source prepared once, frames in batches).
+class AnimatorSystem:
+    """A DaGAN checkpoint driven as ``demo.py`` drives it, through :class:`~dagan.inference.animator.Animator`
+    (plain float32 model, source prepared once, frames in batches, rendered at the frames' size).
 
-    ``guide``: face-guided head motion as in ``demo.py`` (:mod:`dagan.inference.guide`), a function giving the
-    face of a ``(H, W, 3)`` uint8 frame (with landmarks) or None; None: keypoints only. Relative motion only:
-    items with absolute motion (same-identity reconstruction) run unguided."""
+    ``faces``: the face backend of face-guided motion and of the landmark stage (an object with
+    ``detect(image, landmarks=True)``, e.g. the metric suite's cached :class:`FaceAnalyzer`), or None: keypoint
+    motion only. Both are relative motion: items with absolute motion (same-identity reconstruction) run on the
+    model's keypoints alone."""
 
-    def __init__(self, model, adapt_movement_scale: bool = True,
-                 guide: Optional[Callable[[np.ndarray], Optional[object]]] = None, mouth_gain: float = 1.0):
-        self.model = model.eval()
-        self.adapt = adapt_movement_scale
-        self.faces = guide
-        self.guide: Optional[LandmarkGuide] = (LandmarkGuide(tied=getattr(model, "kp_landmarks", ()),
-                                                             mouth_gain=mouth_gain)
-                                               if guide is not None else None)
+    def __init__(self, model, settings: EvalSettings, faces=None, device: Union[str, torch.device] = "cpu",
+                 output_size: Optional[int] = None):
+        self.model, self.settings, self.faces = model, settings, faces
+        self.device, self.output_size = device, output_size
+        self.animators: Dict[bool, Animator] = {}
+        self.animator: Optional[Animator] = None
 
-    def _landmarks(self, frames: torch.Tensor) -> List[Optional[np.ndarray]]:
-        height, width = frames.shape[2:]
-        return [face_points(self.faces(image), width, height, self.model.image_size)
-                for image in M.to_uint8_hwc(frames)]
-
-    def _model_size(self, frames: torch.Tensor) -> torch.Tensor:
-        size = self.model.image_size
-        if tuple(frames.shape[2:]) == (size, size):
-            return frames
-        return F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    def _animator(self, relative: bool) -> Animator:
+        if relative not in self.animators:
+            s = self.settings
+            guided = relative and self.faces is not None
+            self.animators[relative] = Animator(
+                self.model, device=self.device, dtype="float32", fast=False, relative=relative,
+                adapt_movement_scale=s.adapt_movement_scale and relative, output_size=self.output_size,
+                guide=self.faces if guided and s.guide != "off" else None,
+                mouth_gain=s.mouth_gain if guided and s.guide != "off" else 1.0,
+                motion=s.motion if guided else "keypoints", mouth_fill=s.mouth_fill, face_detector=self.faces)
+        return self.animators[relative]
 
     @torch.no_grad()
     def start(self, source: torch.Tensor, first_driving: torch.Tensor, relative: bool) -> None:
-        from ..models.dagan import movement_scale
-
-        full = source if tuple(source.shape[2:]) != (self.model.image_size,) * 2 else None
-        first_driving_full = first_driving
-        source, first_driving = self._model_size(source), self._model_size(first_driving)
-        self.state = self.model.prepare_source(source, full)
-        # reconstruction drives a frame with itself: its keypoints are already known
-        same = source.shape == first_driving.shape and torch.equal(source, first_driving)
-        self.kp_initial = self.state.kp if same else self.model.detect_keypoints(first_driving)
-        self.relative = relative
-        self.scale: Union[bool, float] = False
-        if relative and self.adapt:
-            self.scale = movement_scale(self.state.kp["value"], self.kp_initial["value"])
-        if self.guide is not None:  # relative motion only, as in demo.py
-            self.guide.reset()
-            if relative:
-                self.guide.set_anchor(self._landmarks(first_driving_full)[0], self.kp_initial, self.state.kp,
-                                      self.scale)
+        self.animator = self._animator(relative)
+        self.animator.set_source(source[0])
+        self.animator.set_anchor(first_driving[:1])
 
     @torch.no_grad()
     def __call__(self, driving: torch.Tensor) -> torch.Tensor:
-        guide = self.guide if self.guide is not None and self.relative else None
-        if guide is not None:
-            guide.push(self._landmarks(driving))
-        return self.model.animate_batch(self.state, self._model_size(driving), self.kp_initial, self.relative,
-                                        self.scale, smoother=guide)
+        return self.animator.animate_tensor(driving)
 
 
 class RepeatSource:
@@ -529,17 +521,19 @@ def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str,
     return suite
 
 
-def guide_faces(mode: str, suite: MetricSuite, device: Union[str, torch.device] = "cpu"
-                ) -> Optional[Callable[[np.ndarray], Optional[object]]]:
-    """The face function of ``--guide`` (``auto``/``on``/``off``) for :class:`ModelSystem`: the metric suite's
-    own (cached) face analyser when it has one, so every driving frame is analysed once, else the default face
-    backend; None for ``off`` or, with ``auto``, when no face backend loads (logged)."""
+def system_faces(settings: EvalSettings, suite: MetricSuite, device: Union[str, torch.device] = "cpu"):
+    """The face backend of ``--guide`` and ``--motion`` for :class:`AnimatorSystem`: the metric suite's own
+    (cached) face analyser when it has one, so every frame is analysed once, else the default face backend;
+    None when neither the guide nor the landmark stage is wanted, or, with ``auto``, when no face backend loads
+    (logged)."""
+    mode = "on" if settings.motion == "landmarks" else settings.guide
+    if settings.motion == "auto" and mode == "off":
+        mode = "auto"
     if suite.faces is not None:
-        return resolve_guide(mode, lambda: suite.faces.analyse_image)
+        return resolve_guide(mode, lambda: suite.faces)
     from ..inference.faces import load_face_backend
 
-    return resolve_guide(mode, lambda: FM.FaceAnalyzer(load_face_backend("auto", str(device)),
-                                                       embeddings=False).analyse_image)
+    return resolve_guide(mode, lambda: FM.FaceAnalyzer(load_face_backend("auto", str(device)), embeddings=False))
 
 
 # -------------------------------------------------------------------------------------- the loop
@@ -729,9 +723,9 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
     mine = {g for k, g in enumerate(group_order) if k % world == rank}
     local_items = [it for it in items if it.group in mine]
     # only relative-motion items are guided (same-identity reconstruction is absolute): load no backend for none
-    guide = guide_faces(settings.guide, suite, device) if models and any(it.relative for it in items) else None
-    systems: Dict[str, Callable] = {name: ModelSystem(m.to(device), settings.adapt_movement_scale, guide,
-                                                      settings.mouth_gain) for name, m in models.items()}
+    faces = system_faces(settings, suite, device) if models and any(it.relative for it in items) else None
+    systems: Dict[str, Callable] = {name: AnimatorSystem(m.to(device), settings, faces, device, size)
+                                    for name, m in models.items()}
     if baseline:
         systems[BASELINE] = RepeatSource()
     started = time.time()

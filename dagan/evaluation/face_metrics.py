@@ -79,6 +79,12 @@ class FaceAnalyzer:
         images = to_uint8_hwc(frames) if isinstance(frames, torch.Tensor) else frames
         return [self.analyse_image(image) for image in images]
 
+    def detect(self, image: np.ndarray, landmarks: bool = False) -> List[Face]:
+        """The face detector interface (:class:`~dagan.inference.faces.FaceDetector`) over the cache: the
+        largest face with landmarks, or none."""
+        face = self.analyse_image(image)
+        return [] if face is None else [face]
+
 
 class BackendLandmarks:
     """AKD landmark detector over a :class:`FaceAnalyzer`: ``(B, 3, H, W)`` -> ``(68, 2)`` or None per frame."""

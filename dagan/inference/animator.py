@@ -15,16 +15,19 @@ from typing import Any, Iterable, Iterator, List, Optional, Union
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, MissingWeightsError, NoFaceError
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
 from .faces import LandmarkTracker, select_face
 from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points
 from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
-from .smoothing import KeypointSmoother, OneEuroSettings
+from .landmark_motion import DEFAULT_MOUTH_FILL, LandmarkMotion
+from .smoothing import KeypointSmoother, OneEuroFilter, OneEuroSettings
 
 logger = logging.getLogger("dagan")
 Frame = Union[np.ndarray, torch.Tensor]
+#: what moves the portrait (see :class:`Animator`'s ``motion``)
+MOTIONS = ("auto", "landmarks", "keypoints")
 
 
 class Animator:
@@ -62,6 +65,19 @@ class Animator:
         mouth_gain: with the guide, multiplies the own motion of keypoints tied to the lower jaw and lip
             (:data:`~dagan.inference.guide.MOUTH_GAIN_POINTS`; the shipped model's lower-lip and chin
             keypoints): > 1 opens the mouth wider (default 1: as the driver's landmarks say).
+        motion: what moves the portrait. ``"landmarks"``: the landmark motion stage
+            (:class:`~dagan.inference.landmark_motion.LandmarkMotion`): the driving face's 68 landmarks and the
+            portrait's depth warp the portrait at ``output_size``, the mouth opens and the eyes blink; no network
+            runs per frame. ``"keypoints"``: the model's keypoint motion and generator (the official path, with
+            the face guide when ``guide`` is set). ``"auto"``: landmarks when a face backend is installed and
+            the portrait has a face, else keypoints (logged). A portrait without a face raises
+            :class:`~dagan.errors.NoFaceError` with ``"landmarks"``.
+        mouth_fill: with the landmark stage, what paints the inside of an opening mouth:
+            ``"driver"`` (the driver's mouth interior, colour-matched; the default), ``"dark"`` (a shaded cavity,
+            no identity leak) or ``"none"``.
+        face_detector: the face backend of the landmark stage and the guide (an object with
+            ``detect(image, landmarks=True)``); default: the one ``guide`` names, else
+            :func:`~dagan.inference.faces.load_face_backend`.
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
     ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
@@ -80,7 +96,8 @@ class Animator:
                  dtype: Union[str, torch.dtype] = torch.float32, relative: bool = True,
                  adapt_movement_scale: bool = True, batch_size: int = 1, output_size: Optional[int] = None,
                  smooth: Union[None, bool, OneEuroSettings] = None, fast: bool = True, guide: Any = None,
-                 guide_detect_every: int = GUIDE_DETECT_EVERY, mouth_gain: float = 1.0):
+                 guide_detect_every: int = GUIDE_DETECT_EVERY, mouth_gain: float = 1.0, motion: str = "keypoints",
+                 mouth_fill: str = DEFAULT_MOUTH_FILL, face_detector: Any = None):
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "prepare_source"):
             raise InputError(f"Animator needs a DaGAN model, got {type(model).__name__}")
         self.device = resolve_device(device)
@@ -105,16 +122,43 @@ class Animator:
             self.smoother = KeypointSmoother(smooth if isinstance(smooth, OneEuroSettings) else None)
         self.face_detector = None
         self.guide: Optional[LandmarkGuide] = None
+        if motion not in MOTIONS:
+            raise InputError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
+        if guide is not None and guide is not False and hasattr(guide, "detect") and face_detector is None:
+            face_detector = guide
+        self.stage: Optional[LandmarkMotion] = None
+        self.motion = motion
+        if motion != "keypoints":
+            if not self.relative:
+                raise InputError("the landmark motion stage is relative motion: use relative=True or "
+                                 "motion='keypoints'")
+            if face_detector is None:
+                from .faces import load_face_backend
+
+                try:
+                    face_detector = load_face_backend("auto", device=str(self.device))
+                except MissingWeightsError:
+                    if motion == "landmarks":
+                        raise
+                    logger.info("no face backend installed: the model's keypoint motion animates")
+            if face_detector is not None:
+                self.stage = LandmarkMotion(self.output_size, mouth_fill=mouth_fill)
+                self.face_detector = LandmarkTracker(face_detector, guide_detect_every)
+        self.stage_active = False
+        self.landmark_filter: Optional[OneEuroFilter] = None
+        if smooth and self.stage is not None:
+            self.landmark_filter = OneEuroFilter(smooth if isinstance(smooth, OneEuroSettings) else None)
         if guide is not None and guide is not False:
             if not self.relative:
                 raise InputError("face-guided motion works with relative motion: use relative=True or guide=None")
             if guide is True:
                 from .faces import load_face_backend
 
-                guide = load_face_backend("auto", device=str(self.device))
+                guide = face_detector or load_face_backend("auto", device=str(self.device))
             if not hasattr(guide, "detect"):
                 raise InputError(f"guide must be True, False/None or a face detector, got {type(guide).__name__}")
-            self.face_detector = LandmarkTracker(guide, guide_detect_every)
+            if self.face_detector is None:
+                self.face_detector = LandmarkTracker(guide, guide_detect_every)
             self.guide = LandmarkGuide(tied=getattr(model, "kp_landmarks", ()), mouth_gain=mouth_gain)
             if mouth_gain != 1.0 and not any(m in MOUTH_GAIN_POINTS for _, m in self.guide.tied):
                 logger.warning("mouth gain %g has no effect: the model has no keypoint tied to the lower jaw or "
@@ -209,7 +253,25 @@ class Animator:
                 source_full = image_to_tensor(resize_image(full, self.output_size)).to(self.device)
         with self._autocast():
             self.state = self.model.prepare_source(source, source_full)
+        self._set_stage_source(source if source_full is None else source_full)
         self.reset()
+
+    def _set_stage_source(self, portrait: torch.Tensor) -> None:
+        """Give the landmark stage the portrait ``(1, 3, O, O)`` with its landmarks and depth (or fall back to
+        keypoint motion when ``motion="auto"`` finds no face)."""
+        self.stage_active = False
+        if self.stage is None:
+            return
+        image = tensor_to_images(portrait)[0]
+        face = select_face(self.face_detector.detector.detect(image, landmarks=True))
+        if face is None or face.landmarks is None:
+            if self.motion == "landmarks":
+                raise NoFaceError("no face in the source image: the landmark motion stage needs one (use "
+                                  "motion='keypoints' to animate the whole picture)")
+            logger.warning("no face in the source image: the model's keypoint motion animates it")
+            return
+        self.stage.set_source(portrait.float(), face.landmarks, self.state.depth.float())
+        self.stage_active = True
 
     def reset(self) -> None:
         """Forget the anchor: the next driving frame becomes the reference of relative motion."""
@@ -219,13 +281,30 @@ class Animator:
             self.smoother.reset()
         if self.guide is not None:
             self.guide.reset()
+        if self.face_detector is not None:
             self.face_detector.reset()
+        if self.landmark_filter is not None:
+            self.landmark_filter.reset()
+        self.last_landmarks: Optional[np.ndarray] = None
+        if self.stage is not None:
+            self.stage.anchor = None
 
     @torch.no_grad()
     def set_anchor(self, frame: Frame, landmarks: Optional[np.ndarray] = None) -> None:
         """Use ``frame`` as the reference of relative motion (e.g. the best-matching driving frame).
-        ``landmarks``: its guide landmarks when already known (found on ``frame`` otherwise)."""
+        ``landmarks``: its guide landmarks when already known (found on ``frame`` otherwise; with the landmark
+        stage: its 68 landmarks in pixels of ``frame``)."""
         self._require_source()
+        if self.stage_active:
+            self.face_detector.reset()
+            frames = self._native_tensor(frame)
+            points = self._face_landmarks(frames)[0] if landmarks is None else landmarks
+            if points is None:
+                logger.warning("no face in the anchor frame: the portrait stays still until a frame with a face")
+                return
+            self.stage.set_anchor(points, frames[:1])
+            self.last_landmarks = np.asarray(points, np.float32)
+            return
         if self.guide is not None and landmarks is None:
             self.face_detector.reset()  # the anchor need not be the next frame of the video
             landmarks = self._landmarks(frame)[0]
@@ -248,16 +327,23 @@ class Animator:
     @torch.no_grad()
     def animate_tensor(self, driving: torch.Tensor, return_details: bool = False,
                        landmarks: Optional[List[Optional[np.ndarray]]] = None):
-        """Animate ``(T, 3, S, S)`` float frames in [0, 1] on the device -> ``(T, 3, O, O)`` float32 in
-        [0, 1] (or the model's dict of intermediates with ``return_details``). Anchors on the first frame
-        when no anchor is set. ``landmarks``: the guide's landmarks of the frames (keypoint coordinates),
-        found on ``driving`` itself when the guide is on and they are not given."""
+        """Animate ``(T, 3, H, W)`` float frames in [0, 1] -> ``(T, 3, O, O)`` float32 in [0, 1] (or the
+        model's dict of intermediates with ``return_details``); frames of another size than the model's are
+        resized to it. Anchors on the first frame when no anchor is set. ``landmarks``: the guide's landmarks of
+        the frames (keypoint coordinates), found on ``driving`` itself (as given: full-size frames give better
+        landmarks) when the guide is on and they are not given.
+
+        With the landmark stage, ``driving`` may be any size (give full-size frames: the landmarks are found on
+        them) and ``landmarks`` are each frame's 68 landmarks in its pixels (None: no face)."""
         self._require_source()
+        if self.stage_active:
+            return self._animate_landmarks(driving, return_details, landmarks)
         if self.guide is not None:
             if landmarks is None:
                 landmarks = self._landmarks(driving)
             if len(landmarks) != driving.shape[0]:
                 raise InputError(f"got landmarks of {len(landmarks)} frames for {driving.shape[0]} driving frames")
+        driving = self._frames_to_tensor(driving)
         if self.kp_driving_initial is None:
             self.set_anchor(driving[:1], None if landmarks is None else landmarks[0])
         if self.guide is not None:
@@ -269,11 +355,69 @@ class Animator:
             return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
         return out.float()
 
+    def _native_tensor(self, frames: Union[Frame, List[Frame]]) -> torch.Tensor:
+        """Frames as ``(T, 3, H, W)`` float32 in [0, 1] on the device, at their own size."""
+        if isinstance(frames, torch.Tensor):
+            t = frames.unsqueeze(0) if frames.dim() == 3 else frames
+            return t.to(self.device, torch.float32)
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        if not isinstance(frames, (list, tuple)):
+            frames = [frames]
+        if isinstance(frames[0], torch.Tensor):
+            return torch.stack([f if f.dim() == 3 else f[0] for f in frames]).to(self.device, torch.float32)
+        arrays = np.stack([as_image(f, "driving frame") for f in frames])
+        return torch.from_numpy(arrays).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def _face_landmarks(self, frames: torch.Tensor) -> List[Optional[np.ndarray]]:
+        """The 68 landmarks ``(68, 2)`` of each frame of ``(T, 3, H, W)`` in its pixels (None: no face)."""
+        out: List[Optional[np.ndarray]] = []
+        for image in tensor_to_images(frames):
+            face = select_face(self.face_detector.detect(image, landmarks=True))
+            out.append(None if face is None else face.landmarks)
+        return out
+
+    def _animate_landmarks(self, frames: torch.Tensor, return_details: bool,
+                           landmarks: Optional[List[Optional[np.ndarray]]]):
+        """The landmark stage's per-batch step: ``(T, 3, H, W)`` -> ``(T, 3, O, O)`` (see :meth:`animate_tensor`)."""
+        frames = self._native_tensor(frames)
+        if landmarks is None:
+            landmarks = self._face_landmarks(frames)
+        if len(landmarks) != frames.shape[0]:
+            raise InputError(f"got landmarks of {len(landmarks)} frames for {frames.shape[0]} driving frames")
+        if self.stage.anchor is None:
+            first = next((k for k, lm in enumerate(landmarks) if lm is not None), None)
+            if first is not None:
+                self.face_detector.reset()
+                self.stage.set_anchor(landmarks[first], frames[first:first + 1])
+        rows = []
+        for points in landmarks:  # a frame without a face keeps the last landmarks seen
+            if points is not None:
+                points = np.asarray(points, np.float32)
+                if self.landmark_filter is not None:
+                    points = self.landmark_filter(torch.from_numpy(points)).numpy()
+                self.last_landmarks = points
+            rows.append(self.last_landmarks)
+        if self.stage.anchor is None:  # no face yet: the portrait as it is
+            prediction = self.stage.source.expand(frames.shape[0], -1, -1, -1).clone()
+        else:
+            prediction = self.stage(np.stack(rows), frames)
+        if not return_details:
+            return prediction
+        model_frames = torch.nn.functional.interpolate(frames, size=(self.size, self.size), mode="bilinear",
+                                                       align_corners=False, antialias=True)
+        with self._autocast():
+            depth = self.model.estimate_depth(model_frames)
+        return {"prediction": prediction, "driving_depth": depth.float()}
+
     def __call__(self, frame: Frame) -> Frame:
         """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(O, O, 3)`` uint8; ``(3, H, W)`` tensor ->
         ``(3, O, O)`` tensor)."""
-        landmarks = self._landmarks(frame) if self.guide is not None else None
-        out = self.animate_tensor(self._frames_to_tensor(frame), landmarks=landmarks)
+        if self.stage_active:
+            out = self.animate_tensor(self._native_tensor(frame))
+        else:
+            landmarks = self._landmarks(frame) if self.guide is not None else None
+            out = self.animate_tensor(self._frames_to_tensor(frame), landmarks=landmarks)
         if isinstance(frame, torch.Tensor):
             return out[0]
         return tensor_to_images(out)[0]
@@ -305,14 +449,20 @@ class Animator:
             yield from self._emit(batch, details)
 
     def _emit(self, batch: List[Frame], details: bool) -> Iterator[Any]:
-        landmarks = self._landmarks(batch) if self.guide is not None else None
-        driving = self._frames_to_tensor(batch)
+        if self.stage_active:
+            landmarks = None
+            native = self._native_tensor(batch)
+            driving = (native if not details else torch.nn.functional.interpolate(
+                native, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True))
+        else:
+            landmarks = self._landmarks(batch) if self.guide is not None else None
+            native = driving = self._frames_to_tensor(batch)
         tensors = isinstance(batch[0], torch.Tensor)
         if not details:
-            out = self.animate_tensor(driving, landmarks=landmarks)
+            out = self.animate_tensor(native, landmarks=landmarks)
             yield from (list(out) if tensors else tensor_to_images(out))
             return
-        out = self.animate_tensor(driving, return_details=True, landmarks=landmarks)
+        out = self.animate_tensor(native, return_details=True, landmarks=landmarks)
         predictions = tensor_to_images(out["prediction"])
         drivings = tensor_to_images(driving)
         depths = out["driving_depth"][:, 0].float().cpu().numpy()
