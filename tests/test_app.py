@@ -234,7 +234,7 @@ class _WebcamFace:
     face whose crop (margin 1.8) is the 100 px square at x 200, y 40."""
 
     def detect(self, image, landmarks=False):
-        from dagan.inference.faces import Face
+        from dagan.faces import Face
 
         (cx, cy), half = ((128.0, 128.0), 50.0) if image.shape[:2] == (256, 256) else ((250.0, 90.0), 50.0 / 1.8)
         return [Face(np.array([cx - half, cy - half, cx + half, cy + half]))]
@@ -478,7 +478,7 @@ def test_browser_face_less_portrait_with_crop_says_so(browser, server):
 
 
 def _offline_face_backend() -> bool:
-    from dagan.inference import faces
+    from dagan import faces
 
     try:
         import dlib  # noqa: F401

@@ -11,9 +11,10 @@ import torch
 
 from conftest import REPO
 from dagan.errors import MissingWeightsError
-from dagan.inference import cli, faces
-from dagan.inference.images import load_image, resize_image
-from dagan.inference.video import VideoReader, probe
+from dagan import faces
+from dagan.inference import cli
+from dagan.io.images import load_image, resize_image
+from dagan.io.video import VideoReader, probe
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

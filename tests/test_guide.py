@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dagan.errors import InputError
-from dagan.inference import faces
+from dagan import faces
 from dagan.inference.guide import (LandmarkGuide, face_points, fit_affine, fit_similarity, guide_keypoints,
                                    pixels_to_normalized)
 
@@ -233,7 +233,7 @@ class _NoBackend:
 
 def test_demo_guide_on_uses_the_detector_per_frame_and_changes_the_motion(tmp_path, base_landmarks):
     from dagan.inference import cli
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     detector = ZoomDetector(base_landmarks, [1.0, 1.1, 1.2, 1.3])
     guided, plain = tmp_path / "guided.mp4", tmp_path / "plain.mp4"

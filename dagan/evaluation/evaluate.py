@@ -474,7 +474,7 @@ def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str,
     :func:`dagan.inference.faces.load_face_backend`) or a detector object. With ``landmarks="auto"`` it gives
     the AKD landmarks and the cross-identity motion report; with ``identity="auto"`` (dlib only) the AED/CSIM
     embeddings."""
-    from ..inference.faces import load_face_backend
+    from ..faces import load_face_backend
 
     suite = MetricSuite(protocol, settings)
     analyzer: Optional[FM.FaceAnalyzer] = None
@@ -536,7 +536,7 @@ def guide_faces(mode: str, suite: MetricSuite, device: Union[str, torch.device] 
     backend; None for ``off`` or, with ``auto``, when no face backend loads (logged)."""
     if suite.faces is not None:
         return resolve_guide(mode, lambda: suite.faces.analyse_image)
-    from ..inference.faces import load_face_backend
+    from ..faces import load_face_backend
 
     return resolve_guide(mode, lambda: FM.FaceAnalyzer(load_face_backend("auto", str(device)),
                                                        embeddings=False).analyse_image)

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..inference.faces import DLIB_SAME_PERSON_DISTANCE, Face, backend_name
+from ..faces import DLIB_SAME_PERSON_DISTANCE, Face, backend_name
 from .metrics import Landmarks, to_uint8_hwc
 
 #: per-frame cross-identity face metrics, in report order (``mouth_corr`` is one value per clip)

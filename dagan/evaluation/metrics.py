@@ -188,7 +188,7 @@ class FaceAlignmentLandmarks:
     name = "face-alignment 2D-FAN-4 + S3FD"
 
     def __init__(self, device: Union[str, torch.device] = "cpu"):
-        from ..inference.faces import (FACE_ALIGNMENT_FILES, FaceAlignmentDetector, face_alignment_weights_dir,
+        from ..faces import (FACE_ALIGNMENT_FILES, FaceAlignmentDetector, face_alignment_weights_dir,
                                        missing_face_alignment_files)
 
         folder = face_alignment_weights_dir()

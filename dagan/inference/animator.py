@@ -18,9 +18,9 @@ import torch
 from ..errors import InputError
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
-from .faces import LandmarkTracker, select_face
+from ..faces import LandmarkTracker, select_face
 from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points
-from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
+from ..io.images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from .smoothing import KeypointSmoother, OneEuroSettings
 
 logger = logging.getLogger("dagan")
@@ -109,7 +109,7 @@ class Animator:
             if not self.relative:
                 raise InputError("face-guided motion works with relative motion: use relative=True or guide=None")
             if guide is True:
-                from .faces import load_face_backend
+                from ..faces import load_face_backend
 
                 guide = load_face_backend("auto", device=str(self.device))
             if not hasattr(guide, "detect"):

@@ -24,16 +24,16 @@ from ..errors import CheckpointError, InputError
 from ..io.video import camera_input, open_camera
 from ..models.dagan import DaGAN
 from .animator import Animator
-from .faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
+from ..faces import (DEFAULT_MARGIN, FACE_BACKENDS, BoxSmoother, DrivingCropper, FaceDetector, crop_square,
                     find_best_frame, largest_face, load_face_backend, paste_back, square_box)
 from .guide import GUIDE_DETECT_EVERY, GUIDE_MODES, GUIDE_STREAM_DETECT_EVERY, resolve_guide
-from .images import load_image, resize_image
+from ..io.images import load_image, resize_image
 from .loading import DEFAULT_CHECKPOINT, FALLBACK_CONFIG, REPO_ROOT, UNTRAINED_NOTE  # noqa: F401 (used by the app)
 from .loading import resolve_runtime
 from .loading import load_model as _load_model
 from .pipeline import BackgroundWriter, StreamStats, stream
 from .synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
-from .video import (DepthWriter, VideoReader, VideoWriter, check_output_path, check_video_output_extension,
+from ..io.video import (DepthWriter, VideoReader, VideoWriter, check_output_path, check_video_output_extension,
                     colorize_depth, is_image_path)
 
 logger = logging.getLogger("dagan")

@@ -162,7 +162,7 @@ def stream(animate: Callable[[Any], Any], frames: Iterable[Any], fps: Optional[f
 
     Args:
         animate: per-frame function, e.g. an :class:`~dagan.Animator` (frame -> output frame).
-        frames: any iterable of frames (a camera, :class:`~dagan.inference.video.VideoReader`, a list).
+        frames: any iterable of frames (a camera, :class:`~dagan.io.video.VideoReader`, a list).
         fps: pace the input like a camera at this rate (a file played in real time); ``None`` takes frames
             as fast as the iterable gives them (a camera paces itself).
         budget_ms: drop a frame instead of animating it once it has waited longer than this.

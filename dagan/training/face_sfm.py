@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError, InputError
+from ..faces import select_face
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
@@ -199,14 +200,14 @@ def clip_landmarks(path: PathLike, size: Sequence[int], detector=None, cache_dir
             tracks, src_hw = data["tracks"], tuple(int(v) for v in data["frame_hw"])
     else:
         if detector is None:
-            from ..inference.faces import load_face_backend
+            from ..faces import load_face_backend
 
             detector = load_face_backend("dlib")
         rows, src_hw = [], (0, 0)
         for frame in _frames(path):
             src_hw = frame.shape[:2]
-            faces = [f for f in detector.detect(frame, landmarks=True) if f.landmarks is not None]
-            rows.append(max(faces, key=lambda f: f.size).landmarks if faces else np.full((68, 2), np.nan))
+            face = select_face([f for f in detector.detect(frame, landmarks=True) if f.landmarks is not None])
+            rows.append(face.landmarks if face is not None else np.full((68, 2), np.nan))
         tracks = np.asarray(rows, dtype=np.float32).reshape(-1, 68, 2)
         atomic_write(cache, lambda fh: np.savez(fh, tracks=tracks, frame_hw=np.array(src_hw)))
     return fit_points(tracks, src_hw, size).astype(np.float32)
