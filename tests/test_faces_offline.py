@@ -171,7 +171,7 @@ def test_demo_crop_on_a_faceless_image_exits_2_with_one_line(tmp_path, shared_da
 def test_cross_identity_report_has_every_face_metric(tmp_path, shared_data):
     from dagan import DaGAN
     from dagan.evaluation.evaluate import BASELINE, EvalSettings, build_metric_suite, run_evaluation
-    from dagan.inference.cli import DEFAULT_CHECKPOINT
+    from dagan.inference.loading import DEFAULT_CHECKPOINT
 
     if not DEFAULT_CHECKPOINT.exists():
         pytest.skip("the shipped model is not in this checkout")

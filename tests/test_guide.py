@@ -372,8 +372,9 @@ def test_demo_guide_detect_every_tracks_between_detections_and_rejects_zero(tmp_
     assert cli.main(["--result_video", str(tmp_path / "r.mp4"), "--max-frames", "6", "--quiet", "--guide", "on",
                      "--guide-detect-every", "3"], detector_factory=lambda: detector) == 0
     assert detector.calls == 2 and detector.fits == 4  # frames 0 and 3 detected
-    args = cli.build_parser().parse_args([])
-    assert cli.guide_detect_every(args) == 1 and cli.guide_detect_every(args, stream=True) == 10
+    from dagan.inference.pipeline import AnimateOptions, guide_detect_every
+
+    assert guide_detect_every(AnimateOptions()) == 1 and guide_detect_every(AnimateOptions(), stream=True) == 10
     out = tmp_path / "z.mp4"
     assert cli.main(["--result_video", str(out), "--max-frames", "2", "--guide", "on", "--guide_detect_every", "0"],
                     detector_factory=lambda: detector) == 2
