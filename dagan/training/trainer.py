@@ -328,6 +328,8 @@ class GeneratorTask(Task):
         super().__init__(cfg, device, env)
         _check_config(cfg)
         tc = cfg.train
+        if tc.kp_landmarks and tc.loss_weights.kp_landmarks > 0 and not cfg.model.kp_landmarks:
+            cfg.model.kp_landmarks = [list(pair) for pair in tc.kp_landmarks]  # saved with the weights
         self.model = DaGAN(cfg.model)
         self.discriminator = build_discriminator(cfg.model)
         if tc.depth_checkpoint:
