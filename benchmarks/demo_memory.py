@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     import imageio_ffmpeg
 
-    from dagan.inference.video import probe
+    from dagan.io.video import probe
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     results = []

@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan import DaGAN  # noqa: E402
-from dagan.inference.faces import load_face_backend  # noqa: E402
-from dagan.inference.images import resize_image  # noqa: E402
-from dagan.inference.video import VideoReader  # noqa: E402
+from dagan.faces import load_face_backend  # noqa: E402
+from dagan.io.images import resize_image  # noqa: E402
+from dagan.io.video import VideoReader  # noqa: E402
 from dagan.training.face_sfm import sample_map  # noqa: E402
 from common import print_report  # noqa: E402
 

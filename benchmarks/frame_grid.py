@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan import Animator, DaGAN  # noqa: E402
 from dagan.io.images import fit_frames, read_image, resize_image, tensor_to_images  # noqa: E402
-from dagan.inference.faces import load_face_backend  # noqa: E402
+from dagan.faces import load_face_backend  # noqa: E402
 from dagan.inference.guide import GUIDE_MODES, resolve_guide  # noqa: E402
 from dagan.io.video import read_video  # noqa: E402
 

@@ -539,15 +539,15 @@ def demo_speed(args) -> dict:
     clock starts at the first animated frame (model loading and warm-up excluded)."""
     import tempfile
 
-    from dagan.inference import cli
+    from dagan.inference import pipeline
 
     stamps: List[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        demo_args = cli.build_parser().parse_args(
-            ["--max_frames", str(args.demo_frames), "--result_video", os.path.join(tmp, "demo.mp4"), "--quiet"])
+        demo_args = pipeline.AnimateOptions(max_frames=args.demo_frames, result_video=os.path.join(tmp, "demo.mp4"),
+                                            quiet=True)
         _log(f"default demo, {args.demo_frames} frames")
-        cli.run(demo_args, on_frame=lambda done, total: stamps.append(time.perf_counter()))
-    device, dtype = cli.runtime(demo_args)
+        pipeline.run(demo_args, on_frame=lambda done, total: stamps.append(time.perf_counter()))
+    device, dtype = demo_args.runtime()
     fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
     return {"frames": len(stamps), "output_size": demo_args.size, "dtype": str(dtype).replace("torch.", ""),
             "batch_size": demo_args.batch_size, "frames_per_s": round(fps, 2)}

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan import DaGAN  # noqa: E402
 from dagan.evaluation.face_metrics import BackendLandmarks, FaceAnalyzer, interocular  # noqa: E402
-from dagan.inference.faces import DlibFaceBackend  # noqa: E402
+from dagan.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import image_to_tensor, resize_tensor  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
 from common import print_report  # noqa: E402

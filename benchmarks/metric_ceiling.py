@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dagan.evaluation.face_metrics import interocular, motion_error, mouth_opening, pearson, scale_drift  # noqa: E402
 from dagan.evaluation.face_metrics import BackendLandmarks, FaceAnalyzer  # noqa: E402
-from dagan.inference.faces import DlibFaceBackend  # noqa: E402
+from dagan.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import fit_frames  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
 from common import print_report  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dagan import Animator, DaGAN  # noqa: E402
 from dagan.evaluation.face_metrics import mouth_opening, pearson  # noqa: E402
 from dagan.evaluation.face_metrics import BackendLandmarks, FaceAnalyzer  # noqa: E402
-from dagan.inference.faces import DlibFaceBackend  # noqa: E402
+from dagan.faces import DlibFaceBackend  # noqa: E402
 from dagan.io.images import read_image, resize_image, tensor_to_images  # noqa: E402
 from dagan.io.video import VideoReader  # noqa: E402
 from dagan.nn.grid import deform_image_exact  # noqa: E402

@@ -14,14 +14,11 @@ unless the caller explicitly trusts the file.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import logging
 import os
 import pickle
 import re
-import threading
 import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
@@ -283,9 +280,9 @@ def model_config_from_checkpoint(ckpt: Mapping[str, Any], where: str) -> ModelCo
 
 
 def kp_landmark_pairs(raw: Any) -> Tuple[Tuple[int, int], ...]:
-    """``(keypoint, landmark)`` pairs a model was trained with (``train.kp_landmarks`` of its full config,
-    when trained with ``loss_weights.kp_landmarks``): those keypoints sit on those face landmarks, which the
-    face guide (:mod:`dagan.inference.guide`) uses. Empty for other models and for model-only configs."""
+    """``(keypoint, landmark)`` pairs listed in the training section of a full config (``train.kp_landmarks``,
+    when trained with ``loss_weights.kp_landmarks``): how configs exported before ``model.kp_landmarks`` name
+    the keypoints that sit on face landmarks. Empty for other models and for model-only configs."""
     train = raw.get("train") if isinstance(raw, Mapping) else None
     if not isinstance(train, Mapping):
         return ()
@@ -360,47 +357,6 @@ def check_weights_hash(config_data: Mapping[str, Any], folder: str, cfg_path: st
                               f"{str(record['sha256'])[:16]}... (a different or corrupted weights file)")
 
 
-#: the random initialisers a model's constructor may call (torch.nn.init)
-_INIT_FUNCTIONS = ("normal_", "uniform_", "constant_", "zeros_", "ones_", "kaiming_normal_", "kaiming_uniform_",
-                   "xavier_normal_", "xavier_uniform_", "trunc_normal_", "orthogonal_")
-
-
-_SKIP_INIT = threading.local()
-_WRAP_LOCK = threading.Lock()
-
-
-def _skippable(init):
-    """``init`` wrapped so that it does nothing in a thread that is inside :func:`_no_weight_init`."""
-    @functools.wraps(init)
-    def initialise(tensor, *args, **kwargs):
-        if getattr(_SKIP_INIT, "depth", 0):
-            return tensor
-        return init(tensor, *args, **kwargs)
-
-    initialise.__dagan_skippable__ = True
-    return initialise
-
-
-@contextlib.contextmanager
-def _no_weight_init():
-    """Make the ``torch.nn.init`` initialisers no-ops **in this thread** while a model is built for a strict
-    load: the values are never used, and memory that is never written is never resident.
-
-    The initialisers are wrapped once (under a lock) by wrappers that only skip in a thread inside this
-    context; other threads, e.g. a second model loading or training in the web app, initialise as usual, and
-    overlapping or nested uses cannot leave them switched off."""
-    with _WRAP_LOCK:
-        for name in _INIT_FUNCTIONS:
-            init = getattr(torch.nn.init, name, None)
-            if init is not None and not getattr(init, "__dagan_skippable__", False):
-                setattr(torch.nn.init, name, _skippable(init))
-    _SKIP_INIT.depth = getattr(_SKIP_INIT, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _SKIP_INIT.depth -= 1
-
-
 def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: bool = False):
     """Inverse of :func:`save_pretrained`; also reads single-file checkpoints (training ones included)."""
     path = os.fspath(path)
@@ -444,11 +400,17 @@ def load_pretrained(cls, path: PathLike, map_location="cpu", trust_checkpoint: b
     state = ckpt.get("state_dict", ckpt.get("model"))
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{where} has no 'state_dict' entry")
-    # every tensor comes from the checkpoint (strict): the model is built without initialising its weights,
-    # so their memory is never touched (never resident), and takes the loaded tensors themselves. (Building
-    # on the meta device instead imports torch's symbolic-shape machinery, about 150 MiB resident.)
-    with _no_weight_init():
+    if not cfg.kp_landmarks:  # exported before model.kp_landmarks existed: the training section lists them
+        cfg.kp_landmarks = [list(pair) for pair in kp_landmark_pairs(cfg_data)]
+    # every tensor comes from the checkpoint (strict): the model is built on the meta device (nothing is
+    # allocated or initialised) and takes the loaded tensors themselves, cast to its own dtypes
+    with torch.device("meta"):
         model = cls(cfg)
-    check_and_load(model, strip_prefix(state), f"weights in {where}", assign=True)
-    model.kp_landmarks = kp_landmark_pairs(cfg_data)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own and v.dtype != own[k].dtype else v
+             for k, v in strip_prefix(state).items()}
+    check_and_load(model, state, f"weights in {where}", assign=True)
+    left = [name for name, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"weights in {where} leave {len(left)} tensors unset: {_summarise(left)}")
     return model.to(map_location).eval()

@@ -128,6 +128,9 @@ class ModelConfig:
     kp_detector: KeypointConfig = field(default_factory=KeypointConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    # [[keypoint, landmark], ...]: keypoints trained to sit on these of the 68 face landmarks
+    # (train.kp_landmarks); the face guide moves them with their landmarks
+    kp_landmarks: List[List[int]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------- dataset/train
@@ -396,6 +399,9 @@ def _validate(obj: Any, prefix: str) -> None:
                               f"got {obj.image_size}")
         if obj.num_channels != 3:
             bad("num_channels", f"only RGB (3) is supported, got {obj.num_channels}")
+        for pair in obj.kp_landmarks:
+            if len(pair) != 2 or not 0 <= pair[0] < obj.num_kp or not 0 <= pair[1] < 68:
+                bad("kp_landmarks", f"{pair} is not [keypoint < {obj.num_kp}, landmark < 68]")
         if obj.type == "daganpp" and obj.generator.type != "DaGANPPGenerator":
             obj.generator.type = "DaGANPPGenerator"
         if obj.generator.type == "DaGANPPGenerator" and obj.generator.block_expansion < 8:

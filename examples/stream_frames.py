@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dagan import Animator, DaGAN, DaganError, load_config  # noqa: E402
-from dagan.inference.images import load_image, resize_image  # noqa: E402
+from dagan.io.images import load_image, resize_image  # noqa: E402
 from dagan.inference.pipeline import StreamStats, stream  # noqa: E402
-from dagan.inference.video import VideoReader, VideoWriter  # noqa: E402
+from dagan.io.video import VideoReader, VideoWriter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

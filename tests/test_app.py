@@ -19,6 +19,7 @@ import pytest
 from conftest import DATA, REPO
 from dagan.errors import InputError, NoFaceError
 from dagan.inference import cli
+from dagan.inference.pipeline import AnimateOptions
 from dagan.io.video import VideoReader, probe
 
 app = pytest.importorskip("dagan.app")
@@ -34,7 +35,7 @@ def _frames(path) -> np.ndarray:
 
 
 def _form(**changes):
-    defaults = cli.build_parser().parse_args([])
+    defaults = AnimateOptions()
     values = {o.dest: o.default(defaults) for o in app.form_options()}
     values.update(changes)
     return values
@@ -64,45 +65,37 @@ def test_server_defaults_are_local_and_limited():
 
 # ------------------------------------------------------------------------------------------ the form
 def test_form_defaults_are_the_demo_defaults():
-    parser = cli.build_parser()
-    defaults = parser.parse_args([])
-    options = app.form_options(parser)
-    known = {action.dest for action in parser._actions}
-    assert [o.dest for o in options] == [o.dest for o in app.FORM_OPTIONS if o.dest in known]
+    defaults = AnimateOptions()
+    options = app.form_options()
+    assert [o.dest for o in options] == [o.dest for o in app.FORM_OPTIONS]
     assert {"relative", "adapt_scale", "crop", "paste_back", "smoothing", "max_frames"} <= {o.dest for o in options}
-    argv = [flag for o in options for flag in o.argv(o.default(defaults))]
-    assert vars(parser.parse_args(argv)) == vars(defaults)
+    assert app.options_from_form({o.dest: o.default(defaults) for o in options}) == defaults
+    assert vars(cli.build_parser().parse_args([])) == dict(vars(defaults), cpu=False, debug=False)
 
 
-def test_form_values_become_demo_flags():
-    parser = cli.build_parser()
+def test_form_values_become_demo_options():
     values = _form(relative="absolute", adapt_scale=False, crop=True, paste_back=True, smoothing=0.5, max_frames=7)
-    args = parser.parse_args([flag for o in app.form_options(parser) for flag in o.argv(values[o.dest])])
-    assert (args.relative, args.adapt_scale, args.crop, args.paste_back, args.smoothing, args.max_frames) == \
-        (False, False, True, True, 0.5, 7)
-    newer = {o.dest: o for o in app.form_options(parser) if o.dest in ("smooth", "size")}
-    if newer:  # the demo's --smooth and --size (issue 16)
-        values = _form(smooth=2.5, size="128 px")
-        args = parser.parse_args([flag for o in app.form_options(parser) for flag in o.argv(values[o.dest])])
-        assert (args.smooth, args.size) == (2.5, 128)
-        assert newer["smooth"].argv(0.0) == []  # 0 = off = the demo's default (None)
+    options = app.options_from_form(values, result_video="r.mp4")
+    assert (options.relative, options.adapt_scale, options.crop, options.paste_back, options.smoothing,
+            options.max_frames, options.result_video) == (False, False, True, True, 0.5, 7, "r.mp4")
+    options = app.options_from_form(_form(smooth=2.5, size="128 px"))
+    assert (options.smooth, options.size) == (2.5, 128)
+    smooth = next(o for o in app.FORM_OPTIONS if o.dest == "smooth")
+    assert smooth.value(0.0) is None  # 0 = off = the demo's default (None)
     smoothing = next(o for o in app.FORM_OPTIONS if o.dest == "smoothing")
     with pytest.raises(InputError, match="outside"):
-        smoothing.argv(3.0)
+        smoothing.value(3.0)
     motion = next(o for o in app.FORM_OPTIONS if o.dest == "relative")
     with pytest.raises(InputError, match="unknown choice"):
-        motion.argv("sideways")
+        motion.value("sideways")
 
 
-def test_options_the_demo_lacks_are_left_off_the_page():
-    parser = cli.build_parser()
+def test_options_the_demo_lacks_are_left_off_the_page(monkeypatch):
+    from dagan.app import form
+
     extra = app.FormOption("no_such_option", "Not in the demo", "checkbox", flags=("--no_such_option", None))
-    original = app.FORM_OPTIONS
-    try:
-        app.FORM_OPTIONS = original + (extra,)
-        assert [o.dest for o in app.form_options(parser)] == [o.dest for o in original]
-    finally:
-        app.FORM_OPTIONS = original
+    monkeypatch.setattr(form, "FORM_OPTIONS", form.FORM_OPTIONS + (extra,))
+    assert [o.dest for o in app.form_options()] == [o.dest for o in app.FORM_OPTIONS]
 
 
 def test_models_from_checkpoints_and_a_user_folder(tmp_path):
@@ -234,7 +227,7 @@ class _WebcamFace:
     face whose crop (margin 1.8) is the 100 px square at x 200, y 40."""
 
     def detect(self, image, landmarks=False):
-        from dagan.inference.faces import Face
+        from dagan.faces import Face
 
         (cx, cy), half = ((128.0, 128.0), 50.0) if image.shape[:2] == (256, 256) else ((250.0, 90.0), 50.0 / 1.8)
         return [Face(np.array([cx - half, cy - half, cx + half, cy + half]))]
@@ -414,7 +407,7 @@ def test_browser_animates_uploads_and_downloads_the_result(browser, server, tmp_
                    "the download did not arrive")[0]
     info = probe(result)
     assert info["frames"] == frames and info["fps"] == 25 and info["audio_codec"] == "aac"
-    side = getattr(cli.build_parser().parse_args([]), "size", 64)  # the demo's default output size
+    side = AnimateOptions().size  # the demo's default output size
     assert _frames(result).shape == (frames, side, side, 3)
     requested = set()
     for entry in browser.get_log("performance"):
@@ -478,7 +471,7 @@ def test_browser_face_less_portrait_with_crop_says_so(browser, server):
 
 
 def _offline_face_backend() -> bool:
-    from dagan.inference import faces
+    from dagan import faces
 
     try:
         import dlib  # noqa: F401

@@ -11,7 +11,8 @@ from PIL import Image
 from dagan.config import AugmentationConfig, DatasetConfig
 from dagan.errors import DatasetError
 from dagan.io.images import fit_frames
-from dagan.training.datasets import ImagePairsDataset, MixedDataset, VideoFramesDataset, build_dataset, list_videos
+from dagan.io.clips import list_clips
+from dagan.training.datasets import ImagePairsDataset, MixedDataset, VideoFramesDataset, build_dataset
 
 
 def _frame_folder(folder, values, size=(40, 48)):
@@ -65,15 +66,15 @@ def test_id_sampling_groups_by_identity(frame_root):
 
 
 def test_split_and_missing_folders(frame_root, tmp_path):
-    assert [p.name for p in list_videos(frame_root, "test")] == ["id3#d"]
+    assert [p.name for p in list_clips(frame_root, "test")] == ["id3#d"]
     with pytest.raises(DatasetError, match="not found"):
-        list_videos(tmp_path / "nope")
+        list_clips(tmp_path / "nope")
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no videos"):
         VideoFramesDataset(empty, "train", (16, 16))
     with pytest.raises(DatasetError, match="split folder"):
-        list_videos(tmp_path / "empty", "test")
+        list_clips(tmp_path / "empty", "test")
 
 
 def test_too_short_videos(tmp_path):

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from conftest import REPO
+from dagan import faces
 from dagan.errors import MissingWeightsError
-from dagan.inference import cli, faces
-from dagan.inference.images import load_image, resize_image
-from dagan.inference.video import VideoReader, probe
+from dagan.inference import cli
+from dagan.inference.loading import DEFAULT_CHECKPOINT
+from dagan.io.images import load_image, resize_image
+from dagan.io.video import VideoReader, probe
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,14 +58,16 @@ def test_default_demo_runs_offline_without_detector(tmp_path, monkeypatch, capsy
     def no_backend(*args, **kwargs):  # no face backend installed: the default runs, unguided
         raise MissingWeightsError("no face backend")
 
-    monkeypatch.setattr(cli, "load_face_backend", no_backend)
+    from dagan.inference.pipeline import inputs
+
+    monkeypatch.setattr(inputs, "load_face_backend", no_backend)
     assert cli.main(["--max-frames", "4"]) == 0
     info = probe(tmp_path / "result.mp4")
     assert info["frames"] == 4 and info["fps"] == 25 and info["audio_codec"] is None
     assert info["size"] == (256, 256)  # the default output size, whatever size the network runs at
     out = capsys.readouterr()
     assert "result.mp4" in out.out
-    if not cli.DEFAULT_CHECKPOINT.exists():
+    if not DEFAULT_CHECKPOINT.exists():
         assert "untrained" in out.err
     assert _listing(tmp_path) == ["result.mp4", "torch_home"]
 
@@ -122,15 +126,18 @@ def test_crop_and_paste_back_keep_source_resolution(tmp_path, shared_data):
 
 def test_find_best_frame_anchors_on_the_chosen_frame(tmp_path, monkeypatch):
     chosen = {}
-    monkeypatch.setattr(cli, "find_best_frame", lambda det, src, frames: chosen.setdefault("index", 2))
+    from dagan import Animator
+    from dagan.inference.pipeline import inputs
+
+    monkeypatch.setattr(inputs, "find_best_frame", lambda det, src, frames: chosen.setdefault("index", 2))
     anchors = []
-    original = cli.Animator.set_anchor
+    original = Animator.set_anchor
 
     def record(self, frame, landmarks=None):
         anchors.append(frame.copy())
         return original(self, frame, landmarks)
 
-    monkeypatch.setattr(cli.Animator, "set_anchor", record)
+    monkeypatch.setattr(Animator, "set_anchor", record)
     rc = cli.main(["--find_best_frame", "--result_video", str(tmp_path / "r.mp4"), "--max-frames", "4", "--quiet"],
                   detector_factory=BoxDetector)
     assert rc == 0 and chosen["index"] == 2
@@ -243,7 +250,8 @@ def test_depth_checkpoint_flag_forms(tmp_path, reference_dir, capsys):
 def test_default_batch_size_follows_the_network_size():
     """demo.py's default: 4 driving frames per pass for small networks, 1 for 256 px ones (peak memory of the
     official-size demo: 877 MiB at 1 vs 1034 MiB at 4, same speed); an explicit --batch_size always wins."""
-    from dagan.inference.cli import build_parser, default_batch_size
+    from dagan.inference.cli import build_parser
+    from dagan.inference.pipeline import default_batch_size
 
     assert build_parser().parse_args([]).batch_size is None
     assert default_batch_size(None, 64) == 4 and default_batch_size(None, 128) == 4

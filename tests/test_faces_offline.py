@@ -11,7 +11,7 @@ from PIL import Image
 
 from dagan.errors import InputError, MissingWeightsError
 from dagan.evaluation import face_metrics as FM
-from dagan.inference import faces
+from dagan import faces
 
 dlib = pytest.importorskip("dlib", reason="the faces extra (dlib-bin) is not installed")
 if faces.dlib_model_dir() is None:
@@ -75,7 +75,7 @@ def test_identity_embedding_matches_a_person_and_separates_people(backend, share
 
 
 def test_landmark_motion_of_a_clip_against_itself_is_zero(backend, shared_data):
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     frames = np.stack(list(VideoReader(shared_data / "drv_lp_d9_audio_256.mp4", max_frames=12)))
     analyzer = FM.FaceAnalyzer(backend)
@@ -128,10 +128,12 @@ def test_face_index_picks_faces_from_the_left(backend, shared_data):
 
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch):
-    monkeypatch.setattr(faces, "dlib_model_dir", lambda: None)
+    from dagan.faces import backends
+
+    monkeypatch.setattr(backends, "dlib_model_dir", lambda: None)
     with pytest.raises(MissingWeightsError, match=r"\.\[faces\]"):
         faces.load_face_backend("dlib")
-    monkeypatch.setattr(faces, "missing_face_alignment_files", lambda: list(faces.FACE_ALIGNMENT_FILES))
+    monkeypatch.setattr(backends, "missing_face_alignment_files", lambda: list(faces.FACE_ALIGNMENT_FILES))
     with pytest.raises(MissingWeightsError, match=r"\.\[faces\]") as info:
         faces.load_face_backend("auto")
     assert "\n" not in str(info.value)
@@ -144,7 +146,7 @@ def test_demo_crop_and_paste_back_offline_writes_full_resolution(tmp_path, share
     code = cli.main(["--source_image", str(shared_data / "source_astronaut.png"), "--crop", "--paste_back",
                      "--result_video", str(out), "--max_frames", "4", "--quiet"])
     assert code == 0
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     frames = np.stack(list(VideoReader(out)))
     assert frames.shape == (4, 512, 512, 3)
@@ -169,7 +171,7 @@ def test_demo_crop_on_a_faceless_image_exits_2_with_one_line(tmp_path, shared_da
 def test_cross_identity_report_has_every_face_metric(tmp_path, shared_data):
     from dagan import DaGAN
     from dagan.evaluation.evaluate import BASELINE, EvalSettings, build_metric_suite, run_evaluation
-    from dagan.inference.cli import DEFAULT_CHECKPOINT
+    from dagan.inference.loading import DEFAULT_CHECKPOINT
 
     if not DEFAULT_CHECKPOINT.exists():
         pytest.skip("the shipped model is not in this checkout")
@@ -194,7 +196,7 @@ def test_cross_identity_report_has_every_face_metric(tmp_path, shared_data):
 
 
 def test_find_best_frame_offline_picks_the_matching_frame(backend, shared_data):
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     frames = list(VideoReader(shared_data / "drv_lp_d0_256.mp4", max_frames=8))
     assert faces.find_best_frame(backend, frames[5], iter(frames)) == 5
@@ -202,7 +204,7 @@ def test_find_best_frame_offline_picks_the_matching_frame(backend, shared_data):
 
 
 def test_tracked_landmarks_match_detected_ones_on_a_real_clip(backend, shared_data):
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     frames = list(VideoReader(shared_data / "drv_lp_d14_audio_256.mp4", max_frames=40))
     detected = np.stack([backend.detect(f, landmarks=True)[0].landmarks for f in frames])

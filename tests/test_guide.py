@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dagan.errors import InputError
-from dagan.inference import faces
-from dagan.inference.faces import Face
+from dagan import faces
+from dagan.faces import Face
 from dagan.inference.guide import (LandmarkGuide, face_points, fit_affine, fit_similarity, guide_keypoints,
                                    pixels_to_normalized)
 
@@ -234,7 +234,7 @@ class _NoBackend:
 
 def test_demo_guide_on_uses_the_detector_per_frame_and_changes_the_motion(tmp_path, base_landmarks):
     from dagan.inference import cli
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     detector = ZoomDetector(base_landmarks, [1.0, 1.1, 1.2, 1.3])
     guided, plain = tmp_path / "guided.mp4", tmp_path / "plain.mp4"
@@ -380,8 +380,9 @@ def test_demo_guide_detect_every_tracks_between_detections_and_rejects_zero(tmp_
     assert cli.main(["--result_video", str(tmp_path / "r.mp4"), "--max-frames", "6", "--quiet", "--guide", "on",
                      "--guide-detect-every", "3"], detector_factory=lambda: detector) == 0
     assert detector.calls == 2 and detector.fits == 4  # frames 0 and 3 detected
-    args = cli.build_parser().parse_args([])
-    assert cli.guide_detect_every(args) == 1 and cli.guide_detect_every(args, stream=True) == 10
+    from dagan.inference.pipeline import AnimateOptions, guide_detect_every
+
+    assert guide_detect_every(AnimateOptions()) == 1 and guide_detect_every(AnimateOptions(), stream=True) == 10
     out = tmp_path / "z.mp4"
     assert cli.main(["--result_video", str(out), "--max-frames", "2", "--guide", "on", "--guide_detect_every", "0"],
                     detector_factory=lambda: detector) == 2

@@ -2,7 +2,6 @@
 frames (dagan.io), 16-bit and alpha handled, one resize/crop policy."""
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from dagan.evaluation.evaluate import iter_video_frames, read_frame
-from dagan.inference import cli
+from dagan.inference import pipeline
 from dagan.io.images import fit_frames, read_image, resize_image
 from dagan.io.video import VideoReader, decode_video, ffmpeg_exe
 from dagan.training.datasets import ImagePairsDataset, VideoFramesDataset
@@ -46,12 +45,6 @@ def _rgba16(path, h=40, w=56):
     return rgba
 
 
-def _demo_args(**kw):
-    defaults = dict(source_image=None, driving_video=None, crop=False, max_frames=None)
-    defaults.update(kw)
-    return argparse.Namespace(**defaults)
-
-
 def test_sixteen_bit_rgba_png_is_read_the_same_everywhere(tmp_path):
     rgba = _rgba16(tmp_path / "portrait.png")
     expected = fit_frames(read_image(tmp_path / "portrait.png")[None], (SIZE, SIZE))[0]
@@ -76,7 +69,7 @@ def test_sixteen_bit_rgba_png_is_read_the_same_everywhere(tmp_path):
     evaluation_frame = read_frame(tmp_path / "portrait.png", SIZE)
     evaluation_folder = next(iter_video_frames(folder, SIZE))
     # the demo's source image
-    demo = cli.prepare_source(_demo_args(source_image=str(tmp_path / "portrait.png")), SIZE, None).image
+    demo = pipeline.prepare_source(pipeline.AnimateOptions(source_image=str(tmp_path / "portrait.png")), SIZE, None).image
     for name, got in [("training still", training_still), ("training video", training_frame),
                       ("evaluation frame", evaluation_frame), ("evaluation folder", evaluation_folder),
                       ("demo source", demo)]:
@@ -106,7 +99,7 @@ def test_the_same_clip_gives_the_same_frames_everywhere(tmp_path):
     np.testing.assert_array_equal(np.stack(list(iter_video_frames(clip, SIZE))), expected)
     assert np.array_equal(read_frame(clip.parent / "clip.mp4" / "0000004.png", SIZE), expected[4])
     # the demo's driving frames
-    driving = cli.open_driving(_demo_args(driving_video=str(clip)), SIZE, None)
+    driving = pipeline.open_driving(pipeline.AnimateOptions(driving_video=str(clip)), SIZE, None)
     np.testing.assert_array_equal(np.stack(list(driving.frames)), expected)
 
 

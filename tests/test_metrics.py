@@ -134,7 +134,7 @@ def test_face_alignment_names_missing_weight_files(monkeypatch, tmp_path):
 
 
 def test_face_alignment_landmarks_take_the_largest_face(monkeypatch):
-    from dagan.inference.faces import Face
+    from dagan.faces import Face
 
     big, small = np.full((68, 2), 5.0), np.full((68, 2), 1.0)
     seen = []

@@ -139,7 +139,7 @@ def test_animator_smoothing_reduces_keypoint_jitter(tiny_model):
 
 def test_demo_size_and_smooth_options(tmp_path, capsys):
     from dagan.inference import cli
-    from dagan.inference.video import VideoReader
+    from dagan.io.video import VideoReader
 
     out = tmp_path / "r.mp4"
     assert cli.main(["--max-frames", "3", "--size", "128", "--smooth", "0.8", "--result_video", str(out),

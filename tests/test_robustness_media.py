@@ -15,8 +15,8 @@ from PIL import Image
 
 from dagan.errors import DaganError, InputError
 from dagan.inference.cli import main as demo_main
-from dagan.inference.images import load_image, to_uint8_rgb
-from dagan.inference.video import VideoReader, ffmpeg_exe
+from dagan.io.images import load_image, to_uint8_rgb
+from dagan.io.video import VideoReader, ffmpeg_exe
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -106,7 +106,7 @@ def test_stream_example_reports_latency_on_shared_clip(shared_data, capsys, monk
 
 def test_demo_stream_writes_every_time_slot(shared_data, tmp_path, tiny_model):
     from dagan.inference.cli import main
-    from dagan.inference.video import VideoReader, probe
+    from dagan.io.video import VideoReader, probe
 
     tiny_model.save_pretrained(tmp_path / "model")
     out = tmp_path / "live.mp4"
@@ -135,9 +135,9 @@ def test_demo_stream_errors_are_one_line(tmp_path, capsys):
 def test_demo_stream_crops_the_driving_face(shared_data, tmp_path):
     """``--stream --crop`` (default model, which renders the portrait at 256 px): the source and every animated
     driving frame are cropped around the detected face (injected detector)."""
-    from dagan.inference import faces
+    from dagan import faces
     from dagan.inference.cli import main
-    from dagan.inference.video import VideoReader, probe
+    from dagan.io.video import VideoReader, probe
 
     class HalfFrame:
         """The face is the top-left quarter of every frame: a crop there differs from the whole frame."""

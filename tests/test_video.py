@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from dagan.errors import InputError, MissingWeightsError, NoFaceError, OutputError
-from dagan.inference import faces
-from dagan.inference.images import load_image, to_uint8_rgb
+from dagan import faces
+from dagan.io.images import load_image, to_uint8_rgb
 from dagan.inference.synthetic import ASTRONAUT_FACE_BOX, HeadPose, SyntheticHead, head_motion_path, synthetic_driving
-from dagan.inference.video import (DepthWriter, VideoReader, VideoWriter, check_output_path, colorize_depth,
+from dagan.io.video import (DepthWriter, VideoReader, VideoWriter, check_output_path, colorize_depth,
                                    ffmpeg_exe, probe, read_video)
 
 

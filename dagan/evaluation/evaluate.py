@@ -126,21 +126,11 @@ class EvalSettings:
 
 # ------------------------------------------------------------------------------------------- data
 def iter_video_frames(path: PathLike, size: int, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Stream a video (file or folder of frames) as ``(size, size, 3)`` uint8 frames, one at a time, read and
-    resized by :mod:`dagan.io` as for training and the demo."""
-    from ..io.images import read_image, resize_image
-    from ..io.video import IMAGE_EXTENSIONS, VideoReader
+    """Stream a clip (video file or folder of frames) as ``(size, size, 3)`` uint8 frames
+    (:func:`dagan.io.clips.iter_clip_frames`)."""
+    from ..io.clips import iter_clip_frames
 
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise InputError(f"frame folder {path} holds no images")
-        for file in files if max_frames is None else files[:max_frames]:
-            yield resize_image(read_image(file), size)
-        return
-    for frame in VideoReader(path, max_frames=max_frames):
-        yield resize_image(frame, size)
+    return iter_clip_frames(path, size, max_frames)
 
 
 @functools.lru_cache(maxsize=2)
@@ -175,20 +165,11 @@ def read_frame(path: Path, size: int) -> np.ndarray:
     raise InputError(f"pair frame not found: {path}")
 
 
-def list_test_videos(data: PathLike) -> List[Path]:
-    """The videos (files or frame folders) in ``data`` (or ``data/test`` when it exists), sorted by name."""
-    from ..io.video import VIDEO_EXTENSIONS
+def list_test_videos(data: PathLike, names: Sequence[str] = ()) -> List[Path]:
+    """The test clips of ``data`` (:func:`dagan.io.clips.list_clips`; ``names``: a flat root's test clips)."""
+    from ..io.clips import list_clips
 
-    folder = Path(data)
-    if not folder.is_dir():
-        raise DatasetError(f"data folder not found: {folder}")
-    if (folder / "test").is_dir():
-        folder = folder / "test"
-    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")
-               and ((p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS) or p.is_dir())]
-    if not entries:
-        raise DatasetError(f"no videos in {folder}: expected frame folders or video files")
-    return entries
+    return list_clips(data, "test", test_clips=names)
 
 
 def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
@@ -271,7 +252,7 @@ def build_items(data: PathLike, size: int, settings: EvalSettings, pairs: Option
                               driving=lambda p=root / drv: iter([read_frame(p, size)]), relative=False,
                               folder=f"pairs/{n:05d}"))
         return items
-    videos = list_test_videos(data)
+    videos = list_test_videos(data, [video_name(v) for v in settings.videos or ()])
     if settings.videos:
         wanted = [video_name(v) for v in settings.videos]
         found = {video_name(v.name): v for v in videos}
@@ -463,10 +444,10 @@ def build_metric_suite(protocol: str, settings: EvalSettings, device: Union[str,
     (tests, custom models); for ``identity`` a path to an ONNX/TorchScript file loads it.
 
     ``face_backend``: ``"auto"``/``"dlib"``/``"face-alignment"`` (see
-    :func:`dagan.inference.faces.load_face_backend`) or a detector object. With ``landmarks="auto"`` it gives
+    :func:`dagan.faces.load_face_backend`) or a detector object. With ``landmarks="auto"`` it gives
     the AKD landmarks and the cross-identity motion report; with ``identity="auto"`` (dlib only) the AED/CSIM
     embeddings."""
-    from ..inference.faces import load_face_backend
+    from ..faces import load_face_backend
 
     suite = MetricSuite(protocol, settings)
     analyzer: Optional[FM.FaceAnalyzer] = None
@@ -531,7 +512,7 @@ def system_faces(settings: EvalSettings, suite: MetricSuite, device: Union[str, 
         mode = "auto"
     if suite.faces is not None:
         return resolve_guide(mode, lambda: suite.faces)
-    from ..inference.faces import load_face_backend
+    from ..faces import load_face_backend
 
     return resolve_guide(mode, lambda: FM.FaceAnalyzer(load_face_backend("auto", str(device)), embeddings=False))
 

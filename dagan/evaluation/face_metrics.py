@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..inference.faces import DLIB_SAME_PERSON_DISTANCE, Face, backend_name
+from ..faces import DLIB_SAME_PERSON_DISTANCE, Face, backend_name
 from .metrics import Landmarks, to_uint8_hwc
 
 #: per-frame cross-identity face metrics, in report order (``mouth_corr`` is one value per clip)
@@ -80,7 +80,7 @@ class FaceAnalyzer:
         return [self.analyse_image(image) for image in images]
 
     def detect(self, image: np.ndarray, landmarks: bool = False) -> List[Face]:
-        """The face detector interface (:class:`~dagan.inference.faces.FaceDetector`) over the cache: the
+        """The face detector interface (:class:`~dagan.faces.FaceDetector`) over the cache: the
         largest face with landmarks, or none."""
         face = self.analyse_image(image)
         return [] if face is None else [face]

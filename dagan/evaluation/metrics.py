@@ -182,13 +182,13 @@ def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
 
 class FaceAlignmentLandmarks:
     """68 2-D landmarks of the largest detected face (S3FD + 2D-FAN-4 from ``face_alignment``, loaded by
-    :class:`dagan.inference.faces.FaceAlignmentDetector`), as the pose-evaluation scripts computed them.
+    :class:`dagan.faces.FaceAlignmentDetector`), as the pose-evaluation scripts computed them.
     Call with ``(B, 3, H, W)`` in [0, 1]; returns one ``(68, 2)`` array (pixels) or ``None`` per frame."""
 
     name = "face-alignment 2D-FAN-4 + S3FD"
 
     def __init__(self, device: Union[str, torch.device] = "cpu"):
-        from ..inference.faces import (FACE_ALIGNMENT_FILES, FaceAlignmentDetector, face_alignment_weights_dir,
+        from ..faces import (FACE_ALIGNMENT_FILES, FaceAlignmentDetector, face_alignment_weights_dir,
                                        missing_face_alignment_files)
 
         folder = face_alignment_weights_dir()

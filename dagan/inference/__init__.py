@@ -1,7 +1,7 @@
-"""Inference: the :class:`Animator` (``animator.py``), streaming video I/O with audio passthrough
-(``video.py``), image loading (``images.py``), face crops and paste-back (``faces.py``), the embedded default
-clip (``synthetic.py``), model loading and device/precision (``loading.py``), the overlap and streaming helpers
-(``pipeline.py``) and the ``demo.py`` command line with its ``--stream`` mode (``cli.py``)."""
+"""Inference: the :class:`Animator` (``animator.py``), the embedded default clip (``synthetic.py``), model
+loading and device/precision (``loading.py``), the file and stream pipeline over one options dataclass
+(``pipeline/``) and the ``demo.py`` command line (``cli.py``, which only parses arguments into those options).
+Media I/O lives in :mod:`dagan.io`, face tools in :mod:`dagan.faces`."""
 from .animator import Animator
 
 __all__ = ["Animator"]

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError, MissingWeightsError, NoFaceError
+from ..faces import LandmarkTracker, select_face
+from ..io.images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
-from .faces import LandmarkTracker, select_face
 from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points
-from .images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
 from .landmark_motion import DEFAULT_MOUTH_FILL, LandmarkMotion
 from .smoothing import KeypointSmoother, OneEuroFilter, OneEuroSettings
 
@@ -53,13 +53,13 @@ class Animator:
             :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
         guide: face-guided head motion (:mod:`dagan.inference.guide`): the driving face's 68 landmarks set
             the global (similarity) motion of the keypoints, which then follow a driver's head fully on any face.
-            ``True`` loads the default face backend (:func:`~dagan.inference.faces.load_face_backend`,
+            ``True`` loads the default face backend (:func:`~dagan.faces.load_face_backend`,
             :class:`~dagan.errors.MissingWeightsError` when none is installed), or pass a detector object
             (``detect(image, landmarks=True)``); None/False: off (the default). Landmarks are found on the
             frames as given (before resizing to the model), so give full-size frames. Relative motion only
             (with absolute keypoints the driver's own detector output is used as it is).
         guide_detect_every: the guide's face detector runs on every n-th driving frame (default 1: every
-            frame); in between the landmarks are tracked (:class:`~dagan.inference.faces.LandmarkTracker`, for
+            frame); in between the landmarks are tracked (:class:`~dagan.faces.LandmarkTracker`, for
             backends with ``fit_landmarks``, e.g. dlib: ~4 ms instead of ~9 ms a 256 px frame; realtime use
             takes 10). Tracking needs the frames in video order; :meth:`reset` and :meth:`set_anchor` restart it.
         mouth_gain: with the guide, multiplies the own motion of keypoints tied to the lower jaw and lip
@@ -77,7 +77,7 @@ class Animator:
             no identity leak) or ``"none"``.
         face_detector: the face backend of the landmark stage and the guide (an object with
             ``detect(image, landmarks=True)``); default: the one ``guide`` names, else
-            :func:`~dagan.inference.faces.load_face_backend`.
+            :func:`~dagan.faces.load_face_backend`.
 
     Frames are ``(H, W, 3)`` uint8 arrays (any size, resized to ``model.image_size``) or float tensors
     ``(3, H, W)`` in [0, 1]. Results come back in the same kind: ``(O, O, 3)`` uint8 arrays for arrays,
@@ -133,7 +133,7 @@ class Animator:
                 raise InputError("the landmark motion stage is relative motion: use relative=True or "
                                  "motion='keypoints'")
             if face_detector is None:
-                from .faces import load_face_backend
+                from ..faces import load_face_backend
 
                 try:
                     face_detector = load_face_backend("auto", device=str(self.device))
@@ -152,7 +152,7 @@ class Animator:
             if not self.relative:
                 raise InputError("face-guided motion works with relative motion: use relative=True or guide=None")
             if guide is True:
-                from .faces import load_face_backend
+                from ..faces import load_face_backend
 
                 guide = face_detector or load_face_backend("auto", device=str(self.device))
             if not hasattr(guide, "detect"):

@@ -65,7 +65,7 @@ GLOBAL_POINTS: Tuple[int, ...] = tuple(range(0, 5)) + tuple(range(12, 48))
 #: a turn), which followed a turning driver's face width better but overshot a driver who leans in
 DEFAULT_FIT = "similarity"
 #: the guide's face detector runs on every n-th driving frame, the landmarks are tracked in between
-#: (:class:`~dagan.inference.faces.LandmarkTracker`): every frame by default (rendering a file), every 10th in
+#: (:class:`~dagan.faces.LandmarkTracker`): every frame by default (rendering a file), every 10th in
 #: realtime (``demo.py --stream``), where tracking's ~5 ms a frame less matter. Held-out d14 | d9 with release
 #: 3, every frame against every 10th: motion 0.307 | 0.354 against 0.307 | 0.357, mouth 0.22 | 0.33 against
 #: 0.22 | 0.30, scale drift equal
@@ -115,7 +115,7 @@ def pixels_to_normalized(points: np.ndarray, width: int, height: int, grid: int)
 
 
 def face_points(face, width: int, height: int, grid: int) -> Optional[np.ndarray]:
-    """The guide's landmarks of a detected face (a :class:`~dagan.inference.faces.Face` or None) in an image
+    """The guide's landmarks of a detected face (a :class:`~dagan.faces.Face` or None) in an image
     ``width x height``: ``(68, 2)`` keypoint coordinates of a ``grid``-pixel model, or None (no face or no
     landmarks)."""
     if face is None or getattr(face, "landmarks", None) is None:

@@ -74,7 +74,7 @@ class SyntheticHead:
     """
 
     def __init__(self, image: np.ndarray = None, face_box=ASTRONAUT_FACE_BOX, crop_box=None, size: int = 256):
-        from .faces import square_box
+        from ..faces import square_box
 
         self.image = astronaut() if image is None else image
         x0, y0, x1, y1 = face_box

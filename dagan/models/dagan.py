@@ -160,9 +160,9 @@ class DaGAN(nn.Module):
         super().__init__()
         cfg = load_config(config).model if not isinstance(config, ModelConfig) else config
         self.config = cfg
-        # (keypoint, landmark) pairs of a model trained with keypoints on face landmarks (set by
-        # from_pretrained from the training config; the face guide moves those keypoints with their landmarks)
-        self.kp_landmarks: Tuple[Tuple[int, int], ...] = ()
+        # (keypoint, landmark) pairs of a model trained with keypoints on face landmarks (model.kp_landmarks;
+        # the face guide moves those keypoints with their landmarks)
+        self.kp_landmarks: Tuple[Tuple[int, int], ...] = tuple((int(k), int(m)) for k, m in cfg.kp_landmarks)
         self.depth_encoder = DepthEncoder(cfg.depth.num_layers, cfg.depth.pretrained_encoder)
         self.depth_decoder = DepthDecoder(self.depth_encoder.num_ch_enc, scales=cfg.depth.scales)
         k = cfg.kp_detector

@@ -6,10 +6,11 @@ Layout (the FOMM/DaGAN family)::
     root/train/<video>.mp4                 a video file (.mp4 .mov .gif .avi .mkv .webm)
     root/test/...                          same for the test split
 
-A **flat** root (video files or frame folders directly in ``root``, no ``train/``/``test/``) is split
-deterministically: the names listed in ``test_videos`` form the test split; when that list is empty, one
-video in five (by a CRC32 hash of its name, at least one) is held out. ``exclude_videos`` drops names from
-both splits. This is how ``configs/tiny-cpu.yaml`` uses the flat folder ``../shared/data``.
+A **flat** root (video files or frame folders directly in ``root``, no ``train/``/``test/``) is split by the
+one rule of :func:`dagan.io.clips.list_clips`: the names listed in ``test_videos`` form the test split; when
+that list is empty, one video in five (by a CRC32 hash of its name, at least one) is held out.
+``exclude_videos`` drops names from both splits. This is how ``configs/tiny-cpu.yaml`` uses the flat folder
+``../shared/data``. Clips are read by :mod:`dagan.io.clips`.
 
 Every sample is addressed by a **global sample number** ``n``: ``n // len(ds)`` is the epoch, the item is
 taken from a per-epoch permutation seeded by ``(seed, epoch)``, and all randomness of the sample (frame
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -37,156 +37,11 @@ from torch.utils.data import Dataset
 from ..config import AugmentationConfig, DatasetConfig, TransformConfig
 from ..errors import DatasetError
 from ..io.images import fit_frames, read_image
-from ..io.video import decode_video
+from ..io.clips import FrameFolder, list_clips, open_clip
+from ..io.video import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
-VIDEO_EXTS = (".mp4", ".mov", ".gif", ".avi", ".mkv", ".webm")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-# the whole clip is decoded once (resized to frame_shape) and kept; evict beyond this many bytes per process
-DEFAULT_CACHE_BYTES = 768 * 2 ** 20
-
-
-# ------------------------------------------------------------------------------------------- videos
-class VideoSource:
-    """One video: a frame folder or a video file, read lazily and resized to ``size``."""
-
-    def __init__(self, path: PathLike, size: Tuple[int, int]):
-        self.path = Path(path)
-        self.name = self.path.stem if self.path.is_file() else self.path.name
-        self.size = tuple(size)
-
-    def num_frames(self) -> int:
-        raise NotImplementedError
-
-    def frame(self, index: int) -> np.ndarray:
-        """Frame ``index`` as ``(H, W, 3)`` uint8; ``OSError``/``ValueError`` when it cannot be read."""
-        raise NotImplementedError
-
-
-class FrameFolder(VideoSource):
-    """A folder of PNG/JPG frames in sorted-name order. Frames are read on demand (nothing is cached)."""
-
-    def __init__(self, path: PathLike, size: Tuple[int, int]):
-        super().__init__(path, size)
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
-
-    def num_frames(self) -> int:
-        return len(self.files)
-
-    def frame(self, index: int) -> np.ndarray:
-        return fit_frames(read_image(self.files[index])[None], self.size)[0]
-
-
-class _ClipCache:
-    """Per-process LRU of decoded clips, bounded in bytes."""
-
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
-        self.max_bytes = max_bytes
-        self.items: "OrderedDict[str, np.ndarray]" = OrderedDict()
-        self.bytes = 0
-
-    def get(self, key: str) -> Optional[np.ndarray]:
-        clip = self.items.get(key)
-        if clip is not None:
-            self.items.move_to_end(key)
-        return clip
-
-    def put(self, key: str, clip: np.ndarray) -> None:
-        self.items[key] = clip
-        self.bytes += clip.nbytes
-        while self.bytes > self.max_bytes and len(self.items) > 1:
-            _, old = self.items.popitem(last=False)
-            self.bytes -= old.nbytes
-
-
-_CLIP_CACHE = _ClipCache()
-
-
-class VideoFile(VideoSource):
-    """A video file, decoded once per process (resized) and cached; a truncated file keeps what decodes."""
-
-    def __init__(self, path: PathLike, size: Tuple[int, int]):
-        super().__init__(path, size)
-        self.key = f"{os.path.abspath(self.path)}@{self.size[0]}x{self.size[1]}"
-
-    def _clip(self) -> np.ndarray:
-        clip = _CLIP_CACHE.get(self.key)
-        if clip is None:
-            clip, expected = decode_video(self.path, self.size)
-            if expected and len(clip) < 0.9 * expected:
-                logger.warning("video %s is truncated: decoded %d of %d declared frames (using those)",
-                               self.path, len(clip), expected)
-            _CLIP_CACHE.put(self.key, clip)
-        return clip
-
-    def num_frames(self) -> int:
-        return len(self._clip())
-
-    def frame(self, index: int) -> np.ndarray:
-        return self._clip()[index]
-
-
-def _is_video_entry(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix.lower() in VIDEO_EXTS
-    return path.is_dir() and not path.name.startswith(".")
-
-
-def _split_flat(names: List[str], test_videos: Sequence[str]) -> Tuple[set, set]:
-    if test_videos:
-        test = {n for n in names if n in set(test_videos)}
-        missing = sorted(set(test_videos) - set(names))
-        if missing:
-            raise DatasetError(f"test_videos names not found in the dataset root: {', '.join(missing)}")
-    else:
-        test = {n for n in names if zlib.crc32(n.encode()) % 5 == 0}
-        if not test and len(names) > 1:
-            test = {min(names, key=lambda n: zlib.crc32(n.encode()))}
-    return set(names) - test, test
-
-
-def list_videos(root: PathLike, split: str = "train", test_videos: Sequence[str] = (),
-                exclude_videos: Sequence[str] = ()) -> List[Path]:
-    """Video entries (files or frame folders) of ``split`` under ``root``, sorted by name.
-
-    Uses ``root/<split>/`` when ``root/train`` or ``root/test`` exists, else splits the flat ``root``
-    (see the module docstring). Raises :class:`DatasetError` for a missing root or an empty split.
-    """
-    if split not in ("train", "test"):
-        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"dataset folder not found: {root} (set dataset.root_dir or pass --data)")
-    excluded = set(exclude_videos)
-    if (root / "train").is_dir() or (root / "test").is_dir():
-        folder = root / split
-        if not folder.is_dir():
-            raise DatasetError(f"dataset split folder not found: {folder}")
-        entries = [p for p in sorted(folder.iterdir()) if _is_video_entry(p)]
-    else:
-        folder = root
-        entries = [p for p in sorted(root.iterdir()) if _is_video_entry(p)]
-        names = [_entry_name(p) for p in entries if _entry_name(p) not in excluded]
-        train, test = _split_flat(names, test_videos)
-        keep = train if split == "train" else test
-        entries = [p for p in entries if _entry_name(p) in keep]
-    entries = [p for p in entries if _entry_name(p) not in excluded]
-    if not entries:
-        raise DatasetError(f"no videos in {folder} (split {split!r}): expected frame folders or "
-                           f"{'/'.join(VIDEO_EXTS)} files")
-    return entries
-
-
-def _entry_name(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
-
-
-def open_video(path: PathLike, size: Tuple[int, int]) -> VideoSource:
-    path = Path(path)
-    if path.is_dir():
-        return FrameFolder(path, size)
-    return VideoFile(path, size)
 
 
 # ------------------------------------------------------------------------------------- augmentation
@@ -341,8 +196,8 @@ class VideoFramesDataset(_SeededItems):
         self.size = (int(frame_shape[0]), int(frame_shape[1]))
         if min(self.size) < 1:
             raise DatasetError(f"frame_shape must be positive, got {tuple(frame_shape)}")
-        self.paths = list_videos(root, split, test_videos, exclude_videos)
-        self.videos = [open_video(p, self.size) for p in self.paths]
+        self.paths = list_clips(root, split, test_videos, exclude_videos)
+        self.videos = [open_clip(p, self.size) for p in self.paths]
         self.frame_offsets = tuple(int(o) for o in frame_offsets) if frame_offsets is not None else None
         if self.frame_offsets is not None and not self.frame_offsets:
             raise DatasetError("frame_offsets must hold at least one offset")
@@ -510,7 +365,7 @@ class ImagePairsDataset(_SeededItems):
             if d.is_file():
                 paths.append(d)
             elif d.is_dir():
-                paths.extend(sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS))
+                paths.extend(sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS))
             else:
                 raise DatasetError(f"portrait folder not found: {d}")
         return cls(paths, **kwargs)
@@ -573,7 +428,7 @@ def _image_entry(entry: str, base: Path) -> str:
 
         name = entry[len("skimage:"):]
         matches = sorted(p for p in Path(skimage.data.__file__).parent.iterdir()
-                         if p.stem == name and p.suffix.lower() in IMAGE_EXTS)
+                         if p.stem == name and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not matches:
             raise DatasetError(f"no scikit-image sample image named {name!r} (dataset.image_dirs: {entry})")
         return str(matches[0])

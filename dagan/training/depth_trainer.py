@@ -195,7 +195,8 @@ class _PermutedEpochs(torch.utils.data.Dataset):
 
 def build_dataset(cfg: Config, split: str = "train", root: Optional[PathLike] = None):
     """The video-window dataset of ``cfg.dataset`` for depth training (frames resized to ``model.image_size``)."""
-    from .datasets import VideoFramesDataset, list_videos
+    from ..io.clips import list_clips
+    from .datasets import VideoFramesDataset
 
     ds_cfg = cfg.dataset
     root = root if root is not None else ds_cfg.root_dir
@@ -207,7 +208,7 @@ def build_dataset(cfg: Config, split: str = "train", root: Optional[PathLike] = 
         ds_cfg.frame_shape = [size, size, 3]
     targets = None
     if cfg.depth_train.landmark_weight > 0 and split == "train":
-        paths = list_videos(root, split, ds_cfg.test_videos, ds_cfg.exclude_videos)
+        paths = list_clips(root, split, ds_cfg.test_videos, ds_cfg.exclude_videos)
         targets = landmark_targets(paths, (size, size), cfg.depth_train.landmark_cache or None)
     return VideoFramesDataset.from_config(ds_cfg, split=split, seed=cfg.depth_train.seed, augment=True,
                                           frame_offsets=cfg.depth_train.frame_ids, root=root, point_targets=targets)

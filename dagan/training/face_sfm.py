@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DatasetError, InputError
+from ..faces import select_face
+from ..io.clips import clip_name, iter_clip_frames
 
 logger = logging.getLogger("dagan")
 PathLike = Union[str, os.PathLike]
@@ -170,19 +172,6 @@ def default_cache_dir() -> str:
     return os.path.join(base, "dagan", "landmarks")
 
 
-def _frames(path: PathLike):
-    """A clip's frames at their own resolution: a frame folder's files as the training dataset lists them, or a
-    video file's decodable frames."""
-    if os.path.isdir(path):
-        from ..io.images import read_image
-        from .datasets import FrameFolder
-
-        return (read_image(f) for f in FrameFolder(path, (1, 1)).files)
-    from ..io.video import VideoReader
-
-    return iter(VideoReader(path, check_complete=False))  # a truncated clip: its decodable frames, as in training
-
-
 def clip_landmarks(path: PathLike, size: Sequence[int], detector=None, cache_dir: Optional[PathLike] = None
                    ) -> np.ndarray:
     """The 68 landmarks of the largest face in every frame of a clip (video file or frame folder), in pixels
@@ -199,14 +188,14 @@ def clip_landmarks(path: PathLike, size: Sequence[int], detector=None, cache_dir
             tracks, src_hw = data["tracks"], tuple(int(v) for v in data["frame_hw"])
     else:
         if detector is None:
-            from ..inference.faces import load_face_backend
+            from ..faces import load_face_backend
 
             detector = load_face_backend("dlib")
         rows, src_hw = [], (0, 0)
-        for frame in _frames(path):
+        for frame in iter_clip_frames(path, check_complete=False):  # a truncated clip: as in training
             src_hw = frame.shape[:2]
-            faces = [f for f in detector.detect(frame, landmarks=True) if f.landmarks is not None]
-            rows.append(max(faces, key=lambda f: f.size).landmarks if faces else np.full((68, 2), np.nan))
+            face = select_face([f for f in detector.detect(frame, landmarks=True) if f.landmarks is not None])
+            rows.append(face.landmarks if face is not None else np.full((68, 2), np.nan))
         tracks = np.asarray(rows, dtype=np.float32).reshape(-1, 68, 2)
         atomic_write(cache, lambda fh: np.savez(fh, tracks=tracks, frame_hw=np.array(src_hw)))
     return fit_points(tracks, src_hw, size).astype(np.float32)
@@ -216,14 +205,10 @@ def clips_landmarks(paths: Sequence[PathLike], size: Sequence[int], cache_dir: O
                     ) -> Dict[str, np.ndarray]:
     """:func:`clip_landmarks` of several clips, ``{clip name (as the training dataset names it): points}``; a
     clip that cannot be read is left out with a warning (the dataset skips it too)."""
-    from pathlib import Path
-
-    from .datasets import _entry_name
-
     out = {}
     for path in paths:
         try:
-            out[_entry_name(Path(path))] = clip_landmarks(path, size, cache_dir=cache_dir)
+            out[clip_name(path)] = clip_landmarks(path, size, cache_dir=cache_dir)
         except (InputError, OSError) as exc:
             logger.warning("no landmarks for %s: %s", path, exc)
     return out

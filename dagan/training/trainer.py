@@ -328,6 +328,8 @@ class GeneratorTask(Task):
         super().__init__(cfg, device, env)
         _check_config(cfg)
         tc = cfg.train
+        if tc.kp_landmarks and tc.loss_weights.kp_landmarks > 0 and not cfg.model.kp_landmarks:
+            cfg.model.kp_landmarks = [list(pair) for pair in tc.kp_landmarks]  # saved with the weights
         self.model = DaGAN(cfg.model)
         self.discriminator = build_discriminator(cfg.model)
         if tc.depth_checkpoint:
@@ -368,14 +370,15 @@ class GeneratorTask(Task):
 
     @staticmethod
     def build_dataset(cfg: Config, root: PathLike):
-        from .datasets import build_dataset, list_videos
+        from ..io.clips import list_clips
+        from .datasets import build_dataset
         from .face_sfm import clips_landmarks
 
         tc, ds = cfg.train, cfg.dataset
         targets = None
         w = tc.loss_weights
         if ((tc.kp_landmarks and w.kp_landmarks) or w.mouth_blend or w.mouth_l1) and ds.mode != "image_pairs":
-            paths = list_videos(root if root is not None else ds.root_dir, "train", ds.test_videos, ds.exclude_videos)
+            paths = list_clips(root if root is not None else ds.root_dir, "train", ds.test_videos, ds.exclude_videos)
             landmarks = clips_landmarks(paths, tuple(ds.frame_shape[:2]), tc.landmark_cache or None)
             targets = {name: (points, None) for name, points in landmarks.items()}
         return build_dataset(ds, "train", seed=tc.seed, root=root, point_targets=targets)

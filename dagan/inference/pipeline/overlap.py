@@ -9,9 +9,7 @@
   frame that has already waited longer than the latency budget is dropped instead of animated. It yields a
   :class:`StreamFrame` per animated frame and fills :class:`StreamStats` (p50/p95 latency, frames/s, drops).
 * cameras (``0`` / ``/dev/videoN``) are read by :func:`dagan.io.video.open_camera`; ``demo.py --stream``
-  (:func:`dagan.inference.cli.run_stream`) is built on :func:`stream`.
-
-This module knows nothing of the CLI: :mod:`dagan.inference.cli` imports it, never the other way round.
+  (:func:`dagan.inference.pipeline.run_stream`) is built on :func:`stream`.
 """
 from __future__ import annotations
 
@@ -24,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ...errors import InputError
 
 logger = logging.getLogger("dagan")
 _DONE = object()
@@ -162,7 +160,7 @@ def stream(animate: Callable[[Any], Any], frames: Iterable[Any], fps: Optional[f
 
     Args:
         animate: per-frame function, e.g. an :class:`~dagan.Animator` (frame -> output frame).
-        frames: any iterable of frames (a camera, :class:`~dagan.inference.video.VideoReader`, a list).
+        frames: any iterable of frames (a camera, :class:`~dagan.io.video.VideoReader`, a list).
         fps: pace the input like a camera at this rate (a file played in real time); ``None`` takes frames
             as fast as the iterable gives them (a camera paces itself).
         budget_ms: drop a frame instead of animating it once it has waited longer than this.

@@ -1,7 +1,5 @@
-"""Face handling: detection backends, square crops with margin, a temporally smoothed crop box for
-driving videos, paste-back with a soft mask, and the official ``--find_best_frame`` landmark matching.
-
-Two backends give boxes, the 68 iBUG landmarks and (dlib only) a 128-d identity embedding:
+"""Face backends behind one interface (:class:`FaceDetector`): boxes, the 68 iBUG landmarks and (dlib only) a
+128-d identity embedding.
 
 * ``dlib`` (default, offline): dlib's HOG frontal face detector, ``shape_predictor_68_face_landmarks`` and
   ``dlib_face_recognition_resnet_model_v1`` from the ``face_recognition_models`` package (CC0). Install with
@@ -11,21 +9,16 @@ Two backends give boxes, the 68 iBUG landmarks and (dlib only) a 128-d identity 
 * ``face-alignment`` (S3FD + 2D-FAN-4): needs its weights on disk; never downloads.
 
 Any object with a ``detect(image, landmarks=False)`` method can be injected instead (tests, apps).
-
-Boxes are ``(x0, y0, x1, y1)`` for detections and ``(x0, y0, side)`` (float pixels) for square crops.
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Protocol, Sequence, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError, MissingWeightsError, NoFaceError
-
-logger = logging.getLogger("dagan")
+from ..errors import InputError, MissingWeightsError
 
 FACES_EXTRA_HINT = 'pip install -e ".[faces]" (dlib-bin + face_recognition_models, offline)'
 #: the backends :func:`load_face_backend` knows, "auto" first
@@ -40,10 +33,6 @@ FACE_ALIGNMENT_FILES = {
     "s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
     "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
 }
-DEFAULT_MARGIN = 1.8  # crop side / face size, the value used to prepare the shared sample clips
-NO_FACE_HINT = "use --no-crop to animate the whole frame, or crop the face yourself"
-
-Box = Tuple[float, float, float]
 
 
 @dataclass
@@ -257,236 +246,3 @@ def load_face_backend(name: str = "auto", device: str = "cpu") -> FaceDetector:
 def backend_name(detector) -> str:
     """A short name of a detector for reports (``dlib``, ``face-alignment`` or the class name)."""
     return getattr(detector, "name", None) or type(detector).__name__
-
-
-def select_face(faces: Sequence[Face], index: Union[int, str, None] = "largest") -> Optional[Face]:
-    """Pick one of ``faces``: ``"largest"``/None (default), or ``index`` counted from the left (0 = the
-    leftmost face). None when there is no face; :class:`InputError` when ``index`` is past the last face."""
-    if not faces:
-        return None
-    if index in (None, "largest"):
-        return max(faces, key=lambda f: f.size)
-    index = int(index)
-    ordered = sorted(faces, key=lambda f: (f.box[0] + f.box[2]) / 2.0)
-    if not 0 <= index < len(ordered):
-        raise InputError(f"--face-index {index}: the image holds {len(ordered)} face(s) (0 = leftmost)")
-    return ordered[index]
-
-
-def largest_face(detector: FaceDetector, image: np.ndarray, what: str = "image", landmarks: bool = False,
-                 index: Union[int, str, None] = "largest") -> Face:
-    """The chosen face of ``image`` (see :func:`select_face`); :class:`NoFaceError` when there is none."""
-    face = select_face(detector.detect(image, landmarks=landmarks), index)
-    if face is None:
-        raise NoFaceError(f"no face found in {what}: {NO_FACE_HINT}")
-    return face
-
-
-def square_box(face_box: Sequence[float], image_shape: Tuple[int, int], margin: float = DEFAULT_MARGIN) -> Box:
-    """Square ``(x0, y0, side)`` centred on ``face_box`` with side ``margin * max(w, h)``, shrunk to fit
-    the image and shifted to stay inside it. ``image_shape`` is ``(H, W)``."""
-    x0, y0, x1, y1 = [float(v) for v in face_box[:4]]
-    height, width = image_shape[:2]
-    side = min(margin * max(x1 - x0, y1 - y0), float(height), float(width))
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    bx = min(max(cx - side / 2.0, 0.0), width - side)
-    by = min(max(cy - side / 2.0, 0.0), height - side)
-    return bx, by, side
-
-
-def crop_square(image: np.ndarray, box: Box, size: int) -> np.ndarray:
-    """Cut ``box`` ``(x0, y0, side)`` out of ``image`` ``(H, W, 3)`` uint8 and resize to ``(size, size, 3)``
-    (sub-pixel accurate, so a smoothly moving box gives a smoothly moving crop)."""
-    from PIL import Image
-
-    x0, y0, side = box
-    pil = Image.fromarray(image)
-    out = pil.resize((size, size), Image.BICUBIC, box=(x0, y0, x0 + side, y0 + side), reducing_gap=None)
-    return np.asarray(out)
-
-
-class BoxSmoother:
-    """Causal smoothing of a per-frame crop box (no look-ahead, so it streams).
-
-    An exponential moving average of centre and side (``alpha`` = weight of the new detection) with a
-    dead zone: changes smaller than ``deadzone`` x side are ignored, so a still head gives a box that does
-    not move at all. Frames with no detection keep the last box.
-    """
-
-    def __init__(self, alpha: float = 0.2, deadzone: float = 0.02):
-        if not 0 < alpha <= 1:
-            raise InputError(f"box smoothing alpha must be in (0, 1], got {alpha}")
-        self.alpha = float(alpha)
-        self.deadzone = float(deadzone)
-        self.state: Optional[np.ndarray] = None  # (cx, cy, side)
-
-    def update(self, box: Optional[Box]) -> Optional[Box]:
-        if box is not None:
-            x0, y0, side = box
-            new = np.array([x0 + side / 2.0, y0 + side / 2.0, side])
-            if self.state is None:
-                self.state = new
-            else:
-                target = self.state + self.alpha * (new - self.state)
-                if np.abs(new - self.state).max() > self.deadzone * self.state[2]:
-                    self.state = target
-        if self.state is None:
-            return None
-        cx, cy, side = self.state
-        return cx - side / 2.0, cy - side / 2.0, side
-
-
-class LandmarkTracker:
-    """A :class:`FaceDetector` for the frames of one video, in order, when landmarks are asked for: the
-    detector runs on every ``detect_every``-th frame, and in between the landmarks are fitted in the last
-    face's box moved with its landmarks (the backend's ``fit_landmarks``; dlib: ~4 ms instead of ~9 ms a
-    256 px frame). It detects again when the last frame had no face, when the backend cannot fit landmarks in
-    a box, and when a fitted face jumps (its landmarks' centre moves, or their size changes, by more than
-    ``max_change`` of their size). It follows the largest face. Call :meth:`reset` before another video.
-    Without ``landmarks`` it just detects."""
-
-    def __init__(self, detector: FaceDetector, detect_every: int = 10, max_change: float = 0.2):
-        if int(detect_every) < 1:
-            raise InputError(f"detect_every must be >= 1, got {detect_every}")
-        self.detector = detector
-        self.detect_every = int(detect_every)
-        self.max_change = float(max_change)
-        self.reset()
-
-    def reset(self) -> None:
-        self.last: Optional[Face] = None
-        self.box_offset: Optional[np.ndarray] = None  # the detector's box relative to the landmarks' extent
-        self.since_detection = 0
-        self.detections = 0
-
-    @staticmethod
-    def _extent(points: np.ndarray) -> Tuple[np.ndarray, float]:
-        low, high = points.min(0), points.max(0)
-        return (low + high) / 2.0, float((high - low).max())
-
-    def _track(self, image: np.ndarray) -> Optional[Face]:
-        if (self.last is None or self.box_offset is None or self.since_detection + 1 >= self.detect_every
-                or not hasattr(self.detector, "fit_landmarks")):
-            return None
-        centre, size = self._extent(self.last.landmarks)
-        box = np.tile(centre, 2) + self.box_offset * size
-        face = self.detector.fit_landmarks(image, box, self.last.score)
-        new_centre, new_size = self._extent(face.landmarks)
-        if (abs(new_size / max(size, 1e-6) - 1.0) > self.max_change
-                or np.abs(new_centre - centre).max() > self.max_change * size):
-            return None
-        return face
-
-    def detect(self, image: np.ndarray, landmarks: bool = False) -> List[Face]:
-        if not landmarks:
-            return self.detector.detect(image, landmarks=False)
-        face = self._track(image)
-        if face is not None:
-            self.since_detection += 1
-            self.last = face
-            return [face]
-        faces = self.detector.detect(image, landmarks=True)
-        self.detections += 1
-        self.since_detection = 0
-        self.last = select_face(faces)
-        self.box_offset = None
-        if self.last is not None and self.last.landmarks is not None:
-            centre, size = self._extent(self.last.landmarks)
-            self.box_offset = (np.asarray(self.last.box, np.float64) - np.tile(centre, 2)) / max(size, 1e-6)
-        return faces
-
-
-class DrivingCropper:
-    """Per-frame face crop of a driving video: detect every ``detect_every`` frames, smooth the box,
-    crop and resize to ``size``. Raises :class:`NoFaceError` when the first frame holds no face."""
-
-    def __init__(self, detector: FaceDetector, size: int, margin: float = DEFAULT_MARGIN, detect_every: int = 1,
-                 smoother: Optional[BoxSmoother] = None):
-        self.detector = detector
-        self.size = int(size)
-        self.margin = margin
-        self.detect_every = max(1, int(detect_every))
-        self.smoother = smoother or BoxSmoother()
-        self.index = 0
-        self.boxes: List[Box] = []
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        box = None
-        if self.index % self.detect_every == 0 or self.smoother.state is None:
-            faces = self.detector.detect(frame)
-            if faces:
-                box = square_box(faces[0].box, frame.shape[:2], self.margin)
-            elif self.smoother.state is None:
-                raise NoFaceError(f"no face found in driving frame {self.index}: {NO_FACE_HINT}")
-        smoothed = self.smoother.update(box)
-        smoothed = square_box((smoothed[0], smoothed[1], smoothed[0] + smoothed[2], smoothed[1] + smoothed[2]),
-                              frame.shape[:2], margin=1.0)
-        self.boxes.append(smoothed)
-        self.index += 1
-        return crop_square(frame, smoothed, self.size)
-
-
-def soft_mask(size: int, feather: float = 0.12) -> np.ndarray:
-    """``(size, size)`` float32 weights: 1 in the middle, falling smoothly to 0 at the border over
-    ``feather`` x size pixels (a rounded square, so the seams of a pasted face do not show)."""
-    ramp = max(1.0, feather * size)
-    coords = np.arange(size, dtype=np.float32) + 0.5
-    edge = np.minimum(coords, size - coords) / ramp
-    edge = np.clip(edge, 0.0, 1.0)
-    edge = edge * edge * (3 - 2 * edge)  # smoothstep
-    return np.outer(edge, edge).astype(np.float32)
-
-
-def paste_back(background: np.ndarray, face: np.ndarray, box: Box, mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Blend ``face`` ``(s, s, 3)`` uint8 into a copy of ``background`` ``(H, W, 3)`` uint8 at ``box``
-    ``(x0, y0, side)`` with a soft mask. Returns a new ``(H, W, 3)`` uint8 image."""
-    from PIL import Image
-
-    x0, y0, side = box
-    ix0, iy0 = int(round(x0)), int(round(y0))
-    iside = int(round(side))
-    h, w = background.shape[:2]
-    iside = min(iside, w - ix0, h - iy0)
-    resized = np.asarray(Image.fromarray(face).resize((iside, iside), Image.BICUBIC)).astype(np.float32)
-    weights = soft_mask(iside) if mask is None else np.asarray(
-        Image.fromarray((mask * 255).astype(np.uint8)).resize((iside, iside), Image.BILINEAR)).astype(np.float32) / 255
-    out = background.copy()
-    region = out[iy0:iy0 + iside, ix0:ix0 + iside].astype(np.float32)
-    blended = weights[..., None] * resized + (1 - weights[..., None]) * region
-    out[iy0:iy0 + iside, ix0:ix0 + iside] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-    return out
-
-
-def normalize_landmarks(points: np.ndarray) -> np.ndarray:
-    """Official ``find_best_frame`` normalisation: centre ``(N, 2)`` landmarks on their mean and divide by
-    the square root of their convex-hull area."""
-    from ..models.dagan import convex_hull_area
-
-    points = np.asarray(points, dtype=np.float64)
-    area = convex_hull_area(points)
-    centred = points - points.mean(axis=0, keepdims=True)
-    return centred / np.sqrt(area) if area > 0 else centred
-
-
-def find_best_frame(detector: FaceDetector, source: np.ndarray, frames, progress=None) -> int:
-    """Index of the driving frame whose normalised landmarks are closest (L2) to the source's.
-
-    ``frames``: any iterable of ``(H, W, 3)`` uint8 (streamed; only landmarks are kept). Frames without a
-    face are skipped; :class:`NoFaceError` when the source or every frame has none.
-    """
-    src = largest_face(detector, source, "the source image", landmarks=True)
-    if src.landmarks is None:
-        raise NoFaceError(f"no face landmarks found in the source image: {NO_FACE_HINT}")
-    kp_source = normalize_landmarks(src.landmarks)
-    best, best_dist = -1, np.inf
-    for index, frame in enumerate(frames):
-        faces = detector.detect(frame, landmarks=True)
-        if faces and faces[0].landmarks is not None:
-            dist = float(((normalize_landmarks(faces[0].landmarks) - kp_source) ** 2).sum())
-            if dist < best_dist:
-                best, best_dist = index, dist
-        if progress is not None:
-            progress.update(1)
-    if best < 0:
-        raise NoFaceError(f"no face found in any driving frame: {NO_FACE_HINT}")
-    return best

@@ -1,0 +1,6 @@
+"""``python -m dagan.app``."""
+import sys
+
+from .server import main
+
+sys.exit(main())
