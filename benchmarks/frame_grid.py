@@ -7,6 +7,10 @@ first driving frame).
         --sources source_astronaut_256.png source_lp_d10frame0_256.png --videos drv_lp_d9_audio_256 \\
         --frames 40 120 --size 256 --out docs/dagan-small-grid.png
 
+``--frames`` takes frame numbers or the names ``mouth`` (the driver's widest mouth), ``blink`` (its smallest
+eye opening) and ``turn`` (its largest head turn from the first frame), found with the face backend's
+landmarks on every frame of the clip. ``--motion`` picks what moves the portrait, as ``demo.py --motion``.
+
 ``--out`` ending in ``.jpg`` writes a JPEG (``--quality``, default 85): small enough for a README.
 
 Prints JSON naming the rows and the output file.
@@ -26,7 +30,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dagan import Animator, DaGAN  # noqa: E402
 from dagan.io.images import fit_frames, read_image, resize_image, tensor_to_images  # noqa: E402
 from dagan.faces import load_face_backend  # noqa: E402
+from dagan.evaluation.face_metrics import eye_opening, interocular, mouth_opening  # noqa: E402
+from dagan.faces import select_face  # noqa: E402
+from dagan.inference.animator import MOTIONS  # noqa: E402
 from dagan.inference.guide import GUIDE_MODES, resolve_guide  # noqa: E402
+from dagan.inference.landmark_motion import DEFAULT_MOUTH_FILL, MOUTH_FILLS  # noqa: E402
 from dagan.io.video import read_video  # noqa: E402
 
 
@@ -38,20 +46,49 @@ def depth_tile(depth: torch.Tensor, size: int) -> np.ndarray:
 
 
 COLUMNS = ("source", "driving", "depth", "result")
+#: frames named by what the driver does (see the module docstring)
+NAMED_FRAMES = ("mouth", "blink", "turn")
+
+
+def pick_frames(frames, clip, detector):
+    """``frames``: ints or :data:`NAMED_FRAMES` -> frame numbers of ``clip`` (a list of ``(H, W, 3)`` uint8)."""
+    if all(not isinstance(f, str) or f.isdigit() for f in frames):
+        return [int(f) for f in frames]
+    faces = [select_face(detector.detect(image, landmarks=True)) for image in clip]
+    points = [None if f is None else f.landmarks for f in faces]
+    first = next(p for p in points if p is not None)
+
+    def turn(p):  # the nose tip's sideways shift between the face's sides, in inter-ocular distances
+        return (p[30, 0] - 0.5 * (p[0, 0] + p[16, 0])) / interocular(p)
+
+    scores = {"mouth": lambda p: mouth_opening(p), "blink": lambda p: -eye_opening(p),
+              "turn": lambda p: abs(turn(p) - turn(first))}
+    out = []
+    for f in frames:
+        if isinstance(f, str) and not f.isdigit():
+            values = [-np.inf if p is None else scores[f](p) for p in points]
+            out.append(int(np.argmax(values)))
+        else:
+            out.append(int(f))
+    return out
 
 
 def grid_rows(model: DaGAN, data: str, sources, videos, frames, size: int, guide=None, mouth_gain: float = 1.0,
-              columns=COLUMNS):
-    animator = Animator(model, device="cpu", dtype="float32", output_size=size, guide=guide, mouth_gain=mouth_gain)
+              columns=COLUMNS, motion: str = "keypoints", mouth_fill: str = DEFAULT_MOUTH_FILL, detector=None):
+    animator = Animator(model, device="cpu", dtype="float32", output_size=size, guide=guide, mouth_gain=mouth_gain,
+                        motion=motion, mouth_fill=mouth_fill, face_detector=detector)
     rows, names = [], []
     for video in videos:
-        clip, _ = read_video(os.path.join(data, video + ".mp4"), max_frames=max(frames) + 1)
+        named = any(isinstance(f, str) and not f.isdigit() for f in frames)
+        clip, _ = read_video(os.path.join(data, video + ".mp4"),
+                             max_frames=None if named else max(int(f) for f in frames) + 1)
         full = fit_frames(clip, (size, size))
+        chosen = pick_frames(frames, full, detector) if named else [int(f) for f in frames]
         for source in sources:
             image = read_image(os.path.join(data, source))
             animator.set_source(image)
             animator.set_anchor(full[0])
-            for t in frames:
+            for t in chosen:
                 item = next(animator.animate_stream([full[t]], details=True))
                 depth = torch.from_numpy(item["driving_depth"])[None, None]
                 tiles = {"source": resize_image(image, size), "driving": full[t],
@@ -67,11 +104,15 @@ def main() -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--sources", nargs="+", required=True, help="portrait file names under --data")
     p.add_argument("--videos", nargs="+", required=True, help="clip names under --data (no extension)")
-    p.add_argument("--frames", nargs="+", type=int, default=[40, 120])
+    p.add_argument("--frames", nargs="+", default=["40", "120"],
+                   help=f"frame numbers, or {', '.join(NAMED_FRAMES)}: the frames where the driver does that")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--guide", choices=GUIDE_MODES, default="auto",
                    help="face-guided head motion, as demo.py --guide (default auto: on when a face backend loads)")
     p.add_argument("--mouth_gain", type=float, default=1.0, help="with the guide, as demo.py --mouth_gain")
+    p.add_argument("--motion", choices=MOTIONS, default="auto", help="what moves the portrait, as demo.py --motion")
+    p.add_argument("--mouth_fill", choices=MOUTH_FILLS, default=DEFAULT_MOUTH_FILL,
+                   help="with the landmark stage, as demo.py --mouth_fill")
     p.add_argument("--columns", nargs="+", choices=COLUMNS, default=list(COLUMNS),
                    help="tiles of each row, in order (default: source driving depth result)")
     p.add_argument("--quality", type=int, default=85, help="JPEG quality when --out ends in .jpg/.jpeg")
@@ -81,9 +122,13 @@ def main() -> int:
 
     torch.set_grad_enabled(False)
     model = DaGAN.from_pretrained(args.model)
-    guide = resolve_guide(args.guide, lambda: load_face_backend("auto"))
+    bad = [f for f in args.frames if not f.isdigit() and f not in NAMED_FRAMES]
+    if bad:
+        p.error(f"--frames takes frame numbers or {', '.join(NAMED_FRAMES)}, got {bad[0]!r}")
+    detector = load_face_backend("auto")
+    guide = resolve_guide(args.guide, lambda: detector)
     rows, names = grid_rows(model, args.data, args.sources, args.videos, args.frames, args.size, guide,
-                            args.mouth_gain, args.columns)
+                            args.mouth_gain, args.columns, args.motion, args.mouth_fill, detector)
     gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
     root, ext = os.path.splitext(args.out)
@@ -94,7 +139,8 @@ def main() -> int:
         iio.imwrite(tmp, grid)
     os.replace(tmp, args.out)
     print(json.dumps({"benchmark": "frame_grid", "model": args.model, "columns": args.columns,
-                      "guide": guide is not None, "mouth_gain": args.mouth_gain, "rows": names, "out": args.out},
+                      "guide": guide is not None, "mouth_gain": args.mouth_gain, "motion": args.motion,
+                      "mouth_fill": args.mouth_fill, "rows": names, "out": args.out},
                      indent=2))
     return 0
 

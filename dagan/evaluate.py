@@ -27,7 +27,9 @@ from typing import List, Optional
 
 from .cliutil import DashUnderscoreParser, run_cli, setup_logging
 from .errors import InputError
+from .inference.animator import MOTIONS
 from .inference.guide import GUIDE_MODES
+from .inference.landmark_motion import DEFAULT_MOUTH_FILL, MOUTH_FILLS
 
 
 def build_parser() -> DashUnderscoreParser:
@@ -85,6 +87,11 @@ def build_parser() -> DashUnderscoreParser:
                         "is installed), on, or off (keypoints only, the official behaviour)")
     p.add_argument("--mouth_gain", type=float, default=1.0,
                    help="with the guide, as demo.py --mouth_gain (default 1)")
+    p.add_argument("--motion", choices=MOTIONS, default="auto",
+                   help="what moves the portrait, as demo.py --motion: auto (default: the landmark stage when a face "
+                        "backend is installed and the portrait has a face), landmarks, or keypoints (the model's)")
+    p.add_argument("--mouth_fill", choices=MOUTH_FILLS, default=DEFAULT_MOUTH_FILL,
+                   help=f"with the landmark stage, as demo.py --mouth_fill (default {DEFAULT_MOUTH_FILL})")
     p.add_argument("--no_baseline", action="store_true", help="leave out the repeat-source baseline")
     p.add_argument("--no_figures", action="store_true", help="write JSON/CSV only")
     p.add_argument("--save_frames", action="store_true",
@@ -133,7 +140,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                             max_frames=args.max_frames, seed=args.seed,
                             exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos,
                             sources=args.sources, videos=args.videos, output_size=args.size, guide=args.guide,
-                            mouth_gain=args.mouth_gain)
+                            mouth_gain=args.mouth_gain, motion=args.motion, mouth_fill=args.mouth_fill)
     env = distributed_env()
     world, local = env.world, env.local_rank
     device, _ = resolve_runtime(args.device, "float32")  # scores of the float32 computation
@@ -180,6 +187,7 @@ FM_NOTE = "dlib values are not comparable with the papers' FAN/OpenFace values"
 #: short column names of the per-video table
 _SHORT = {"face_detected": "detect", "id_dist_source": "id_src", "id_match_source": "id<0.6", "id_dist_driving": "id_drv",
           "motion_error": "motion", "motion_ratio": "mot/frz", "scale_drift": "drift", "mouth_corr": "mouth_r",
+          "mouth_amp": "mouth_a", "eye_corr": "eye_r",
           "sharpness": "sharp", "akd_motion": "akd_mot"}
 
 

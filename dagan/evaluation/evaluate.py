@@ -51,7 +51,7 @@ PROTOCOLS = ("reconstruction", "cross-identity")
 RECONSTRUCTION_METRICS = ("l1", "psnr", "ssim", "lpips", "akd", "aed", "csim")
 CROSS_IDENTITY_METRICS = ("csim", "akd", "akd_motion") + FM.MOTION_METRICS
 #: metrics with one value per item (clip) instead of one per frame
-PER_ITEM_METRICS = ("mouth_corr",)
+PER_ITEM_METRICS = FM.CLIP_METRICS
 #: metrics that need identity embeddings from the face backend
 _EMBEDDING_METRICS = ("id_dist_source", "id_match_source", "id_dist_driving")
 #: for each metric, whether larger is better (used to pick the worst videos and in the figure)
@@ -739,6 +739,11 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
         raise DatasetError(f"no item could be evaluated ({len(failed)} failed; first: {failed[0]['error']})")
     metric_names = suite.active
     overall, videos = aggregate(merged, list(systems), metric_names)
+    if "face_detected" in metric_names:  # the face must hold in every pair, not on average
+        for name in systems:
+            rates = [_mean(r["values"][name].get("face_detected", [])) for r in merged]
+            rates = [v for v in rates if v is not None]
+            overall[name]["face_detected"]["worst_item"] = min(rates) if rates else None
     if baseline and "motion_error" in metric_names:
         # how much of the driving motion is missing, relative to not moving at all (frozen result = baseline)
         for rows in [overall] + [v["metrics"] for v in videos]:

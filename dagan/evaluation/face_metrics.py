@@ -18,6 +18,11 @@ motion_error       mean over the 68 points of ``|(L_r(t) - L_r(0)) / iod_r(0) - 
 scale_drift        ``|iod_r(t) / iod_r(0) - iod_d(t) / iod_d(0)|``
 mouth_corr         per clip: Pearson correlation over time of the inner-lip opening ``|L(62) - L(66)| / iod``
                    of result and driving (undefined, so left out, when either does not move)
+mouth_amp          per clip: standard deviation of the result's inner-lip opening over the driver's (1 = the
+                   mouth opens as far as the driver's; undefined when the driver's mouth does not move)
+eye_corr           per clip: Pearson correlation over time of the eye opening (eye aspect ratio, mean of both
+                   eyes) of result and driving; only for clips whose driver's eye opening varies (standard
+                   deviation >= :data:`EYE_VARIES`: a blink, a squint), else undefined
 sharpness          variance of the Laplacian of the result's face box over the same for the source's face
                    box resized to the result's box size (1 = as sharp as the source)
 =================  ===========================================================================================
@@ -34,13 +39,18 @@ import torch
 from ..faces import DLIB_SAME_PERSON_DISTANCE, Face, backend_name
 from .metrics import Landmarks, to_uint8_hwc
 
-#: per-frame cross-identity face metrics, in report order (``mouth_corr`` is one value per clip)
+#: cross-identity face metrics, in report order (those in :data:`CLIP_METRICS` are one value per clip)
 MOTION_METRICS = ("face_detected", "id_dist_source", "id_match_source", "id_dist_driving", "motion_error",
-                  "scale_drift", "mouth_corr", "sharpness")
+                  "scale_drift", "mouth_corr", "mouth_amp", "eye_corr", "sharpness")
+#: the cross-identity metrics with one value per clip
+CLIP_METRICS = ("mouth_corr", "mouth_amp", "eye_corr")
+#: a driver's eye opening (eye aspect ratio) "varies" above this standard deviation over the clip: dlib's
+#: jitter on an open eye is about 0.01, a blink takes the ratio from ~0.3 to ~0.1
+EYE_VARIES = 0.025
 #: for each, whether larger is better
 MOTION_HIGHER_IS_BETTER = {"face_detected": True, "id_dist_source": False, "id_match_source": True,
                            "id_dist_driving": True, "motion_error": False, "scale_drift": False,
-                           "mouth_corr": True, "sharpness": True}
+                           "mouth_corr": True, "mouth_amp": True, "eye_corr": True, "sharpness": True}
 BACKEND_NOTE = ("dlib numbers (HOG + 68-point shape predictor, ResNet identity embedding) are not comparable "
                 "with the papers' FAN/OpenFace numbers")
 
@@ -126,6 +136,27 @@ def mouth_opening(landmarks: np.ndarray) -> float:
     return float(np.linalg.norm(points[62] - points[66])) / max(interocular(points), 1e-6)
 
 
+def eye_opening(landmarks: np.ndarray) -> float:
+    """Eye aspect ratio ``(|L37 - L41| + |L38 - L40|) / (2 |L36 - L39|)``, the mean of both eyes (right eye
+    42-47 likewise): about 0.3 open, under 0.15 closed."""
+    points = np.asarray(landmarks, dtype=np.float64)
+
+    def ratio(a: int) -> float:
+        height = np.linalg.norm(points[a + 1] - points[a + 5]) + np.linalg.norm(points[a + 2] - points[a + 4])
+        return float(height / max(2.0 * np.linalg.norm(points[a] - points[a + 3]), 1e-6))
+
+    return 0.5 * (ratio(36) + ratio(42))
+
+
+def amplitude_ratio(result: Sequence[float], driving: Sequence[float]) -> Optional[float]:
+    """Standard deviation of ``result`` over that of ``driving``; None when shorter than 3 or the driver's is
+    (near) constant."""
+    r, d = np.asarray(result, np.float64), np.asarray(driving, np.float64)
+    if len(r) < 3 or len(r) != len(d) or d.std() < 1e-6:
+        return None
+    return float(r.std() / d.std())
+
+
 def motion_error(result: np.ndarray, driving: np.ndarray, result_anchor: np.ndarray,
                  driving_anchor: np.ndarray) -> float:
     """Mean Euclidean difference of the 68 landmark displacements from the anchors, each in units of its own
@@ -195,11 +226,13 @@ class MotionTracker:
         self.anchor_d: Optional[np.ndarray] = None
         self.mouth_r: List[float] = []
         self.mouth_d: List[float] = []
+        self.eye_r: List[float] = []
+        self.eye_d: List[float] = []
 
     def update(self, results: np.ndarray, result_faces: Sequence[Optional[Face]],
                driving_faces: Sequence[Optional[Face]]) -> Dict[str, List[Optional[float]]]:
         """``results`` ``(B, H, W, 3)`` uint8 with their faces and the driving frames' faces -> per-frame values."""
-        out: Dict[str, List[Optional[float]]] = {m: [] for m in MOTION_METRICS if m != "mouth_corr"}
+        out: Dict[str, List[Optional[float]]] = {m: [] for m in MOTION_METRICS if m not in CLIP_METRICS}
         src_emb = None if self.source_face is None else self.source_face.embedding
         for image, fr, fd in zip(results, result_faces, driving_faces):
             out["face_detected"].append(0.0 if fr is None else 1.0)
@@ -219,6 +252,8 @@ class MotionTracker:
                 out["scale_drift"].append(scale_drift(fr.landmarks, fd.landmarks, self.anchor_r, self.anchor_d))
                 self.mouth_r.append(mouth_opening(fr.landmarks))
                 self.mouth_d.append(mouth_opening(fd.landmarks))
+                self.eye_r.append(eye_opening(fr.landmarks))
+                self.eye_d.append(eye_opening(fd.landmarks))
             else:
                 out["motion_error"].append(None)
                 out["scale_drift"].append(None)
@@ -227,4 +262,7 @@ class MotionTracker:
         return out
 
     def finish(self) -> Dict[str, List[Optional[float]]]:
-        return {"mouth_corr": [pearson(self.mouth_r, self.mouth_d)]}
+        eyes_vary = len(self.eye_d) >= 3 and float(np.std(self.eye_d)) >= EYE_VARIES
+        return {"mouth_corr": [pearson(self.mouth_r, self.mouth_d)],
+                "mouth_amp": [amplitude_ratio(self.mouth_r, self.mouth_d)],
+                "eye_corr": [pearson(self.eye_r, self.eye_d) if eyes_vary else None]}

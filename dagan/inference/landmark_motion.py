@@ -62,6 +62,15 @@ OUTER_LIPS, INNER_LIPS = tuple(range(48, 60)), tuple(range(60, 68))
 #: pairs of (upper, lower) inner-lip and eyelid landmarks that must not cross
 LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 LID_PAIRS = ((37, 41), (38, 40), (43, 47), (44, 46))
+#: chains of landmarks that keep their order: (axis, direction, points from the fixed end): down from the
+#: nose through the upper lip, up from the chin through the lower lip, down from the brows to the upper
+#: eyelids, inward from the outer mouth corners to the inner ones
+ORDER_CHAINS = ((1, 1, (33, 51, 62)), (1, 1, (32, 50, 61)), (1, 1, (34, 52, 63)),
+                (1, -1, (8, 57, 66)), (1, -1, (7, 58, 67)), (1, -1, (9, 56, 65)),
+                (1, 1, (19, 37)), (1, 1, (20, 38)), (1, 1, (23, 43)), (1, 1, (24, 44)),
+                (0, 1, (48, 60)), (0, -1, (54, 64)))
+#: the least share of the portrait's spacing a chain keeps between neighbours
+MIN_SPACING = 0.5
 
 
 def interocular_distance(landmarks: torch.Tensor) -> torch.Tensor:
@@ -198,7 +207,7 @@ class LandmarkMotion:
         self.depth_centre = self.depth_landmarks[list(RIGID_POINTS)].mean()
         self.weight = self._head_weight(lm, field)
         self.ring = self._ring(lm)
-        self.control_points = self._separated(lm, 0.03 * iod)
+        self.control_points = self._separated(lm, 0.15 * iod)
         self.spline = self._spline_operator(torch.cat([self.control_points, self.ring]), field)
         self.output_points = pixel_grid(size, size, device)
         self.anchor = None
@@ -323,8 +332,20 @@ class LandmarkMotion:
         return moved.reshape(rotation.shape[0], *points.shape[:-1], 2)
 
     def _limit_expression(self, targets: torch.Tensor) -> torch.Tensor:
-        """Keep the target inner lips and eyelids from crossing: a lower point never above its upper one."""
+        """Keep the face from folding where the driver's expression, carried onto a face of other proportions,
+        would push one feature through the next: along each chain of :data:`ORDER_CHAINS` a point keeps at
+        least :data:`MIN_SPACING` of the portrait's spacing from the one before it (the upper lip stays under
+        the nose, each lip keeps half its thickness, the lower lip stays above the chin, the brows above the
+        eyelids, the inner mouth corners inside the outer ones), and the two sides of the mouth's opening and of
+        each eye never cross (they may close)."""
         out = targets.clone()
+        src = self.source_landmarks
+        for axis, sign, chain in ORDER_CHAINS:
+            for before, after in zip(chain[:-1], chain[1:]):
+                least = MIN_SPACING * (sign * (src[after, axis] - src[before, axis])).clamp_min(0)
+                bound = out[:, before, axis] + sign * least
+                out[:, after, axis] = (torch.maximum(out[:, after, axis], bound) if sign > 0
+                                       else torch.minimum(out[:, after, axis], bound))
         for upper, lower in LIP_PAIRS + LID_PAIRS:
             gap = out[:, lower, 1] - out[:, upper, 1]
             push = (-gap).clamp_min(0) * 0.5
