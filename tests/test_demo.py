@@ -106,7 +106,7 @@ def test_crop_and_paste_back_keep_source_resolution(tmp_path, shared_data):
     detector = BoxDetector(frac=(0.4, 0.3, 0.6, 0.5))  # crop box on the astronaut: x 164..348, y 112..296
     rc = cli.main(["--source_image", str(source), "--driving_video", str(shared_data / "drv_lp_d13_orig_720x1280.mp4"),
                    "--result_video", str(result), "--crop", "--paste-back", "--max-frames", "3", "--quiet",
-                   "--guide", "off"],
+                   "--guide", "off", "--motion", "keypoints"],
                   detector_factory=lambda: detector)
     assert rc == 0 and detector.calls == 1 + 3
     frames = list(VideoReader(result))

@@ -238,10 +238,12 @@ def test_demo_guide_on_uses_the_detector_per_frame_and_changes_the_motion(tmp_pa
 
     detector = ZoomDetector(base_landmarks, [1.0, 1.1, 1.2, 1.3])
     guided, plain = tmp_path / "guided.mp4", tmp_path / "plain.mp4"
-    assert cli.main(["--result_video", str(guided), "--max-frames", "4", "--quiet", "--guide", "on"],
+    assert cli.main(["--result_video", str(guided), "--max-frames", "4", "--quiet", "--guide", "on",
+                     "--motion", "keypoints"],
                     detector_factory=lambda: detector) == 0
     assert detector.calls == 4  # one detection per driving frame, the anchor's reused
-    assert cli.main(["--result_video", str(plain), "--max-frames", "4", "--quiet", "--guide", "off"],
+    assert cli.main(["--result_video", str(plain), "--max-frames", "4", "--quiet", "--guide", "off",
+                     "--motion", "keypoints"],
                     detector_factory=_NoBackend) == 0
     a, b = list(VideoReader(guided)), list(VideoReader(plain))
     assert len(a) == len(b) == 4 and a[0].shape == (256, 256, 3)
@@ -378,6 +380,7 @@ def test_demo_guide_detect_every_tracks_between_detections_and_rejects_zero(tmp_
 
     detector = FittingDetector(base_landmarks, [])
     assert cli.main(["--result_video", str(tmp_path / "r.mp4"), "--max-frames", "6", "--quiet", "--guide", "on",
+                     "--motion", "keypoints",
                      "--guide-detect-every", "3"], detector_factory=lambda: detector) == 0
     assert detector.calls == 2 and detector.fits == 4  # frames 0 and 3 detected
     from dagan.inference.pipeline import AnimateOptions, guide_detect_every
@@ -406,5 +409,6 @@ def test_mouth_gain_needs_the_guide_and_reaches_the_animator_and_demo(tiny_model
     assert len(err) == 1 and "mouth gain" in err[0] and not out.exists()
     detector = ZoomDetector(128 + np.random.default_rng(0).uniform(-60, 60, size=(68, 2)), [])
     assert cli.main(["--result_video", str(out), "--max-frames", "2", "--quiet", "--guide", "on",
+                     "--motion", "keypoints",
                      "--mouth_gain", "2"], detector_factory=lambda: detector) == 0
     assert out.exists() and detector.calls == 2

@@ -66,6 +66,13 @@ FORM_OPTIONS: Tuple[FormOption, ...] = (
                info="relative: the portrait moves as the driving face moves from its first frame"),
     FormOption("adapt_scale", "Adapt movement scale", "checkbox", flags=("--adapt_scale", "--no_adapt_scale"),
                info="scale relative motion by the face sizes"),
+    FormOption("motion", "What moves the face", "radio",
+               choices=(("auto", "auto"), ("landmarks", "landmarks"), ("keypoints", "keypoints")),
+               info="landmarks: the driving face's landmarks and the portrait's depth move the portrait (mouth, "
+                    "blinks, head turns); keypoints: the model's own motion; auto: landmarks when a face is found"),
+    FormOption("mouth_fill", "Inside the mouth", "radio",
+               choices=(("driver's", "driver"), ("dark", "dark"), ("none", "none")),
+               info="with landmarks: the driver's teeth and tongue, a dark cavity, or the stretched lips"),
     FormOption("guide", "Face-guided motion", "radio", choices=(("auto", "auto"), ("on", "on"), ("off", "off")),
                info="the driving face's landmarks set the head's motion (auto: when a face backend is installed)"),
     FormOption("mouth_gain", "Mouth gain", "slider", minimum=1.0, maximum=5.0, step=0.5, off=1.0,

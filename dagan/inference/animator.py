@@ -21,7 +21,7 @@ from ..io.images import ImageLike, as_image, image_to_tensor, resize_image, tens
 from ..models.dagan import KP, DaGAN, SourceState, movement_scale
 from ..utils import resolve_device, resolve_inference_dtype
 from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points
-from .landmark_motion import DEFAULT_MOUTH_FILL, LandmarkMotion
+from .landmark_motion import DEFAULT_MOUTH_FILL, LandmarkMotion, usable_landmarks
 from .smoothing import KeypointSmoother, OneEuroFilter, OneEuroSettings
 
 logger = logging.getLogger("dagan")
@@ -264,7 +264,7 @@ class Animator:
             return
         image = tensor_to_images(portrait)[0]
         face = select_face(self.face_detector.detector.detect(image, landmarks=True))
-        if face is None or face.landmarks is None:
+        if face is None or not usable_landmarks(face.landmarks):
             if self.motion == "landmarks":
                 raise NoFaceError("no face in the source image: the landmark motion stage needs one (use "
                                   "motion='keypoints' to animate the whole picture)")
@@ -299,7 +299,7 @@ class Animator:
             self.face_detector.reset()
             frames = self._native_tensor(frame)
             points = self._face_landmarks(frames)[0] if landmarks is None else landmarks
-            if points is None:
+            if not usable_landmarks(points):
                 logger.warning("no face in the anchor frame: the portrait stays still until a frame with a face")
                 return
             self.stage.set_anchor(points, frames[:1])
@@ -374,25 +374,28 @@ class Animator:
         out: List[Optional[np.ndarray]] = []
         for image in tensor_to_images(frames):
             face = select_face(self.face_detector.detect(image, landmarks=True))
-            out.append(None if face is None else face.landmarks)
+            out.append(face.landmarks if face is not None and usable_landmarks(face.landmarks) else None)
         return out
 
     def _animate_landmarks(self, frames: torch.Tensor, return_details: bool,
-                           landmarks: Optional[List[Optional[np.ndarray]]]):
-        """The landmark stage's per-batch step: ``(T, 3, H, W)`` -> ``(T, 3, O, O)`` (see :meth:`animate_tensor`)."""
+                           landmarks: Optional[List[Optional[np.ndarray]]],
+                           model_frames: Optional[torch.Tensor] = None):
+        """The landmark stage's per-batch step: ``(T, 3, H, W)`` -> ``(T, 3, O, O)`` (see :meth:`animate_tensor`);
+        with ``return_details`` also the driving depth of ``model_frames`` (the frames at the network's size;
+        resized from ``frames`` when not given)."""
         frames = self._native_tensor(frames)
         if landmarks is None:
             landmarks = self._face_landmarks(frames)
         if len(landmarks) != frames.shape[0]:
             raise InputError(f"got landmarks of {len(landmarks)} frames for {frames.shape[0]} driving frames")
         if self.stage.anchor is None:
-            first = next((k for k, lm in enumerate(landmarks) if lm is not None), None)
+            first = next((k for k, lm in enumerate(landmarks) if usable_landmarks(lm)), None)
             if first is not None:
-                self.face_detector.reset()
                 self.stage.set_anchor(landmarks[first], frames[first:first + 1])
+                self.last_landmarks = np.asarray(landmarks[first], np.float32)
         rows = []
         for points in landmarks:  # a frame without a face keeps the last landmarks seen
-            if points is not None:
+            if usable_landmarks(points):
                 points = np.asarray(points, np.float32)
                 if self.landmark_filter is not None:
                     points = self.landmark_filter(torch.from_numpy(points)).numpy()
@@ -404,8 +407,8 @@ class Animator:
             prediction = self.stage(np.stack(rows), frames)
         if not return_details:
             return prediction
-        model_frames = torch.nn.functional.interpolate(frames, size=(self.size, self.size), mode="bilinear",
-                                                       align_corners=False, antialias=True)
+        if model_frames is None:
+            model_frames = self._frames_to_tensor(frames)
         with self._autocast():
             depth = self.model.estimate_depth(model_frames)
         return {"prediction": prediction, "driving_depth": depth.float()}
@@ -449,20 +452,22 @@ class Animator:
             yield from self._emit(batch, details)
 
     def _emit(self, batch: List[Frame], details: bool) -> Iterator[Any]:
-        if self.stage_active:
-            landmarks = None
+        tensors = isinstance(batch[0], torch.Tensor)
+        # at the network's size: the keypoint path's input, the depth panel
+        driving = self._frames_to_tensor(batch) if details or not self.stage_active else None
+        if self.stage_active:  # the landmark stage reads the frames as given
             native = self._native_tensor(batch)
-            driving = (native if not details else torch.nn.functional.interpolate(
-                native, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True))
+            out = self._animate_landmarks(native, details, None, driving if details else None)
         else:
             landmarks = self._landmarks(batch) if self.guide is not None else None
-            native = driving = self._frames_to_tensor(batch)
-        tensors = isinstance(batch[0], torch.Tensor)
+            out = self.animate_tensor(driving, return_details=details, landmarks=landmarks)
         if not details:
-            out = self.animate_tensor(native, landmarks=landmarks)
             yield from (list(out) if tensors else tensor_to_images(out))
             return
-        out = self.animate_tensor(native, return_details=True, landmarks=landmarks)
+        yield from self._details(out, driving)
+
+    @staticmethod
+    def _details(out: dict, driving: torch.Tensor) -> Iterator[dict]:
         predictions = tensor_to_images(out["prediction"])
         drivings = tensor_to_images(driving)
         depths = out["driving_depth"][:, 0].float().cpu().numpy()

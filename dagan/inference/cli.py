@@ -16,7 +16,9 @@ from typing import Callable, List, Optional, Sequence
 from ..cliutil import DashUnderscoreParser, run_cli, setup_logging
 from ..faces import FACE_BACKENDS, FaceDetector
 from ..io.video import check_video_output_extension
+from .animator import MOTIONS
 from .guide import GUIDE_DETECT_EVERY, GUIDE_MODES, GUIDE_STREAM_DETECT_EVERY
+from .landmark_motion import MOUTH_FILLS
 from .pipeline import AnimateOptions, run
 
 
@@ -61,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="anchor relative motion at the driving frame whose face landmarks best match the "
                       "source (face backend, see --face_backend)")
     best.add_argument("--best_frame", type=int, metavar="N", help="anchor relative motion at driving frame N")
+    g.add_argument("--motion", choices=MOTIONS,
+                   help="what moves the portrait. landmarks: the driving face's 68 landmarks and the portrait's "
+                   "depth warp the portrait at the output size (head turns, mouth, blinks; no network per frame); "
+                   "keypoints: the model's keypoints and generator (the official path); auto (default): landmarks "
+                   "when a face backend is installed and the portrait has a face. Relative motion only")
+    g.add_argument("--mouth_fill", choices=MOUTH_FILLS,
+                   help="with --motion landmarks: what shows inside an opening mouth. driver (default): the "
+                   "driver's own mouth interior (teeth, tongue; they are the driver's), colour-matched; dark: a "
+                   "shaded cavity (no identity leak); none: the stretched lips alone")
     g.add_argument("--guide", choices=GUIDE_MODES,
                    help="face-guided head motion: the driving face's landmarks (face backend) set the head's "
                    "scale, turn and position, the keypoints the rest. auto (default): on when a face backend is "

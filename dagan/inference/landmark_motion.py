@@ -78,6 +78,17 @@ def interocular_distance(landmarks: torch.Tensor) -> torch.Tensor:
     return (landmarks[..., 36:42, :].mean(-2) - landmarks[..., 42:48, :].mean(-2)).norm(dim=-1)
 
 
+def usable_landmarks(points) -> bool:
+    """Whether ``points`` are 68 finite landmarks of a face at least a few pixels across (eye centres more than
+    two pixels apart): what the stage can move a face by."""
+    if points is None:
+        return False
+    points = np.asarray(points, np.float64)
+    if points.shape != (68, 2) or not np.isfinite(points).all():
+        return False
+    return float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))) > 2.0
+
+
 def to_grid(points: torch.Tensor, size: int) -> torch.Tensor:
     """Pixel coordinates in a ``size``-pixel image -> ``grid_sample`` coordinates (``align_corners=False``)."""
     return (points + 0.5) * (2.0 / size) - 1.0
@@ -196,8 +207,8 @@ class LandmarkMotion:
         lm = torch.as_tensor(np.asarray(landmarks, np.float32), device=device).reshape(68, 2)
         self.source_landmarks = lm
         iod = float(interocular_distance(lm))
-        if not iod > 1.0:
-            raise InputError("the portrait's landmarks are degenerate (eyes closer than a pixel)")
+        if not usable_landmarks(landmarks):
+            raise InputError("the portrait's landmarks are degenerate (eyes closer than two pixels)")
         self.source_iod = iod
         field = pixel_grid(self.field_size, size, device)  # (f, f, 2)
         self.field_points = field
@@ -295,8 +306,8 @@ class LandmarkMotion:
         device = self.source.device
         lm = torch.as_tensor(np.asarray(landmarks, np.float32), device=device).reshape(68, 2)
         iod = float(interocular_distance(lm))
-        if not iod > 1.0:
-            raise InputError("the anchor frame's landmarks are degenerate (eyes closer than a pixel)")
+        if not usable_landmarks(landmarks):
+            raise InputError("the anchor frame's landmarks are degenerate (eyes closer than two pixels)")
         ratio = iod / self.source_iod
         centre = lm[list(RIGID_POINTS)].mean(0)
         lift = (self.depth_landmarks - self.depth_centre) * ratio

@@ -16,7 +16,9 @@ from ...faces import (BoxSmoother, DrivingCropper, FaceDetector, crop_square, fi
 from ...io.images import load_image, resize_image
 from ...io.video import VideoReader, is_image_path
 from ...models.dagan import DaGAN
+from ..animator import MOTIONS
 from ..guide import resolve_guide
+from ..landmark_motion import MOUTH_FILLS
 from ..loading import load_model as _load_model
 from ..synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
 from .options import AnimateOptions, face_index
@@ -85,9 +87,27 @@ def face_guide(options: AnimateOptions, detector: Detector) -> Optional[FaceDete
     return resolve_guide(mode, detector)
 
 
+def motion_faces(options: AnimateOptions, detector: Detector) -> Optional[FaceDetector]:
+    """The detector of the landmark motion stage (``motion``): ``landmarks`` needs one (its
+    :class:`~dagan.errors.MissingWeightsError` propagates) and relative motion; ``auto`` takes it when a face
+    backend loads and the motion is relative, else None (the model's keypoints move the portrait);
+    ``keypoints``: None."""
+    if options.motion not in MOTIONS:
+        raise InputError(f"--motion must be one of {', '.join(MOTIONS)}, got {options.motion!r}")
+    if options.mouth_fill not in MOUTH_FILLS:
+        raise InputError(f"--mouth_fill must be one of {', '.join(MOUTH_FILLS)}, got {options.mouth_fill!r}")
+    if options.motion == "keypoints":
+        return None
+    if not options.relative:
+        if options.motion == "landmarks":
+            raise InputError("--motion landmarks works with relative motion: leave out --absolute")
+        return None
+    return resolve_guide("on" if options.motion == "landmarks" else "auto", detector)
+
+
 def driving_size(model_size: int, guide: Optional[FaceDetector]) -> int:
     """Side of the driving frames handed to the Animator: the network's, or at least
-    :data:`GUIDE_FRAME_SIZE` when a face guide needs the landmarks."""
+    :data:`GUIDE_FRAME_SIZE` when a face guide or the landmark stage needs the landmarks."""
     return max(model_size, GUIDE_FRAME_SIZE) if guide is not None else model_size
 
 

@@ -17,6 +17,7 @@ from ...errors import InputError
 from ...faces import DEFAULT_MARGIN
 from ...io.video import check_output_path
 from ..guide import GUIDE_DETECT_EVERY, GUIDE_STREAM_DETECT_EVERY
+from ..landmark_motion import DEFAULT_MOUTH_FILL
 from ..loading import resolve_runtime
 
 
@@ -27,7 +28,8 @@ class AnimateOptions:
     ``source_image``/``driving_video``: paths, or None for the built-in astronaut / generated head motion (with
     ``stream``: ``driving_video`` may be a camera, ``"0"`` or ``/dev/videoN``). ``checkpoint``/``config``/
     ``depth_checkpoint``: the model (see :func:`dagan.inference.loading.load_model`; None: the shipped one).
-    ``guide``: ``auto|on|off``; ``smooth``: the keypoint One-Euro filter's cut-off in Hz (None: off);
+    ``motion``: ``auto|landmarks|keypoints`` (see :class:`~dagan.Animator`); ``mouth_fill``: with the landmark
+    stage, ``driver|dark|none``; ``guide``: ``auto|on|off`` (the keypoint motion's face guide); ``smooth``: the keypoint One-Euro filter's cut-off in Hz (None: off);
     ``face_index``: ``"largest"`` or N from the left; ``device``: ``auto|cpu|cuda[:N]|mps``;
     ``dtype``: ``auto|float32|bfloat16|float16``.
     """
@@ -51,6 +53,8 @@ class AnimateOptions:
     adapt_scale: bool = True
     find_best_frame: bool = False
     best_frame: Optional[int] = None
+    motion: str = "auto"
+    mouth_fill: str = DEFAULT_MOUTH_FILL
     guide: str = "auto"
     mouth_gain: float = 1.0
     guide_detect_every: Optional[int] = None
@@ -108,7 +112,8 @@ class AnimateOptions:
         keypoint smoothing at ``fps``, the guide's detection rate and mouth gain); the pipeline adds the model,
         device, sizes and face guide."""
         return dict(relative=self.relative, adapt_movement_scale=self.adapt_scale, smooth=keypoint_smoothing(self, fps),
-                    guide_detect_every=guide_detect_every(self, stream=stream), mouth_gain=self.mouth_gain)
+                    guide_detect_every=guide_detect_every(self, stream=stream), mouth_gain=self.mouth_gain,
+                    mouth_fill=self.mouth_fill)
 
 
 def keypoint_smoothing(options: AnimateOptions, fps: float):

@@ -16,7 +16,7 @@ from ...io.video import (DepthWriter, VideoReader, VideoWriter, camera_input, ch
 from ...models.dagan import DaGAN
 from ..animator import Animator
 from .inputs import (Detector, Source, cached_detector, driving_size, face_guide, find_anchor, frame_processor,
-                     load_model, open_driving, output_size, prepare_source)
+                     load_model, motion_faces, open_driving, output_size, prepare_source)
 from .options import AnimateOptions, default_batch_size
 from .overlap import BackgroundWriter, StreamStats, stream
 
@@ -25,11 +25,20 @@ OnFrame = Callable[[int, Optional[int]], None]
 
 
 def build_animator(options: AnimateOptions, model: DaGAN, render_size: int, fps: float,
-                   guide, stream: bool = False, **runtime) -> Animator:
+                   guide, stream: bool = False, faces=None, **runtime) -> Animator:
     """The :class:`~dagan.Animator` of ``options`` for ``model``, rendering at ``render_size``, with the face
-    ``guide`` (or None); ``runtime``: ``device``, ``dtype`` and, for files, ``batch_size``."""
-    return Animator(model, output_size=render_size, guide=guide, **runtime,
+    ``guide`` (or None) and the landmark stage's detector ``faces`` (None: keypoint motion); ``runtime``:
+    ``device``, ``dtype`` and, for files, ``batch_size``."""
+    motion = "keypoints" if faces is None else options.motion
+    return Animator(model, output_size=render_size, guide=guide, motion=motion, face_detector=faces, **runtime,
                     **options.animator_settings(fps, stream=stream))
+
+
+def motion_description(animator: Animator) -> str:
+    """What moves the portrait, for the log line."""
+    if animator.stage_active:
+        return f"landmark motion stage (mouth fill: {animator.stage.mouth_fill})"
+    return "keypoint motion" + (", face-guided" if animator.guide is not None else "")
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -84,13 +93,14 @@ def run(options: AnimateOptions, detector_factory: Optional[Detector] = None,
     out_size = output_size(options, size, source)
     source = source.at(out_size)
     guide = face_guide(options, detector)
-    frame_size = driving_size(size, guide)
+    faces = motion_faces(options, detector)
+    frame_size = driving_size(size, guide or faces)
     driving = open_driving(options, frame_size, detector)
-    animator = build_animator(options, model, out_size, driving.fps, guide, device=device, dtype=dtype,
+    animator = build_animator(options, model, out_size, driving.fps, guide, faces=faces, device=device, dtype=dtype,
                               batch_size=default_batch_size(options.batch_size, size))
-    logger.info("%s, %d px, on %s (%s)%s", description, size, animator.device,
-                str(animator.dtype).replace("torch.", ""), ", face-guided motion" if guide is not None else "")
     animator.set_source(source.image)
+    logger.info("%s, %d px, on %s (%s), %s", description, size, animator.device,
+                str(animator.dtype).replace("torch.", ""), motion_description(animator))
     anchor = find_anchor(options, frame_size, source, detector)
     if anchor is not None:
         animator.set_anchor(anchor)
@@ -141,7 +151,7 @@ def stream_animator(options: AnimateOptions, detector_factory: Optional[Detector
     source = prepare_source(options, model.image_size, detector)
     source = source.at(output_size(options, model.image_size, source))
     animator = build_animator(options, model, source.image.shape[0], fps or 30.0, face_guide(options, detector),
-                              stream=True, device=device, dtype=dtype)
+                              stream=True, faces=motion_faces(options, detector), device=device, dtype=dtype)
     animator.set_source(source.image)
     animator(source.image)  # warm the kernels up before the clock starts; the first live frame anchors motion
     animator.reset()
