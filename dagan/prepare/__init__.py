@@ -16,9 +16,9 @@ Example::
     >>> print(summary.line())
 """
 from .clips import Clip, crop_box, crop_frame
-from .dataset import PrepareOptions, Summary, list_inputs, prepare_dataset, prepare_video, test_persons
+from .dataset import PrepareOptions, Summary, list_inputs, prepare_dataset, prepare_video, held_out_persons
 from .tracks import FaceTrack, SceneCuts, TrackOptions, VideoInfo, find_tracks, read_voxceleb_tracks
 
 __all__ = ["Clip", "FaceTrack", "PrepareOptions", "SceneCuts", "Summary", "TrackOptions", "VideoInfo", "crop_box",
            "crop_frame", "find_tracks", "list_inputs", "prepare_dataset", "prepare_video", "read_voxceleb_tracks",
-           "test_persons"]
+           "held_out_persons"]

@@ -59,9 +59,10 @@ def crop_box(boxes: np.ndarray, frame_size: Tuple[int, int], enlarge: float) -> 
     ignored) in a frame of ``frame_size`` ``(W, H)``. Square, centred on the union of the boxes, shifted into the
     frame along each axis where it fits (else centred: :func:`crop_frame` pads)."""
     boxes = np.asarray(boxes, dtype=np.float64)
+    boxes = boxes[~np.isnan(boxes).any(axis=1)]
     union = union_box(boxes)
-    sizes = np.nanmax(boxes[:, 2:] - boxes[:, :2], axis=1)
-    side = max(enlarge * float(np.nanmedian(sizes)), UNION_BORDER * float((union[2:] - union[:2]).max()))
+    sizes = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
+    side = max(enlarge * float(np.median(sizes)), UNION_BORDER * float((union[2:] - union[:2]).max()))
     side = int(round(side))
     corner = []
     for axis, limit in enumerate(frame_size):

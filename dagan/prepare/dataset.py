@@ -129,7 +129,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "video"
 
 
-def test_persons(persons: Sequence[str], test_fraction: float, test_ids: Sequence[str] = ()) -> set:
+def held_out_persons(persons: Sequence[str], test_fraction: float, test_ids: Sequence[str] = ()) -> set:
     """The persons of the test split: ``test_ids`` when given, else ``round(test_fraction x n)`` persons (at least
     one when there are two or more and the fraction is not 0) picked by a hash of their id, so the choice does
     not depend on the order of the inputs."""
@@ -275,7 +275,7 @@ def prepare_dataset(raw: str, out: str, options: Optional[PrepareOptions] = None
         stem = os.path.splitext(os.path.basename(video.path))[0]
         if stem in vox and vox[stem][0].person:
             video.person = _safe(vox[stem][0].person)
-    test = test_persons([v.person for v in videos], options.test_fraction, options.test_ids)
+    test = held_out_persons([v.person for v in videos], options.test_fraction, options.test_ids)
     for video in videos:
         video.partition = "test" if video.person in test else "train"
     for split in ("train", "test", STATE_DIR):
@@ -366,4 +366,4 @@ def _write_metadata(path: str, rows: Sequence[Dict[str, object]]) -> None:
 
 
 __all__ = ["PrepareOptions", "RawVideo", "Summary", "VideoResult", "list_inputs", "prepare_dataset",
-           "prepare_video", "test_persons"]
+           "prepare_video", "held_out_persons"]
