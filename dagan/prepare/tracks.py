@@ -40,7 +40,9 @@ class TrackOptions:
     enlarge: float = 1.8  # crop side / face size; also the size of the window a face may move in
     min_frames: int = 64
     max_gap: int = 2
-    identity_every: int = 50  # an embedding costs ~0.15 s on a laptop core; switches in between are bisected
+    # an embedding costs ~0.15-0.2 s on one core: check every 10 s at 25 fps, and at the end of a track; a switch
+    # in between is found by bisecting the samples kept since the last check
+    identity_every: int = 250
     # tighter than dlib's 0.6 between photos: within one shot a face varies less (shared clips: <= 0.40 from the
     # first frame), and two men with glasses in the shared clips are 0.51-0.58 apart
     identity_distance: float = 0.45
@@ -78,7 +80,7 @@ class FaceTrack:
 
 
 class SceneCuts:
-    """Shot boundaries from frame differences: frame ``t`` starts a new shot when the mean absolute grey-level
+    """Shot boundaries from frame differences: frame ``t`` starts a new shot when the mean absolute green-level
     difference to frame ``t - 1`` exceeds ``threshold`` (0-255) and ``ratio`` x the median of the last
     ``history`` differences (so steady fast motion does not count as a cut)."""
 
@@ -89,7 +91,7 @@ class SceneCuts:
 
     def __call__(self, frame: np.ndarray) -> bool:
         """``frame``: ``(H, W, 3)`` uint8. True when it starts a new shot."""
-        grey = frame[::4, ::4].mean(axis=2, dtype=np.float32)
+        grey = frame[::4, ::4, 1].astype(np.float32)  # green: close to the luma, a third of the work
         previous, self.previous = self.previous, grey
         if previous is None:
             return False
@@ -146,13 +148,14 @@ class _FocusedDetector:
         return faces
 
 
-Sample = Tuple[int, np.ndarray, np.ndarray]  # (frame number, detection copy, face box in its pixels)
+Sample = Tuple[int, np.ndarray, np.ndarray]  # (frame number, image around the face, face box in its pixels)
 
 
 class _TrackBuilder:
     """The open track while :class:`_TrackFinder` walks the frames."""
 
-    def __init__(self, start: int, box: np.ndarray, enlarge: float, embedding: Optional[np.ndarray]):
+    def __init__(self, start: int, box: np.ndarray, enlarge: float, embedding: Optional[np.ndarray] = None,
+                 first: Optional[Sample] = None):
         self.start = start
         self.boxes: List[np.ndarray] = [box]
         self.last_box = box
@@ -162,6 +165,7 @@ class _TrackBuilder:
         half = enlarge * size / 2.0
         self.window = np.concatenate([centre - half, centre + half])
         self.agreeing = [] if embedding is None else [embedding]
+        self.first = first if embedding is None else None  # embedded when first needed (short tracks never are)
         self.checked = start  # frame of the last identity check that agreed
         self.samples: List[Sample] = []  # face frames since that check, every detect_every frames
 
@@ -219,14 +223,14 @@ class _TrackFinder:
                 if current.gap > options.max_gap:
                     self.close()
             return
-        sample = (index, frame, box / self.scale)
+        sample = self._sample(index, frame, box / self.scale)
         if current is None:
-            self.current = _TrackBuilder(index, box, options.enlarge, self._identity(sample))
+            self.current = _TrackBuilder(index, box, options.enlarge, first=sample)
             return
         if index - current.checked >= options.identity_every:
             embedding = self._identity(sample)
             if embedding is not None and not self._agrees(embedding):
-                self._split(sample, embedding)
+                self._split((index, box), embedding)
                 return
             if embedding is not None:
                 current.checked, current.samples = index, []
@@ -234,6 +238,16 @@ class _TrackFinder:
         elif index - (current.samples[-1][0] if current.samples else current.checked) >= options.detect_every:
             current.samples.append(sample)
         current.add(box)
+
+    @staticmethod
+    def _sample(index: int, frame: np.ndarray, box: np.ndarray) -> Sample:
+        """What an identity check of frame ``index`` later needs: the part of ``frame`` the focused detector would
+        look at (a copy, so a few seconds of samples stay small) and the face ``box`` in its pixels."""
+        centre = (box[:2] + box[2:]) / 2.0
+        half = _FocusedDetector.FOCUS * float((box[2:] - box[:2]).max()) / 2.0
+        x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
+        x1, y1 = int(min(frame.shape[1], centre[0] + half)), int(min(frame.shape[0], centre[1] + half))
+        return index, frame[y0:y1, x0:x1].copy(), box - np.array([x0, y0, x0, y0], dtype=np.float64)
 
     def _find(self, index: int, frame: np.ndarray) -> Optional[np.ndarray]:
         """The followed face's box in full-resolution pixels, or None."""
@@ -259,14 +273,23 @@ class _TrackFinder:
         centre = (sample[2][:2] + sample[2][2:]) / 2.0
         return min(faces, key=lambda f: np.abs((f.box[:2] + f.box[2:]) / 2.0 - centre).sum()).embedding
 
+    def _reference(self) -> Optional[np.ndarray]:
+        """The open track's identity (its first face is embedded on first use)."""
+        track = self.current
+        if track.first is not None:
+            embedding, track.first = self._identity(track.first), None
+            if embedding is not None:
+                track.agreeing.append(embedding)
+        return track.embedding
+
     def _agrees(self, embedding: np.ndarray) -> bool:
-        reference = self.current.embedding
+        reference = self._reference()
         return reference is None or float(np.linalg.norm(embedding - reference)) <= self.options.identity_distance
 
-    def _split(self, now: Optional[Sample], now_embedding: Optional[np.ndarray]) -> None:
+    def _split(self, now: Optional[Tuple[int, np.ndarray]], now_embedding: Optional[np.ndarray]) -> None:
         """Someone else is in the track since its last agreeing check: end it at the last sample that agrees
-        (bisecting the samples, one switch assumed) and start a new track at the first one that does not
-        (``now``, the frame being fed, when all samples agree; None when closing)."""
+        (bisecting the samples, one switch assumed) and start a new track at the first one that does not, or at
+        ``now`` (frame number and full-resolution face box of the frame being fed; None when closing)."""
         old = self.current
         low, high = 0, len(old.samples)  # samples[:low] agree, samples[high:] do not
         embeddings: Dict[int, Optional[np.ndarray]] = {}
@@ -283,12 +306,12 @@ class _TrackFinder:
         if low < len(old.samples):
             first = old.samples[low][0]
             self.current = _TrackBuilder(first, old.boxes[first - old.start], self.options.enlarge,
-                                         embeddings.get(low))
+                                         embeddings.get(low), first=old.samples[low])
             for box in old.boxes[first - old.start + 1:]:
                 self.current.add(box)
             self.current.samples = old.samples[low + 1:]
         if now is not None:
-            box = now[2] * self.scale
+            box = now[1]
             if self.current is None:
                 self.current = _TrackBuilder(now[0], box, self.options.enlarge, now_embedding)
             else:
@@ -296,9 +319,12 @@ class _TrackFinder:
 
     def close(self) -> None:
         """End the open track; its frames after the last identity check are checked first."""
-        while self.current is not None and self.current.agreeing and self.current.samples \
-                and self.current.samples[-1][0] > self.current.checked:
-            embedding = self._identity(self.current.samples[-1])
+        while self.current is not None and len(self.current.boxes) >= self.options.min_frames:  # short: dropped
+            self._reference()
+            samples = self.current.samples
+            if not samples or samples[-1][0] <= self.current.checked:
+                break
+            embedding = self._identity(samples[-1])
             if embedding is None or self._agrees(embedding):
                 break
             self._split(None, None)
@@ -341,7 +367,8 @@ def find_tracks(path: str, backend: FaceDetector, options: TrackOptions,
     ``backend``: a face detector (dlib: with identity embeddings and landmark tracking); ``on_frames(n)`` is
     called as frames are analysed (progress). Raises :class:`InputError` when the file does not decode.
     """
-    reader = VideoReader(path, filters=detection_filter(options.detect_size))
+    # the deblocking filter is skipped: ~10 % faster decoding, and blocking does not matter to the detector
+    reader = VideoReader(path, filters=detection_filter(options.detect_size), input_params=["-skip_loop_filter", "all"])
     full_w, full_h = _full_size(reader)
     finder = _TrackFinder(backend, options, np.array([full_w / reader.size[0], full_h / reader.size[1]] * 2))
     index, reported = -1, 0

@@ -1,0 +1,66 @@
+"""Throughput of ``python -m dagan.prepare`` on 720p raw video: source frames per second, all work included
+(decoding twice, face detection and tracking, identity checks, cropping, H.264 encoding, metadata).
+
+The raw videos are synthetic: shared 256 px face clips pasted off-centre into 720x1280 frames
+(:func:`dagan.prepare.synthetic.composite_video`), made before the clock starts. The shared machine's load is
+reported next to the timing (the 1-minute load average before and after), and the CPU time of the workers. Prints
+JSON; ``--out`` also writes it.
+
+    python benchmarks/prepare_throughput.py --workers 2 --out benchmarks/results/prepare_throughput_720p_2workers.json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import print_report  # noqa: E402
+
+from dagan.prepare import PrepareOptions, prepare_dataset  # noqa: E402
+from dagan.prepare.synthetic import composite_video  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+CLIPS = (("drv_lp_d13_256.mp4", (400, 760)), ("drv_lp_d9_audio_256.mp4", (60, 200)),
+         ("drv_lp_d10_audio_256.mp4", (300, 90)), ("drv_lp_d14_audio_256.mp4", (440, 980)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=SHARED, help="folder of the shared sample clips")
+    p.add_argument("--frames", type=int, default=150, help="frames per raw video (one per shared clip, 4 videos)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default=None, help="also write the JSON report here")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        raw = os.path.join(folder, "raw")
+        for seed, (clip, corner) in enumerate(CLIPS):
+            composite_video([os.path.join(args.data, clip)], os.path.join(raw, f"person{seed}.mp4"), corner=corner,
+                            frames=args.frames, seed=seed)
+        load_before = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        summary = prepare_dataset(raw, os.path.join(folder, "out"), PrepareOptions(), workers=args.workers,
+                                  progress=False)
+        seconds = time.perf_counter() - start
+        load_after = os.getloadavg()[0]
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    print_report({
+        "what": "python -m dagan.prepare on synthetic 720x1280 raw videos (shared 256 px clips pasted off-centre)",
+        "videos": summary.videos, "source_frames": summary.frames, "clips": summary.clips, "workers": args.workers,
+        "seconds": round(seconds, 2), "source_frames_per_second": round(summary.frames / seconds, 1),
+        "worker_and_ffmpeg_cpu_seconds": round(cpu, 1),
+        "cpus": os.cpu_count(), "load_average_1min_before_after": [round(load_before, 2), round(load_after, 2)],
+        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+    }, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
