@@ -15,7 +15,7 @@ from conftest import DATA, REPO
 from dagan.cliutil import run_cli
 from dagan.inference import faces
 from dagan.io.video import VideoReader, VideoWriter, probe
-from dagan.prepare import PrepareOptions, SceneCuts, TrackOptions, crop_box, prepare_dataset, held_out_persons
+from dagan.prepare import PrepareOptions, SceneCuts, TrackOptions, crop_box, crop_frame, prepare_dataset, held_out_persons
 from dagan.prepare.__main__ import main
 from dagan.prepare.synthetic import background, composite_video
 
@@ -192,8 +192,12 @@ def test_crop_box_is_clamped_or_padded():
     x0, y0, side = crop_box(boxes, (720, 1280), enlarge=1.8)
     assert side == 180 and (x0, y0) == (65, 60)  # 1.8 x the median face; centred on the union
     assert crop_box(boxes - 100, (720, 1280), 1.8)[:2] == (0, 0)  # shifted into the frame
-    x0, y0, side = crop_box(np.array([[0.0, 0.0, 200.0, 200.0]]), (300, 300), 1.8)
-    assert side == 360 and (x0, y0) == (-80, -80)  # larger than the frame: centred, padded black
+    assert crop_box(np.array([[0.0, 0.0, 200.0, 200.0]]), (400, 300), 1.8) == (0, 0, 300)  # shrunk to the frame
+    x0, y0, side = crop_box(np.array([[-50.0, 20.0, 350.0, 420.0]]), (300, 600), 1.8)
+    assert side == 400 and (x0, y0) == (-50, 20)  # the face itself is wider than the frame: padded black
+    frame = np.full((600, 300, 3), 200, np.uint8)
+    crop = crop_frame(frame, (x0, y0, side), 100)
+    assert crop.shape == (100, 100, 3) and crop[:, :10].max() == 0 and crop[:, 20:70].min() == 200
 
 
 def test_scene_cut_and_person_split():

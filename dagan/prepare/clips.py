@@ -4,7 +4,8 @@ The crop (the FOMM/DaGAN protocol, one fixed box per clip so the crop never jitt
 track's face boxes, enlarged, made square, clamped into the frame, or padded with black where it cannot fit,
 resized with antialiasing. The side is ``max(enlarge x median face size, UNION_BORDER x union extent)``: the
 face keeps the scale of the shared sample clips (``enlarge`` 1.8 puts the face box at about 0.55 of the frame)
-and the union of all its positions stays inside with a border.
+and the union of all its positions stays inside with a border. Near a frame's edge the square is shifted inside;
+larger than the frame it is shrunk to the frame while the union still fits, and padded only beyond that.
 
 Clips are written under a temporary name and renamed when complete: mp4 (H.264, CRF 18, the source fps,
 optionally its audio) through :class:`~dagan.io.video.VideoWriter`, or a folder of PNG frames.
@@ -56,14 +57,16 @@ class Clip:
 
 def crop_box(boxes: np.ndarray, frame_size: Tuple[int, int], enlarge: float) -> Tuple[int, int, int]:
     """The crop ``(x0, y0, side)`` of a track: ``boxes`` ``(T, 4)`` face boxes ``(x0, y0, x1, y1)`` (NaN rows
-    ignored) in a frame of ``frame_size`` ``(W, H)``. Square, centred on the union of the boxes, shifted into the
-    frame along each axis where it fits (else centred: :func:`crop_frame` pads)."""
+    ignored) in a frame of ``frame_size`` ``(W, H)``. Square, centred on the union of the boxes; a side larger
+    than the frame is shrunk to fit as long as the union still fits (no black bars), and the square is shifted
+    into the frame along each axis where it fits (else it stays centred and :func:`crop_frame` pads)."""
     boxes = np.asarray(boxes, dtype=np.float64)
     boxes = boxes[~np.isnan(boxes).any(axis=1)]
     union = union_box(boxes)
     sizes = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
-    side = max(enlarge * float(np.median(sizes)), UNION_BORDER * float((union[2:] - union[:2]).max()))
-    side = int(round(side))
+    extent = float((union[2:] - union[:2]).max())
+    side = max(enlarge * float(np.median(sizes)), UNION_BORDER * extent)
+    side = int(round(max(min(side, float(min(frame_size))), extent)))
     corner = []
     for axis, limit in enumerate(frame_size):
         start = (union[axis] + union[axis + 2]) / 2.0 - side / 2.0
