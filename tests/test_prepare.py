@@ -14,6 +14,7 @@ import pytest
 from conftest import DATA, REPO
 from dagan.cliutil import run_cli
 from dagan.inference import faces
+from dagan.io.images import read_image
 from dagan.io.video import VideoReader, VideoWriter, probe
 from dagan.prepare import PrepareOptions, SceneCuts, TrackOptions, crop_box, crop_frame, prepare_dataset, held_out_persons
 from dagan.prepare.__main__ import main
@@ -179,12 +180,27 @@ def test_voxceleb_track_files(tmp_path, backend):
     lines += [f"{f:06d} \t{x:.0f} \t{y:.0f} \t{box[2] - box[0]:.0f} \t{box[3] - box[1]:.0f} " for f in range(5, 40)]
     track.write_text("\n".join(lines) + "\n")
     summary = prepare_dataset(str(tmp_path / "raw"), str(tmp_path / "out"), PrepareOptions(
-        tracks=TrackOptions(min_frames=20)), voxceleb_txt=str(tmp_path / "txt"), progress=False, backend=NoDetector())
+        format="png", tracks=TrackOptions(min_frames=20)), voxceleb_txt=str(tmp_path / "txt"), progress=False,
+        backend=NoDetector())
     (row,) = _metadata(tmp_path / "out")
     assert summary.clips == {"train": 1, "test": 0}
     assert row["person_id"] == "id10999" and (row["start"], row["end"]) == ("5", "40")
+    x0, y0, x1, y1 = [int(v) for v in row["bbox"].split("-")]
+    centre = corner + (box[:2] + box[2:]) / 2.0
+    assert abs((x0 + x1) / 2 - centre[0]) <= 2 and abs((y0 + y1) / 2 - centre[1]) <= 2
+    frames = sorted((tmp_path / "out" / "train" / row["video_id"]).iterdir())
+    assert [f.name for f in frames[:2]] == ["0000000.png", "0000001.png"] and len(frames) == 35
+    assert read_image(frames[0]).shape == (256, 256, 3)
+
+
+def test_audio_is_kept(tmp_path):
+    """--audio: the clip carries the source's sound track, cut to the clip's length."""
+    code = run_cli(main, [str(DATA / "drv_lp_d9_audio_256.mp4"), str(tmp_path / "out"), "--audio", "--min-frames",
+                          "32", "--no-progress"])
+    (row,) = _metadata(tmp_path / "out")
     clip = probe(tmp_path / "out" / "train" / (row["video_id"] + ".mp4"))
-    assert clip["size"] == (256, 256) and clip["frames"] == 35
+    assert code == 0 and clip["audio_codec"] is not None and clip["frames"] == int(row["frames"])
+    assert abs(clip["seconds"] - int(row["frames"]) / 25.0) < 0.1
 
 
 def test_crop_box_is_clamped_or_padded():
