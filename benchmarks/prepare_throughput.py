@@ -26,14 +26,16 @@ from dagan.prepare import PrepareOptions, prepare_dataset  # noqa: E402
 from dagan.prepare.synthetic import composite_video  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
-CLIPS = (("drv_lp_d13_256.mp4", (400, 760)), ("drv_lp_d9_audio_256.mp4", (60, 200)),
-         ("drv_lp_d10_audio_256.mp4", (300, 90)), ("drv_lp_d14_audio_256.mp4", (440, 980)))
+#: shared clip (frames: 200, 373, 447, 750) and where its top-left corner goes in the 720x1280 frame
+CLIPS = (("drv_lp_d13_256.mp4", (400, 760)), ("drv_lp_d10_audio_256.mp4", (60, 200)),
+         ("drv_lp_d14_audio_256.mp4", (300, 90)), ("drv_lp_d6_audio_256.mp4", (440, 980)))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=SHARED, help="folder of the shared sample clips")
-    p.add_argument("--frames", type=int, default=150, help="frames per raw video (one per shared clip, 4 videos)")
+    p.add_argument("--frames", type=int, default=300,
+                   help="frames per raw video at most (one video per shared clip, 4 videos; d13 has 200)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=None, help="also write the JSON report here")
     args = p.parse_args(argv)

@@ -151,10 +151,11 @@ def _region(boxes: Sequence[Tuple[int, int, int]], frame_size: Tuple[int, int]) 
 
 
 def write_clips(path: str, clips: Sequence[Clip], info: VideoInfo, out: str, size: int = 256, fmt: str = "mp4",
-                audio: bool = False) -> int:
+                audio: bool = False, decode_threads: int = 0) -> int:
     """Write ``clips`` (frame ranges of video ``path``, in order, not overlapping) under ``out`` in one pass over
     the full-resolution video; only the frames of the clips reach Python (ffmpeg's ``select``). Returns the
-    number of source frames decoded. A clip whose file exists is not in ``clips`` (the caller resumes)."""
+    number of source frames decoded. A clip whose file exists is not in ``clips`` (the caller resumes).
+    ``decode_threads``: ffmpeg's decoding threads (0: its choice; 1 is cheaper when workers run side by side)."""
     if not clips:
         return 0
     # ffmpeg drops the frames outside the clips, crops to the region the clips' boxes cover and scales it so
@@ -164,8 +165,9 @@ def write_clips(path: str, clips: Sequence[Clip], info: VideoInfo, out: str, siz
     scaled = (max(2, int(round((x1 - x0) * zoom))), max(2, int(round((y1 - y0) * zoom))))
     zoom_x, zoom_y = scaled[0] / (x1 - x0), scaled[1] / (y1 - y0)
     ranges = "+".join(f"between(n,{c.start},{c.end - 1})" for c in clips)
-    reader = VideoReader(path, filters=f"select='{ranges}',crop={x1 - x0}:{y1 - y0}:{x0}:{y0}:exact=1,"
-                                       f"scale={scaled[0]}:{scaled[1]}:flags=lanczos")
+    reader = VideoReader(path, input_params=["-threads", str(decode_threads)],
+                         filters=f"select='{ranges}',crop={x1 - x0}:{y1 - y0}:{x0}:{y0}:exact=1,"
+                                 f"scale={scaled[0]}:{scaled[1]}:flags=lanczos")
     shifted = {c.name: ((c.box[0] - x0) * zoom_x, (c.box[1] - y0) * zoom_y, c.box[2] * (zoom_x + zoom_y) / 2.0)
                for c in clips}
     frames = iter(reader)

@@ -144,9 +144,10 @@ def held_out_persons(persons: Sequence[str], test_fraction: float, test_ids: Seq
 
 def prepare_video(raw: RawVideo, out: str, options: PrepareOptions, backend=None,
                   voxceleb: Optional[Sequence[FaceTrack]] = None,
-                  on_frames: Optional[Callable[[int], None]] = None) -> VideoResult:
+                  on_frames: Optional[Callable[[int], None]] = None, decode_threads: int = 0) -> VideoResult:
     """Prepare one video (see the module docstring). ``backend``: the face detector (unused with ``voxceleb``
-    tracks). Decoding problems come back as a ``failed`` result, not an exception."""
+    tracks); ``decode_threads``: ffmpeg's, for the clips. Decoding problems come back as a ``failed`` result,
+    not an exception."""
     record = os.path.join(out, STATE_DIR, raw.video + ".json")
     done = _read_record(record, options)
     if done is not None and all(os.path.exists(os.path.join(out, r["partition"], _entry(r, options)))
@@ -172,7 +173,7 @@ def prepare_video(raw: RawVideo, out: str, options: PrepareOptions, backend=None
             persons.append(base if number == 0 else f"{base}_{number}")
         clips = plan_clips(kept, info, raw.path, raw.video, persons, raw.partition, options.tracks.enlarge)
         todo = [c for c in clips if not os.path.exists(clip_path(out, c, options.format))]
-        write_clips(raw.path, todo, info, out, options.size, options.format, options.audio)
+        write_clips(raw.path, todo, info, out, options.size, options.format, options.audio, decode_threads)
     except InputError as error:
         return VideoResult(raw.path, "failed", str(error))
     rows = [c.row(info) for c in clips]
@@ -219,7 +220,7 @@ def _worker_init(backend_name: str, detect_size: int, needs_faces: bool, progres
 
 def _worker_job(raw: RawVideo, out: str, options: PrepareOptions, voxceleb) -> VideoResult:
     progress = _WORKER["progress"]
-    return prepare_video(raw, out, options, _WORKER["backend"], voxceleb, on_frames=progress.put)
+    return prepare_video(raw, out, options, _WORKER["backend"], voxceleb, on_frames=progress.put, decode_threads=1)
 
 
 def _remove_partials(out: str) -> None:

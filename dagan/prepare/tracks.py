@@ -367,8 +367,10 @@ def find_tracks(path: str, backend: FaceDetector, options: TrackOptions,
     ``backend``: a face detector (dlib: with identity embeddings and landmark tracking); ``on_frames(n)`` is
     called as frames are analysed (progress). Raises :class:`InputError` when the file does not decode.
     """
-    # the deblocking filter is skipped: ~10 % faster decoding, and blocking does not matter to the detector
-    reader = VideoReader(path, filters=detection_filter(options.detect_size), input_params=["-skip_loop_filter", "all"])
+    # the deblocking filter is skipped: ~10 % faster decoding, and blocking does not matter to the detector; one
+    # decoding thread: the analysis in Python is the slower end of the pipe, and workers run side by side
+    reader = VideoReader(path, filters=detection_filter(options.detect_size),
+                         input_params=["-skip_loop_filter", "all", "-threads", "1"])
     full_w, full_h = _full_size(reader)
     finder = _TrackFinder(backend, options, np.array([full_w / reader.size[0], full_h / reader.size[1]] * 2))
     index, reported = -1, 0
