@@ -16,7 +16,8 @@ from dagan.cliutil import run_cli
 from dagan.inference import faces
 from dagan.io.images import read_image
 from dagan.io.video import VideoReader, VideoWriter, probe
-from dagan.prepare import PrepareOptions, SceneCuts, TrackOptions, crop_box, crop_frame, prepare_dataset, held_out_persons
+from dagan.prepare import (PrepareOptions, SceneCuts, TrackOptions, crop_box, crop_frame, held_out_persons,
+                           prepare_dataset)
 from dagan.prepare.__main__ import main
 from dagan.prepare.synthetic import background, composite_video
 
@@ -167,30 +168,34 @@ class NoDetector:
 
 
 def test_voxceleb_track_files(tmp_path, backend):
-    """Per-utterance ``FRAME X Y W H`` lines decide the clip; nothing is detected."""
+    """Per-utterance ``FRAME X Y W H`` lines decide the clips, nothing is detected; two people's overlapping tracks
+    in one video go to their own splits."""
     corner = np.array([400, 760])
     composite_video([DATA / "drv_lp_d13_256.mp4"], tmp_path / "raw" / "yt0123abcd.mp4", corner=tuple(corner),
                     frames=40)
     first = list(VideoReader(DATA / "drv_lp_d13_256.mp4", max_frames=1))[0]
     box = faces.select_face(backend.detect(first)).box
-    track = tmp_path / "txt" / "id10999" / "yt0123abcd" / "00001.txt"
-    track.parent.mkdir(parents=True)
-    lines = ["Identity  : \tid10999", "Reference : \tyt0123abcd", "Offset    : \t1", "", "FRAME \tX \tY \tW \tH "]
     x, y = box[:2] + corner
-    lines += [f"{f:06d} \t{x:.0f} \t{y:.0f} \t{box[2] - box[0]:.0f} \t{box[3] - box[1]:.0f} " for f in range(5, 40)]
-    track.write_text("\n".join(lines) + "\n")
+    for person, frames in (("id10999", range(5, 40)), ("id10998", range(10, 36))):  # overlapping tracks
+        track = tmp_path / "txt" / person / "yt0123abcd" / "00001.txt"
+        track.parent.mkdir(parents=True)
+        lines = [f"Identity  : \t{person}", "Reference : \tyt0123abcd", "Offset    : \t1", "", "FRAME \tX \tY \tW \tH "]
+        lines += [f"{f:06d} \t{x:.0f} \t{y:.0f} \t{box[2] - box[0]:.0f} \t{box[3] - box[1]:.0f} " for f in frames]
+        track.write_text("\n".join(lines) + "\n")
     summary = prepare_dataset(str(tmp_path / "raw"), str(tmp_path / "out"), PrepareOptions(
-        format="png", tracks=TrackOptions(min_frames=20)), voxceleb_txt=str(tmp_path / "txt"), progress=False,
-        backend=NoDetector())
-    (row,) = _metadata(tmp_path / "out")
-    assert summary.clips == {"train": 1, "test": 0}
-    assert row["person_id"] == "id10999" and (row["start"], row["end"]) == ("5", "40")
-    x0, y0, x1, y1 = [int(v) for v in row["bbox"].split("-")]
+        format="png", test_ids=("id10998",), tracks=TrackOptions(min_frames=20)), voxceleb_txt=str(tmp_path / "txt"),
+        progress=False, backend=NoDetector())
+    test, train = _metadata(tmp_path / "out")  # sorted by split
+    assert summary.clips == {"train": 1, "test": 1}
+    assert (train["person_id"], train["start"], train["end"]) == ("id10999", "5", "40")
+    assert (test["person_id"], test["start"], test["end"], test["partition"]) == ("id10998", "10", "36", "test")
+    x0, y0, x1, y1 = [int(v) for v in train["bbox"].split("-")]
     centre = corner + (box[:2] + box[2:]) / 2.0
     assert abs((x0 + x1) / 2 - centre[0]) <= 2 and abs((y0 + y1) / 2 - centre[1]) <= 2
-    frames = sorted((tmp_path / "out" / "train" / row["video_id"]).iterdir())
+    frames = sorted((tmp_path / "out" / "train" / train["video_id"]).iterdir())
     assert [f.name for f in frames[:2]] == ["0000000.png", "0000001.png"] and len(frames) == 35
     assert read_image(frames[0]).shape == (256, 256, 3)
+    assert len(os.listdir(tmp_path / "out" / "test" / test["video_id"])) == 26
 
 
 def test_audio_is_kept(tmp_path):

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -98,11 +98,11 @@ def clip_path(out: str, clip: Clip, fmt: str) -> str:
 
 
 def plan_clips(tracks: Sequence[FaceTrack], info: VideoInfo, source: str, video: str, persons: Sequence[str],
-               partition: str, enlarge: float) -> List[Clip]:
+               partitions: Sequence[str], enlarge: float) -> List[Clip]:
     """One :class:`Clip` per track of the video file ``source`` (named ``video`` in clip names); ``persons[i]``
-    is the person id of ``tracks[i]``."""
+    and ``partitions[i]`` are the person id and the split of ``tracks[i]``."""
     clips = []
-    for track, person in zip(tracks, persons):
+    for track, person, partition in zip(tracks, persons, partitions):
         box = crop_box(track.boxes, info.size, enlarge)
         clips.append(Clip(clip_name(person, video, track.start, track.end), source, person, track.start,
                           track.end, box, partition))
@@ -156,8 +156,20 @@ def write_clips(path: str, clips: Sequence[Clip], info: VideoInfo, out: str, siz
     the full-resolution video; only the frames of the clips reach Python (ffmpeg's ``select``). Returns the
     number of source frames decoded. A clip whose file exists is not in ``clips`` (the caller resumes).
     ``decode_threads``: ffmpeg's decoding threads (0: its choice; 1 is cheaper when workers run side by side)."""
-    if not clips:
-        return 0
+    clips = sorted(clips, key=lambda c: c.start)
+    passes: List[List[Clip]] = []  # clips of one pass do not overlap (tracks from files may)
+    for clip in clips:
+        free = next((p for p in passes if p[-1].end <= clip.start), None)
+        if free is None:
+            passes.append([clip])
+        else:
+            free.append(clip)
+    return max([_write_pass(path, p, info, out, size, fmt, audio, decode_threads) for p in passes], default=0)
+
+
+def _write_pass(path: str, clips: Sequence[Clip], info: VideoInfo, out: str, size: int, fmt: str, audio: bool,
+                decode_threads: int) -> int:
+    """:func:`write_clips` for clips that do not overlap, in order: one decoding of the video."""
     # ffmpeg drops the frames outside the clips, crops to the region the clips' boxes cover and scales it so
     # that the smallest box is `size` pixels: only those pixels reach Python, where the crop is then (nearly) 1:1
     x0, y0, x1, y1 = _region([c.box for c in clips], info.size)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import multiprocessing
 import os
 import queue
@@ -28,7 +27,6 @@ from ..utils import atomic_write_bytes
 from .clips import CLIP_FORMATS, METADATA_COLUMNS, clip_path, plan_clips, write_clips
 from .tracks import FaceTrack, IdentityClusters, TrackOptions, VideoInfo, find_tracks, fit_track, load_backend
 
-logger = logging.getLogger("dagan")
 PERSON_FROM = ("video", "folder")
 STATE_DIR = ".prepare"
 
@@ -72,12 +70,13 @@ class PrepareOptions:
 
 @dataclass
 class RawVideo:
-    """One input: its ``path``, the ``video`` id its clips are named by, and its ``person`` id."""
+    """One input: its ``path``, the ``video`` id its clips are named by, its ``person`` id, and the persons of the
+    test split (each clip's split follows its own person: a video may show several)."""
 
     path: str
     video: str
     person: str
-    partition: str = "train"
+    test_persons: frozenset = frozenset()
 
 
 @dataclass
@@ -166,12 +165,13 @@ def prepare_video(raw: RawVideo, out: str, options: PrepareOptions, backend=None
             found = f"{len(tracks)} face track(s), all shorter than" if tracks else "no face track of"
             return VideoResult(raw.path, "no-face", f"{found} {options.tracks.min_frames} frames")
         clusters = IdentityClusters(options.tracks.identity_distance)
-        persons = []
+        persons, partitions = [], []
         for track in kept:
             number = clusters.assign(track.embedding)
             base = _safe(track.person) if track.person else raw.person
-            persons.append(base if number == 0 else f"{base}_{number}")
-        clips = plan_clips(kept, info, raw.path, raw.video, persons, raw.partition, options.tracks.enlarge)
+            persons.append(base if number == 0 else f"{base}_{number}")  # another face in the video: same split
+            partitions.append("test" if base in raw.test_persons else "train")
+        clips = plan_clips(kept, info, raw.path, raw.video, persons, partitions, options.tracks.enlarge)
         todo = [c for c in clips if not os.path.exists(clip_path(out, c, options.format))]
         write_clips(raw.path, todo, info, out, options.size, options.format, options.audio, decode_threads)
     except InputError as error:
@@ -272,13 +272,13 @@ def prepare_dataset(raw: str, out: str, options: Optional[PrepareOptions] = None
     options.validate()
     videos = list_inputs(raw, options.person_from)
     vox = read_voxceleb_tracks(voxceleb_txt) if voxceleb_txt else {}
+    persons = []
     for video in videos:
-        stem = os.path.splitext(os.path.basename(video.path))[0]
-        if stem in vox and vox[stem][0].person:
-            video.person = _safe(vox[stem][0].person)
-    test = held_out_persons([v.person for v in videos], options.test_fraction, options.test_ids)
+        tracks = vox.get(os.path.splitext(os.path.basename(video.path))[0], [])
+        persons += [_safe(t.person) for t in tracks if t.person] or [video.person]
+    test = frozenset(held_out_persons(persons, options.test_fraction, options.test_ids))
     for video in videos:
-        video.partition = "test" if video.person in test else "train"
+        video.test_persons = test
     for split in ("train", "test", STATE_DIR):
         os.makedirs(os.path.join(out, split), exist_ok=True)
     _remove_partials(out)

@@ -63,12 +63,14 @@ class VideoInfo:
 class FaceTrack:
     """Frames ``start .. start + len(boxes) - 1`` of one person. ``boxes``: ``(T, 4)`` float ``(x0, y0, x1, y1)``
     in full-resolution pixels, NaN rows where the face was briefly lost; ``embedding``: ``(128,)`` or None;
-    ``person``: the person id, when the track file names one."""
+    ``person``: the person id, when the track file names one; ``frame_numbers``: ``(T,)`` the frame of each box
+    when they are not consecutive (a VoxCeleb track file, counted at 25 fps)."""
 
     start: int
     boxes: np.ndarray
     embedding: Optional[np.ndarray] = None
     person: Optional[str] = None
+    frame_numbers: Optional[np.ndarray] = None
 
     @property
     def end(self) -> int:
@@ -434,16 +436,15 @@ def read_voxceleb_tracks(folder: str) -> Dict[str, List[FaceTrack]]:
             video = header.get("Reference") or os.path.basename(root)
             person = header.get("Identity") or os.path.basename(os.path.dirname(root))
             boxes = np.stack([rows[:, 1], rows[:, 2], rows[:, 1] + rows[:, 3], rows[:, 2] + rows[:, 4]], axis=1)
-            track = FaceTrack(int(rows[0, 0]), boxes, person=person)
-            track.frame_numbers = rows[:, 0].astype(int)  # type: ignore[attr-defined]
-            tracks.setdefault(video, []).append(track)
+            tracks.setdefault(video, []).append(FaceTrack(int(rows[0, 0]), boxes, person=person,
+                                                          frame_numbers=rows[:, 0].astype(int)))
     return tracks
 
 
 def fit_track(track: FaceTrack, info: VideoInfo) -> FaceTrack:
     """A VoxCeleb track on the video's own frames: 25 fps frame numbers mapped to ``info.fps``, fractional boxes
     scaled to pixels, one box per video frame (nearest listed frame)."""
-    numbers = getattr(track, "frame_numbers", np.arange(track.start, track.end))
+    numbers = track.frame_numbers if track.frame_numbers is not None else np.arange(track.start, track.end)
     boxes = track.boxes.copy()
     if np.nanmax(np.abs(boxes)) <= 1.5:
         boxes *= np.array([info.size[0], info.size[1]] * 2, dtype=np.float64)
