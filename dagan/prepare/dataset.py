@@ -15,9 +15,9 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import sys
 import zlib
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -214,8 +214,16 @@ _WORKER: Dict[str, object] = {}  # per worker process: its face backend and the 
 
 
 def _worker_init(backend_name: str, detect_size: int, needs_faces: bool, progress) -> None:
+    # Ctrl-C reaches the whole process group: the parent alone handles it and stops the pool with SIGTERM, which
+    # a worker turns into a quiet exit that still unwinds (temporary clips are removed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
     _WORKER["backend"] = load_backend(backend_name, detect_size) if needs_faces else None
     _WORKER["progress"] = progress
+
+
+def _exit_quietly(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _worker_job(raw: RawVideo, out: str, options: PrepareOptions, voxceleb) -> VideoResult:
@@ -330,24 +338,23 @@ def prepare_dataset(raw: str, out: str, options: Optional[PrepareOptions] = None
 
 
 def _run_pool(jobs, out: str, options: PrepareOptions, workers: int, collect, count_frames) -> None:
+    """The jobs on ``workers`` processes. On Ctrl-C or SIGTERM the workers are stopped at once (they inherit the
+    CLI's handler, so their temporary clips are removed as they unwind), not left to finish their videos."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     frames = context.Queue()
     needs_faces = any(tracks is None for _, tracks in jobs)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context, initializer=_worker_init,
-                             initargs=(options.face_backend, options.tracks.detect_size, needs_faces, frames)) as pool:
-        pending = {pool.submit(_worker_job, video, out, options, tracks) for video, tracks in jobs}
-        try:
-            while pending:
-                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                _drain(frames, count_frames)
-                for future in finished:
-                    collect(future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    with context.Pool(min(workers, len(jobs)), initializer=_worker_init,
+                      initargs=(options.face_backend, options.tracks.detect_size, needs_faces, frames)) as pool:
+        pending = [pool.apply_async(_worker_job, (video, out, options, tracks)) for video, tracks in jobs]
+        while pending:
+            pending[0].wait(0.25)
+            _drain(frames, count_frames)
+            for result in [r for r in pending if r.ready()]:
+                pending.remove(result)
+                collect(result.get())
         _drain(frames, count_frames)
+    # leaving the block terminates the pool: at once on an error, and after the last job otherwise
 
 
 def _drain(frames, count_frames) -> None:
