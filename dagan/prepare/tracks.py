@@ -5,10 +5,11 @@ Python), detects faces on every ``detect_every``-th frame and tracks them in bet
 (:class:`~dagan.inference.faces.LandmarkTracker`). A track ends where
 
 * the face is lost for more than ``max_gap`` frames,
-* the shot changes (the mean absolute grey-level difference of two frames jumps, see :class:`SceneCuts`),
+* the shot changes (the difference of two consecutive frames jumps, see :class:`SceneCuts`),
 * the face box leaves the crop window the track started with (``enlarge`` x the first face, centred on it),
-* the identity embedding no longer agrees with the track's first one (checked every ``identity_every``
-  frames; the track then ends at the last frame that agreed, so a clip never switches people).
+* the identity embedding no longer agrees with the track's (checked every ``identity_every`` frames and at the
+  track's end; face crops kept every ``detect_every`` frames since the last check are bisected to find the
+  switch, the track ends at the last one that agrees and a new one starts, so a clip never switches people).
 
 :func:`read_voxceleb_tracks` reads VoxCeleb's own face tracks instead (``FRAME X Y W H`` lines).
 """
@@ -46,7 +47,7 @@ class TrackOptions:
     # tighter than dlib's 0.6 between photos: within one shot a face varies less (shared clips: <= 0.40 from the
     # first frame), and two men with glasses in the shared clips are 0.51-0.58 apart
     identity_distance: float = 0.45
-    scene_threshold: float = 30.0  # mean absolute grey difference (0-255) of consecutive frames that is a cut
+    scene_threshold: float = 30.0  # mean absolute difference (0-255) of consecutive frames that is a cut
 
 
 @dataclass
@@ -123,14 +124,19 @@ class _FocusedDetector:
         if hasattr(backend, "fit_landmarks"):
             self.fit_landmarks = backend.fit_landmarks
 
+    @classmethod
+    def square(cls, box: np.ndarray, shape: Tuple[int, ...]) -> Tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``: the part of an image of ``shape`` ``(H, W, ...)`` looked at around face ``box``."""
+        centre = (box[:2] + box[2:]) / 2.0
+        half = cls.FOCUS * float((box[2:] - box[:2]).max()) / 2.0
+        return (int(max(0, centre[0] - half)), int(max(0, centre[1] - half)), int(min(shape[1], centre[0] + half)),
+                int(min(shape[0], centre[1] + half)))
+
     def detect(self, image: np.ndarray, landmarks: bool = False) -> List[Face]:
+        """Faces in ``image`` ``(H, W, 3)`` uint8 (around ``focus`` when set), in ``image``'s pixels."""
         offset, zoom = np.zeros(2), 1.0
         if self.focus is not None:
-            centre = (self.focus[:2] + self.focus[2:]) / 2.0
-            half = self.FOCUS * float((self.focus[2:] - self.focus[:2]).max()) / 2.0
-            height, width = image.shape[:2]
-            x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
-            x1, y1 = int(min(width, centre[0] + half)), int(min(height, centre[1] + half))
+            x0, y0, x1, y1 = self.square(self.focus, image.shape)
             if x1 - x0 >= 32 and y1 - y0 >= 32:
                 image, offset = image[y0:y1, x0:x1], np.array([x0, y0], dtype=np.float64)
                 zoom = min(1.0, self.FOCUS_SIZE / max(x1 - x0, y1 - y0))
@@ -209,6 +215,7 @@ class _TrackFinder:
         self.last_attempt = -options.detect_every
 
     def feed(self, index: int, frame: np.ndarray) -> None:
+        """Frame number ``index``: ``frame`` ``(h, w, 3)`` uint8, the detection copy."""
         options = self.options
         if self.cuts(frame):
             self.close()
@@ -245,10 +252,7 @@ class _TrackFinder:
     def _sample(index: int, frame: np.ndarray, box: np.ndarray) -> Sample:
         """What an identity check of frame ``index`` later needs: the part of ``frame`` the focused detector would
         look at (a copy, so a few seconds of samples stay small) and the face ``box`` in its pixels."""
-        centre = (box[:2] + box[2:]) / 2.0
-        half = _FocusedDetector.FOCUS * float((box[2:] - box[:2]).max()) / 2.0
-        x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
-        x1, y1 = int(min(frame.shape[1], centre[0] + half)), int(min(frame.shape[0], centre[1] + half))
+        x0, y0, x1, y1 = _FocusedDetector.square(box, frame.shape)
         return index, frame[y0:y1, x0:x1].copy(), box - np.array([x0, y0, x0, y0], dtype=np.float64)
 
     def _find(self, index: int, frame: np.ndarray) -> Optional[np.ndarray]:
