@@ -278,7 +278,10 @@ def prepare_dataset(raw: str, out: str, options: Optional[PrepareOptions] = None
 
     options = options or PrepareOptions()
     options.validate()
-    videos = list_inputs(raw, options.person_from)
+    root = os.path.join(os.path.abspath(out), "")
+    videos = [v for v in list_inputs(raw, options.person_from) if not os.path.abspath(v.path).startswith(root)]
+    if not videos:
+        raise InputError(f"no videos in {raw} outside the output folder {out}")
     vox = read_voxceleb_tracks(voxceleb_txt) if voxceleb_txt else {}
     persons = []
     for video in videos:
