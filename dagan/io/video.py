@@ -62,10 +62,15 @@ class VideoReader:
     Iterating raises :class:`InputError` when no frame decodes, or (``check_complete=True``) when fewer
     frames decode than the header declares (truncated or corrupt file). ``max_frames`` stops early on
     purpose, which is not a truncation.
+
+    ``filters``: an ffmpeg filter graph applied before the frames reach Python (e.g. ``"scale=480:-2"`` to
+    decode a small copy for face detection without piping full-size frames); ``size`` is then the filtered
+    size and ``source_size`` the decoded one. Filters that drop frames (``select``) leave the length
+    unchecked.
     """
 
     def __init__(self, path: PathLike, max_frames: Optional[int] = None, check_complete: bool = True,
-                 input_params: Sequence[str] = (), live: bool = False):
+                 input_params: Sequence[str] = (), live: bool = False, filters: Optional[str] = None):
         import imageio_ffmpeg
 
         self.path = os.fspath(path)
@@ -79,20 +84,23 @@ class VideoReader:
             if os.path.getsize(self.path) == 0:
                 raise InputError(f"video {self.path} is empty (0 bytes)")
         self.max_frames = None if max_frames is None else max(0, int(max_frames))
-        self.check_complete = check_complete and not live
+        self.check_complete = check_complete and not live and not (filters and "select" in filters)
         self.frames_read = 0
         try:
             # passthrough: one output frame per decoded frame (variable frame rate clips are not resampled
             # to a constant rate, which would duplicate frames)
+            output_params = ([] if live else ["-fps_mode", "passthrough"]) + (["-vf", filters] if filters else [])
             gen = imageio_ffmpeg.read_frames(self.path, pix_fmt="rgb24", input_params=list(input_params),
-                                             output_params=[] if live else ["-fps_mode", "passthrough"])
-            meta = next(gen)
+                                             output_params=output_params)
+            with _quiet_logger("imageio_ffmpeg", enabled=bool(filters)):  # it warns when filters resize
+                meta = next(gen)
         except (IOError, OSError, RuntimeError, StopIteration) as exc:
             raise InputError(f"cannot read video {self.path}: not a video file or no video stream "
                              f"({_first_line(exc)})") from None
         self._gen = gen
         self.meta = meta
         self.size: Tuple[int, int] = tuple(int(v) for v in meta["size"])  # type: ignore[assignment]
+        self.source_size: Tuple[int, int] = tuple(int(v) for v in meta.get("source_size") or meta["size"])
         fps = float(meta.get("fps") or 0.0)
         if not np.isfinite(fps) or fps <= 0:
             logger.warning("video %s declares no frame rate: using 25 fps", self.path)
@@ -169,6 +177,19 @@ class VideoReader:
         if self._gen is not None:
             self._gen.close()
             self._gen = None
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str, enabled: bool = True) -> Iterator[None]:
+    """Silence the warnings of logger ``name`` for the duration of the block."""
+    log = logging.getLogger(name)
+    level = log.level
+    if enabled:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def decode_video(path: PathLike, size: Sequence[int]) -> Tuple[np.ndarray, int]:
@@ -350,7 +371,8 @@ class VideoWriter:
     by one pixel (H.264 needs even sizes).
 
     ``audio_from``: copy the first audio track of this file (e.g. the driving video) into the result;
-    ``max_seconds`` cuts the audio to the video length when only part of the driving video is used.
+    ``max_seconds`` cuts the audio to the video length when only part of the driving video is used;
+    ``audio_start`` (s) takes the audio from that point of ``audio_from`` on (a clip cut out of a longer video).
 
     Example::
 
@@ -361,7 +383,7 @@ class VideoWriter:
 
     def __init__(self, path: PathLike, fps: float, audio_from: Optional[PathLike] = None,
                  audio_codec: Optional[str] = None, overwrite: bool = True, crf: int = 18,
-                 max_seconds: Optional[float] = None):
+                 max_seconds: Optional[float] = None, audio_start: float = 0.0):
         self.path = check_video_output_extension(path)
         if not overwrite:
             check_output_path(self.path, overwrite=False)
@@ -372,6 +394,7 @@ class VideoWriter:
         self.audio_codec = audio_codec
         self.crf = int(crf)
         self.max_seconds = max_seconds
+        self.audio_start = max(0.0, float(audio_start))
         self.frames_written = 0
         self._encoder = None
         self._tmp: Optional[str] = None
@@ -399,7 +422,8 @@ class VideoWriter:
                "-s", f"{self._size[0]}x{self._size[1]}", "-pix_fmt", "rgb24",
                "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-"]
         if self.audio_from is not None:
-            cmd += ["-i", self.audio_from, "-map", "0:v:0", "-map", "1:a:0?",
+            seek = ["-ss", f"{self.audio_start:.6f}"] if self.audio_start > 0 else []
+            cmd += seek + ["-i", self.audio_from, "-map", "0:v:0", "-map", "1:a:0?",
                     "-acodec", _audio_codec_for(ext, self.audio_codec)]
         else:
             cmd += ["-an"]
