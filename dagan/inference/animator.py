@@ -4,7 +4,7 @@ Everything that depends only on the source (its depth, keypoints, encoder featur
 queries of its depth features) is computed once in :meth:`Animator.set_source` through
 :meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only, in the
 per-frame step in explicit stages: :meth:`DaGAN.drive` (driving depth and keypoints), the motion stage
-(:meth:`Animator._keypoint_motion`: smoothing, then the face guide or the motion normalisation) and
+(smoothing, then :meth:`Animator._keypoint_motion`: the face guide or the motion normalisation) and
 :meth:`DaGAN.render`. The model runs on the fast path of :mod:`dagan.fast` (folded
 BatchNorms, channels-last, sub-pixel decoder, chunked attention, conv bodies in ``dtype``) for every dtype.
 """
@@ -229,12 +229,10 @@ class Animator:
         return out
 
     def _keypoint_motion(self, kp_driving: KP, landmarks: Optional[List[Optional[np.ndarray]]]) -> KP:
-        """The motion stage of keypoint motion: driving keypoints ``(T, K, 2)`` / ``(T, K, 2, 2)`` (and with the
-        guide each frame's landmarks) -> the normalised keypoints :meth:`DaGAN.render` takes. The smoother
-        filters the stage's inputs (keypoints, landmarks); then the face guide, or the motion normalisation
-        from the anchor (:func:`~dagan.models.dagan.normalize_kp`)."""
-        if self.smoother is not None:
-            kp_driving = self.smoother(kp_driving)
+        """The motion stage of keypoint motion: the (smoothed) driving keypoints ``(T, K, 2)`` /
+        ``(T, K, 2, 2)`` and, with the guide, each frame's landmarks (smoothed too) -> the normalised keypoints
+        :meth:`DaGAN.render` takes: the face guide's, or the motion normalisation from the anchor
+        (:func:`~dagan.models.dagan.normalize_kp`)."""
         if self.guide is None:
             return normalize_kp(self.state.kp, kp_driving, self.kp_driving_initial, self.relative,
                                 self.movement_scale)[0]
@@ -360,6 +358,8 @@ class Animator:
             self.set_anchor(driving[:1], None if landmarks is None else landmarks[0])
         with self._autocast():
             motion = self.model.drive(self.state, driving)
+            if self.smoother is not None:
+                motion["kp_driving"] = self.smoother(motion["kp_driving"])
             kp_norm = self._keypoint_motion(motion["kp_driving"], landmarks)
             out = self.model.render(self.state, kp_norm)
         if not return_details:
