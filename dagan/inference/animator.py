@@ -2,11 +2,14 @@
 
 Everything that depends only on the source (its depth, keypoints, encoder features and the attention
 queries of its depth features) is computed once in :meth:`Animator.set_source` through
-:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only, in the
-per-frame step in explicit stages: :meth:`DaGAN.drive` (driving depth and keypoints), the motion stage
-(smoothing, then :meth:`Animator._keypoint_motion`: the face guide or the motion normalisation) and
-:meth:`DaGAN.render`. The model runs on the fast path of :mod:`dagan.fast` (folded
-BatchNorms, channels-last, sub-pixel decoder, chunked attention, conv bodies in ``dtype``) for every dtype.
+:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only, as
+explicit stages: :meth:`DaGAN.drive` (driving depth and keypoints), the motion stage (smoothing, then
+:meth:`Animator._keypoint_motion`: the face guide or the motion normalisation) and :meth:`DaGAN.render`. The
+model runs on the fast path of :mod:`dagan.fast` (folded BatchNorms, channels-last, sub-pixel decoder, chunked
+attention, conv bodies in ``dtype``) for every dtype.
+
+Over ~450 lines on purpose: one class is the per-video session (anchor, both motion paths, batching, streaming);
+splitting it would spread that state over modules.
 """
 from __future__ import annotations
 
