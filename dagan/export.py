@@ -1,4 +1,4 @@
-"""Export the DaGAN inference path as two graphs, for ONNX Runtime / TorchScript deployments.
+"""Export the DaGAN inference path as graphs, for ONNX Runtime / TorchScript deployments.
 
 * ``source``: ``source (B, 3, H, W)`` in [0, 1] -> ``source_depth (B, 1, H, W)``, ``kp_source_value (B, K, 2)``,
   ``kp_source_jacobian (B, K, 2, 2)``, ``appearance (B, C, h, w)``, ``query (B, hw, C/8)``,
@@ -10,10 +10,19 @@
   attention and decoding are all in the graph. Exported with an output size (``--size N``), the frame graph
   also takes ``source_full (1, 3, N, N)`` (the portrait at N px) and renders ``prediction (B, 3, N, N)`` as
   ``Animator(output_size=N)`` does (:func:`~dagan.models.generator.render_output`).
+* ``drive`` and ``render``: the frame graph's two halves, for a motion stage of one's own between them (the
+  face guide, :class:`~dagan.inference.guide.LandmarkGuide`): ``driving (B, 3, H, W)`` -> ``kp_driving_value``,
+  ``kp_driving_jacobian``; and the cached source tensors + ``kp_norm_value (B, K, 2)``,
+  ``kp_norm_jacobian (B, K, 2, 2)`` (the normalised keypoints that move the source) -> ``prediction``
+  (:meth:`OnnxAnimator.keypoints`, :meth:`OnnxAnimator.render`).
 
-The batch axis of both graphs is dynamic. The adapt-movement scale (a ratio of convex-hull areas of the source
+What stays in Python: face detection and landmarks, the guide's fit (:func:`~dagan.inference.guide.guide_keypoints`,
+a few 2x2 solves per frame) and the landmark motion stage (:mod:`dagan.inference.landmark_motion`); the graphs
+hold the networks and the keypoint motion.
+
+The batch axis of every graph is dynamic. The adapt-movement scale (a ratio of convex-hull areas of the source
 and anchor keypoints) is not a tensor operation: it is computed outside the graph, once per source/anchor
-(:func:`movement_scale`), and fed as the ``scale`` input (1.0 = no adaptation).
+(:func:`~dagan.models.dagan.anchor_motion`), and fed as the ``scale`` input (1.0 = no adaptation).
 
 ONNX notes: ``grid_sample`` needs opset >= 16 (default here: 17); ONNX has no matrix inverse, so the 2x2
 Jacobian inverses are exported as their closed form ``adj(J) / det(J)``.
@@ -23,9 +32,9 @@ Usage::
     python -m dagan.export --checkpoint checkpoints/dagan-tiny --format onnx out/
     python -m dagan.export --checkpoint model_dir --format all --opset 17 out/   # + TorchScript
 
-``out/`` receives ``source.onnx``, ``frame.onnx`` (and/or ``source.ts.pt``, ``frame.ts.pt``) and
+``out/`` receives ``source.onnx``, ``frame.onnx``, ``drive.onnx``, ``render.onnx`` (and/or the same as ``.ts.pt``) and
 ``export.json`` (inputs, outputs, sizes, and the max abs difference against PyTorch measured with
-ONNX Runtime when it is installed). :class:`OnnxAnimator` runs the exported pair.
+ONNX Runtime when it is installed). :class:`~dagan.onnx_animator.OnnxAnimator` runs the exported graphs.
 """
 from __future__ import annotations
 
@@ -44,7 +53,8 @@ from torch import nn
 from .cliutil import DashUnderscoreParser, run_cli, setup_logging
 from .errors import InputError, MissingWeightsError, OutputError
 from .inference.loading import load_model
-from .models.dagan import DaGAN, SourceState, movement_scale
+from .models.dagan import DaGAN, SourceState, anchor_motion, normalize_kp
+from .onnx_animator import OnnxAnimator, _onnxruntime, _used  # noqa: F401  (OnnxAnimator: re-exported)
 from .utils import atomic_write_bytes, temporary_output
 
 logger = logging.getLogger("dagan")
@@ -53,6 +63,9 @@ SOURCE_OUTPUTS = ("source_depth", "kp_source_value", "kp_source_jacobian", "appe
 FRAME_INPUTS = ("driving", "source_image", "appearance", "query", "source_small", "kp_source_value",
                 "kp_source_jacobian", "kp_initial_value", "kp_initial_jacobian", "scale")
 FRAME_OUTPUTS = ("prediction", "kp_driving_value", "kp_driving_jacobian")
+DRIVE_OUTPUTS = FRAME_OUTPUTS[1:]
+RENDER_OUTPUTS = FRAME_OUTPUTS[:1]
+GRAPHS = ("source", "frame", "drive", "render")
 FORMATS = ("onnx", "torchscript", "all")
 _KP_INPUTS = ("kp_source_value", "kp_source_jacobian", "kp_initial_value", "kp_initial_jacobian", "scale")
 
@@ -73,6 +86,11 @@ def frame_inputs_names(model: DaGAN, output_size: Optional[int] = None) -> Tuple
     return ("driving", "source_image") + full + cache_names(model) + _KP_INPUTS
 
 
+def render_inputs_names(model: DaGAN, output_size: Optional[int] = None) -> Tuple[str, ...]:
+    """The render graph's inputs: the frame graph's source tensors and the normalised keypoints."""
+    return frame_inputs_names(model, output_size)[1:-5] + _KP_INPUTS[:2] + ("kp_norm_value", "kp_norm_jacobian")
+
+
 # ---------------------------------------------------------------------------------------- the graphs
 class SourceGraph(nn.Module):
     """Source-only work of :class:`DaGAN` as one module: ``source (B, 3, H, W)`` -> the tensors named by
@@ -89,6 +107,19 @@ class SourceGraph(nn.Module):
         kp = self.model.detect_keypoints(source, depth)
         cache = self.model.generator.encode_source(source, depth)
         return (depth, kp["value"], kp["jacobian"], *(cache[k] for k in self.cache_names))
+
+
+def _source_state(source_image: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str],
+                  full: bool) -> Tuple[SourceState, Sequence[torch.Tensor]]:
+    """The :class:`SourceState` a graph rebuilds from its flat inputs (``[source_full], *cache,
+    kp_source_value, kp_source_jacobian, ...``); returns it and the inputs after the source keypoints."""
+    cache = {"source_image": source_image}
+    if full:
+        cache["source_full"], tensors = tensors[0], tensors[1:]
+    cache.update(zip(names, tensors[:len(names)]))
+    kp_value, kp_jacobian = tensors[len(names):len(names) + 2]
+    return SourceState(source_image, None, {"value": kp_value, "jacobian": kp_jacobian}, cache), \
+        tensors[len(names) + 2:]
 
 
 class FrameGraph(nn.Module):
@@ -109,16 +140,42 @@ class FrameGraph(nn.Module):
     def forward(self, driving, source_image, *cached_and_kp) -> Tuple[torch.Tensor, ...]:
         """Inputs in the order of :func:`frame_inputs_names` (DaGAN: :data:`FRAME_INPUTS`); the per-frame step
         is :meth:`DaGAN.animate_batch`, with the scale as a tensor input."""
-        full = {}
-        if self.output_size:
-            full, cached_and_kp = {"source_full": cached_and_kp[0]}, cached_and_kp[1:]
-        n = len(self.cache_names)
-        kp_source_value, kp_source_jacobian, kp_initial_value, kp_initial_jacobian, scale = cached_and_kp[n:]
-        cache = {"source_image": source_image, **full, **dict(zip(self.cache_names, cached_and_kp[:n]))}
-        state = SourceState(source_image, None, {"value": kp_source_value, "jacobian": kp_source_jacobian}, cache)
+        state, (kp_initial_value, kp_initial_jacobian, scale) = _source_state(
+            source_image, cached_and_kp, self.cache_names, bool(self.output_size))
         out = self.model.animate_batch(state, driving, {"value": kp_initial_value, "jacobian": kp_initial_jacobian},
                                        self.relative, scale, return_details=True)
         return out["prediction"], out["kp_driving"]["value"], out["kp_driving"]["jacobian"]
+
+
+class DriveGraph(nn.Module):
+    """The driving half of the frame graph: ``driving (B, 3, H, W)`` -> ``kp_driving_value (B, K, 2)``,
+    ``kp_driving_jacobian (B, K, 2, 2)`` (driving depth and keypoints, as :meth:`DaGAN.drive`)."""
+
+    def __init__(self, model: DaGAN):
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, driving: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        kp = self.model.detect_keypoints(driving)
+        return kp["value"], kp["jacobian"]
+
+
+class RenderGraph(nn.Module):
+    """The render half of the frame graph: the cached source tensors and the normalised keypoints (inputs in
+    the order of :func:`render_inputs_names`) -> ``prediction (B, 3, O, O)``, as :meth:`DaGAN.render`."""
+
+    def __init__(self, model: DaGAN, output_size: Optional[int] = None):
+        super().__init__()
+        self.model = model
+        self.output_size = output_size
+        self.cache_names = cache_names(model)
+        self.eval()
+
+    def forward(self, source_image, *cached_and_kp) -> torch.Tensor:
+        state, (kp_norm_value, kp_norm_jacobian) = _source_state(source_image, cached_and_kp, self.cache_names,
+                                                                 bool(self.output_size))
+        return self.model.render(state, {"value": kp_norm_value, "jacobian": kp_norm_jacobian})["prediction"]
 
 
 def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0, output_size: Optional[int] = None
@@ -131,12 +188,37 @@ def example_inputs(model: DaGAN, batch: int = 2, seed: int = 0, output_size: Opt
     driving = torch.rand(batch, 3, size, size, generator=gen)
     with torch.no_grad():
         src = SourceGraph(model)(source)
-        kp0 = model.detect_keypoints(driving[:1])
-    scale = torch.tensor([movement_scale(src[1].numpy(), kp0["value"].numpy())], dtype=torch.float32)
+        kp0, scale = anchor_motion({"value": src[1]}, model.detect_keypoints(driving[:1]))
+    scale = torch.tensor([scale], dtype=torch.float32)
     full = () if not output_size else (torch.nn.functional.interpolate(
         source, size=(output_size, output_size), mode="bicubic", align_corners=False).clamp(0, 1),)
     frame_inputs = (driving, source, *full, *src[3:], src[1], src[2], kp0["value"], kp0["jacobian"], scale)
     return source, frame_inputs
+
+
+def render_example_inputs(model: DaGAN, frame_inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+    """The render graph's inputs for the frames of :func:`example_inputs`: its source tensors and the
+    driving frames' normalised keypoints (relative motion from the anchor at the anchor's scale)."""
+    *source_tensors, kp_initial_value, kp_initial_jacobian, scale = frame_inputs[1:]
+    kp_source = {"value": source_tensors[-2], "jacobian": source_tensors[-1]}
+    with torch.no_grad():
+        kp_driving = model.detect_keypoints(frame_inputs[0])
+    kp_norm = normalize_kp(kp_source, kp_driving, {"value": kp_initial_value, "jacobian": kp_initial_jacobian},
+                           True, scale)[0]
+    return (*source_tensors, kp_norm["value"], kp_norm["jacobian"])
+
+
+def graph_jobs(model: DaGAN, relative: bool = True, batch: int = 2, output_size: Optional[int] = None,
+               seed: int = 0):
+    """``(name, module, example args, input names, output names)`` of each exported graph (:data:`GRAPHS`),
+    with random example inputs (``batch`` driving frames)."""
+    source, frame_inputs = example_inputs(model, batch=batch, seed=seed, output_size=output_size)
+    return [("source", SourceGraph(model), (source,), ("source",), source_outputs(model)),
+            ("frame", FrameGraph(model, relative, output_size), frame_inputs, frame_inputs_names(model, output_size),
+             FRAME_OUTPUTS),
+            ("drive", DriveGraph(model), frame_inputs[:1], ("driving",), DRIVE_OUTPUTS),
+            ("render", RenderGraph(model, output_size), render_example_inputs(model, frame_inputs),
+             render_inputs_names(model, output_size), RENDER_OUTPUTS)]
 
 
 # ------------------------------------------------------------------------------------------- ONNX
@@ -173,36 +255,31 @@ def export_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], opset: int = 17,
         raise InputError("ONNX export of models without Jacobians is not supported")
     model = model.eval()
     _register_onnx_symbolics(opset)
-    source, frame_inputs = example_inputs(model, batch=batch, output_size=output_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    batch_axis = {"source": {0: "batch"}, **{name: {0: "batch"} for name in source_outputs(model)}}
-    frame_axes = {"driving": {0: "batch"}, **{name: {0: "batch"} for name in FRAME_OUTPUTS}}
-    jobs = [("source", SourceGraph(model), (source,), ["source"], list(source_outputs(model)), batch_axis),
-            ("frame", FrameGraph(model, relative, output_size), frame_inputs,
-             list(frame_inputs_names(model, output_size)),
-             list(FRAME_OUTPUTS), frame_axes)]
-    for name, graph, args, inputs, outputs, axes in jobs:
+    # batch 1 (broadcast) for the cached source tensors and anchor keypoints of the frame and render graphs
+    per_frame = ("source", "driving", "kp_norm_value", "kp_norm_jacobian") + FRAME_OUTPUTS
+    for name, graph, args, inputs, outputs in graph_jobs(model, relative, batch, output_size):
+        axes = {n: {0: "batch"} for n in (*inputs, *outputs) if name == "source" or n in per_frame}
         path = out_dir / f"{name}.onnx"
         with temporary_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks (constant here)
-            torch.onnx.export(graph, args, tmp, dynamo=False, opset_version=opset, input_names=inputs,
-                              output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
+            torch.onnx.export(graph, args, tmp, dynamo=False, opset_version=opset, input_names=list(inputs),
+                              output_names=list(outputs), dynamic_axes=axes, do_constant_folding=True)
         paths[name] = str(path)
     return paths
 
 
 def export_torchscript(model: DaGAN, out_dir: Union[str, os.PathLike], relative: bool = True,
                        batch: int = 2, output_size: Optional[int] = None) -> Dict[str, str]:
-    """Traced TorchScript modules ``source.ts.pt`` / ``frame.ts.pt`` (load with :func:`torch.jit.load`)."""
+    """Traced TorchScript modules ``source.ts.pt``, ``frame.ts.pt``, ``drive.ts.pt``, ``render.ts.pt`` (load
+    with :func:`torch.jit.load`)."""
     model = model.eval()
-    source, frame_inputs = example_inputs(model, batch=batch, output_size=output_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, graph, args in (("source", SourceGraph(model), (source,)),
-                              ("frame", FrameGraph(model, relative, output_size), frame_inputs)):
+    for name, graph, args, _, _ in graph_jobs(model, relative, batch, output_size):
         path = out_dir / f"{name}.ts.pt"
         with temporary_output(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -212,105 +289,19 @@ def export_torchscript(model: DaGAN, out_dir: Union[str, os.PathLike], relative:
     return paths
 
 
-# --------------------------------------------------------------------------------------- running it
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingWeightsError("onnxruntime is not installed: pip install 'dagan[onnx]' (or onnxruntime)") from None
-    return onnxruntime
-
-
-def _used(session, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """The feeds a graph really takes: the exporter drops unused inputs (e.g. ``source_image`` when the
-    decoder does not look at the warped source)."""
-    names = {i.name for i in session.get_inputs()}
-    return {k: v for k, v in feeds.items() if k in names}
-
-
-class OnnxAnimator:
-    """Runs an exported ``source.onnx``/``frame.onnx`` pair with ONNX Runtime (no PyTorch model needed).
-
-    Example::
-
-        >>> anim = OnnxAnimator("out/")
-        >>> anim.set_source(source)            # (1, 3, H, W) float32 in [0, 1]
-        >>> frames = anim(driving)             # (B, 3, H, W) -> (B, 3, H, W); the first frame anchors motion
-
-    An export made with an output size N also needs the portrait at N px: ``set_source(source, source_full)``
-    with ``source_full (1, 3, N, N)``; the frames then come out at N px.
-    """
-
-    def __init__(self, export_dir: Union[str, os.PathLike], adapt_movement_scale: bool = True,
-                 providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
-        ort = _onnxruntime()
-        export_dir = Path(export_dir)
-        for name in ("source.onnx", "frame.onnx"):
-            if not (export_dir / name).is_file():
-                raise InputError(f"{export_dir / name} not found: run python -m dagan.export first")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = list(providers or ["CPUExecutionProvider"])
-        self.source_session = ort.InferenceSession(str(export_dir / "source.onnx"), options, providers=providers)
-        self.frame_session = ort.InferenceSession(str(export_dir / "frame.onnx"), options, providers=providers)
-        self.adapt_movement_scale = adapt_movement_scale
-        self.source: Optional[Dict[str, np.ndarray]] = None
-        self.anchor: Optional[Dict[str, np.ndarray]] = None
-
-    def set_source(self, source: np.ndarray, source_full: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-        """Encode a ``(1, 3, H, W)`` float32 source once; resets the motion anchor. ``source_full``: the same
-        portrait at the export's output size (needed exactly when the export has one)."""
-        takes_full = "source_full" in {i.name for i in self.frame_session.get_inputs()}
-        if takes_full != (source_full is not None):
-            raise InputError("this export renders at its output size: pass source_full (1, 3, N, N)" if takes_full
-                             else "this export renders at the model size: it takes no source_full")
-        source = np.ascontiguousarray(source, dtype=np.float32)
-        outs = self.source_session.run(None, {"source": source})
-        self.source = dict(zip([o.name for o in self.source_session.get_outputs()], outs))
-        self.source["source_image"] = source
-        if source_full is not None:
-            self.source["source_full"] = np.ascontiguousarray(source_full, dtype=np.float32)
-        self.anchor = None
-        return self.source
-
-    def __call__(self, driving: np.ndarray) -> np.ndarray:
-        if self.source is None:
-            raise InputError("call set_source() before animating frames")
-        driving = np.ascontiguousarray(driving, dtype=np.float32)
-        if self.anchor is None:  # the first frame anchors relative motion: its keypoints and the hull scale
-            first = self._run(driving[:1], None)
-            self.anchor = {"kp_initial_value": first[1], "kp_initial_jacobian": first[2]}
-            scale = movement_scale(self.source["kp_source_value"], first[1]) if self.adapt_movement_scale else 1.0
-            self.anchor["scale"] = np.array([scale], dtype=np.float32)
-        return self._run(driving, self.anchor)[0]
-
-    def _run(self, driving: np.ndarray, anchor: Optional[Dict[str, np.ndarray]]):
-        src = self.source
-        if anchor is None:  # keypoints of the anchor only: any anchor works for them
-            anchor = {"kp_initial_value": src["kp_source_value"], "kp_initial_jacobian": src["kp_source_jacobian"],
-                      "scale": np.ones(1, np.float32)}
-        feeds = {"driving": driving, **src, **anchor}  # _used drops what the frame graph does not take
-        return self.frame_session.run(None, _used(self.frame_session, feeds))
-
-
 def verify_onnx(model: DaGAN, out_dir: Union[str, os.PathLike], batch: int = 3, relative: bool = True,
                 output_size: Optional[int] = None) -> Dict[str, float]:
     """Max abs differences between ONNX Runtime and PyTorch on random inputs (``batch`` frames, so the
     dynamic batch axis is exercised with a size other than the one used at export)."""
     ort = _onnxruntime()
-    source, frame_inputs = example_inputs(model, batch=batch, seed=1, output_size=output_size)
-    with torch.no_grad():
-        ref_source = SourceGraph(model)(source)
-        ref_frame = FrameGraph(model, relative, output_size)(*frame_inputs)
-    sess = ort.InferenceSession(str(Path(out_dir) / "source.onnx"), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"source": source.numpy()})
-    diffs = {f"source/{n}": float(np.abs(g - r.numpy()).max())
-             for n, g, r in zip(source_outputs(model), got, ref_source)}
-    sess = ort.InferenceSession(str(Path(out_dir) / "frame.onnx"), providers=["CPUExecutionProvider"])
-    names = frame_inputs_names(model, output_size)
-    got = sess.run(None, _used(sess, {n: t.numpy() for n, t in zip(names, frame_inputs)}))
-    diffs.update({f"frame/{n}": float(np.abs(g - r.numpy()).max()) for n, g, r in zip(FRAME_OUTPUTS, got, ref_frame)})
+    diffs = {}
+    for name, graph, args, inputs, outputs in graph_jobs(model, relative, batch, output_size, seed=1):
+        with torch.no_grad():
+            expected = graph(*args)
+        expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+        sess = ort.InferenceSession(str(Path(out_dir) / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, _used(sess, {n: t.numpy() for n, t in zip(inputs, args)}))
+        diffs.update({f"{name}/{n}": float(np.abs(g - r.numpy()).max()) for n, g, r in zip(outputs, got, expected)})
     return diffs
 
 
@@ -353,7 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta["files"]["onnx"] = export_onnx(model, out_dir, args.opset, relative, output_size=size)
         meta.update(opset=args.opset, source_outputs=list(source_outputs(model)),
                     frame_inputs=list(frame_inputs_names(model, size)),
-                    frame_outputs=list(FRAME_OUTPUTS))
+                    frame_outputs=list(FRAME_OUTPUTS), render_inputs=list(render_inputs_names(model, size)))
         if not args.no_verify:
             try:
                 diffs = verify_onnx(model, out_dir, relative=relative, output_size=size)

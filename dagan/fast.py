@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .models.dagan import DaGAN, SourceState
+from .models.dagan import DaGAN, SourceState, normalize_kp
 from .utils import resolve_dtype
 
 __all__ = ["optimize_for_inference", "inference_model", "fold_batchnorm", "subpixel_upsampling", "SubPixelUpBlock2d",
@@ -360,16 +360,17 @@ def inference_model(model: DaGAN, dtype: Union[str, torch.dtype]) -> DaGAN:
 def plain_frame(model: DaGAN, source: torch.Tensor, source_depth: torch.Tensor, kp_source: dict,
                 kp_initial: Optional[dict], frame: torch.Tensor, relative: bool = True,
                 adapt_movement_scale: bool = True):
-    """One iteration of the official demo loop: the motion of :meth:`DaGAN.drive` (driving depth, keypoints,
-    normalisation with the convex hulls recomputed) and then a **full** generator forward (source encoders
-    included) instead of the cached one. ``frame (B, 3, H, W)``; ``kp_initial`` None makes this frame the
-    anchor. Returns ``(prediction (B, 3, H, W), kp_initial)``."""
+    """One iteration of the official demo loop: :meth:`DaGAN.drive` (driving depth and keypoints),
+    :func:`~dagan.models.dagan.normalize_kp` (convex hulls recomputed) and then a **full** generator forward
+    (source encoders included) instead of the cached one. ``frame (B, 3, H, W)``; ``kp_initial`` None makes this
+    frame the anchor. Returns ``(prediction (B, 3, H, W), kp_initial)``."""
     state = SourceState(source, source_depth, kp_source, {})
-    motion = model.drive(state, frame, kp_initial, relative, adapt_movement_scale)
+    motion = model.drive(state, frame)
     if kp_initial is None:
         kp_initial = {k: v[:1] for k, v in motion["kp_driving"].items()}
+    kp_norm = normalize_kp(kp_source, motion["kp_driving"], kp_initial, relative, adapt_movement_scale)[0]
     b = frame.shape[0]
-    out = model.generator(source.expand(b, -1, -1, -1), kp_driving=motion["kp_norm"],
+    out = model.generator(source.expand(b, -1, -1, -1), kp_driving=kp_norm,
                           kp_source={k: v.expand(b, *v.shape[1:]) for k, v in kp_source.items()},
                           source_depth=source_depth.expand(b, -1, -1, -1), driving_depth=motion["driving_depth"])
     return out["prediction"], kp_initial

@@ -11,8 +11,9 @@ import torch
 from dagan import DaGAN
 from dagan.config import config_to_dict
 from dagan.config import load_config
-from dagan.export import (FrameGraph, OnnxAnimator, example_inputs, export_onnx, export_torchscript, main,
-                          movement_scale)
+from dagan.export import (FrameGraph, OnnxAnimator, RenderGraph, example_inputs, export_onnx, export_torchscript,
+                          main, render_example_inputs)
+from dagan.models.dagan import movement_scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,10 +50,12 @@ def onnx_dir(model_dir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_cli_writes_graphs_and_verifies(onnx_dir):
-    assert (onnx_dir / "source.onnx").is_file() and (onnx_dir / "frame.onnx").is_file()
+    assert all((onnx_dir / f"{name}.onnx").is_file() for name in ("source", "frame", "drive", "render"))
     meta = json.loads((onnx_dir / "export.json").read_text())
     diffs = meta["onnxruntime_max_abs_diff"]
-    assert set(diffs) >= {"source/appearance", "source/query", "frame/prediction", "frame/kp_driving_jacobian"}
+    assert set(diffs) >= {"source/appearance", "source/query", "frame/prediction", "frame/kp_driving_jacobian",
+                          "drive/kp_driving_value", "drive/kp_driving_jacobian", "render/prediction"}
+    assert meta["render_inputs"][-2:] == ["kp_norm_value", "kp_norm_jacobian"]
     assert max(diffs.values()) <= 1e-4
     assert meta["opset"] >= 16 and meta["relative"] is True
     assert not list(onnx_dir.glob("*.partial*"))  # temp files renamed or removed
@@ -78,6 +81,37 @@ def test_onnx_animator_matches_pytorch_with_dynamic_batch(onnx_dir, model_dir):
 
 
 @pytest.mark.slow
+@torch.no_grad()
+def test_onnx_drive_and_render_run_the_face_guides_motion(onnx_dir, model_dir):
+    """The guide's motion (a Python stage between the drive and render graphs) renders as in PyTorch, and the
+    two halves with plain relative motion equal the frame graph."""
+    from dagan.inference.guide import LandmarkGuide, stack_landmarks
+    from dagan.models.dagan import anchor_motion, normalize_kp
+
+    model = DaGAN.from_pretrained(model_dir)
+    gen = torch.Generator().manual_seed(6)
+    source = torch.rand(1, 3, 64, 64, generator=gen)
+    driving = torch.rand(3, 3, 64, 64, generator=gen)
+    anim = OnnxAnimator(onnx_dir, threads=1)
+    anim.set_source(source.numpy())
+    kp = {k: torch.from_numpy(v) for k, v in anim.keypoints(driving.numpy()).items()}
+    state = model.prepare_source(source)
+    expected_kp = model.detect_keypoints(driving)
+    assert all(torch.allclose(kp[k], expected_kp[k], atol=1e-4) for k in kp)
+    kp_anchor, scale = anchor_motion(state.kp, kp)
+    guide = LandmarkGuide()
+    lm0 = torch.rand(68, 2, generator=gen) * 1.2 - 0.6
+    guide.set_anchor(lm0.numpy(), kp_anchor, state.kp, scale)
+    landmarks = stack_landmarks([lm0.numpy(), (1.1 * lm0).numpy(), None])
+    kp_norm = guide(kp, landmarks)
+    got = anim.render(kp_norm["value"].numpy(), kp_norm["jacobian"].numpy())
+    assert np.abs(got - model.render(state, kp_norm)["prediction"].numpy()).max() <= 1e-4
+    plain = normalize_kp(state.kp, kp, kp_anchor, True, scale)[0]
+    halves = anim.render(plain["value"].numpy(), plain["jacobian"].numpy())
+    assert np.abs(halves - anim(driving.numpy())).max() <= 1e-4
+
+
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated in favour of torch.export
 @torch.no_grad()
 def test_torchscript_roundtrip(model_dir, tmp_path):
@@ -90,6 +124,11 @@ def test_torchscript_roundtrip(model_dir, tmp_path):
     prediction = torch.jit.load(paths["frame"])(*frame_inputs)[0]
     assert prediction.shape == (3, 3, 64, 64)
     assert torch.allclose(prediction, FrameGraph(model)(*frame_inputs)[0], atol=1e-5)
+    # render from keypoints: the frame graph's prediction from the normalised keypoints of the same frames
+    render_inputs = render_example_inputs(model, frame_inputs)
+    rendered = torch.jit.load(paths["render"])(*render_inputs)
+    assert torch.allclose(rendered, RenderGraph(model)(*render_inputs), atol=1e-5)
+    assert torch.allclose(rendered, prediction, atol=1e-5)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -164,7 +164,7 @@ def test_fast_path_matches_official_reference(reference_dir):
 
 
 def test_motion_normalisation_has_one_implementation(tiny_model, monkeypatch):
-    """DaGAN.drive normalises through normalize_kp (so the demo, the export and the evaluation share it), and
+    """DaGAN.animate_batch normalises through normalize_kp (so the demo, the export and the Animator share it), and
     normalize_kp takes the exported graphs' tensor scale as is and never scales absolute keypoints."""
     import dagan.models.dagan as dagan_module
 
@@ -189,4 +189,4 @@ def test_motion_normalisation_has_one_implementation(tiny_model, monkeypatch):
     with torch.no_grad():
         state = model.prepare_source(torch.rand(1, 3, size, size, generator=gen))
         model.animate_batch(state, torch.rand(2, 3, size, size, generator=gen))
-    assert calls, "DaGAN.drive must normalise motion through normalize_kp"
+    assert calls, "DaGAN.animate_batch must normalise motion through normalize_kp"

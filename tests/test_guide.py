@@ -9,8 +9,8 @@ import torch
 from dagan.errors import InputError
 from dagan import faces
 from dagan.faces import Face
-from dagan.inference.guide import (LandmarkGuide, face_points, fit_affine, fit_similarity, guide_keypoints,
-                                   pixels_to_normalized)
+from dagan.inference.guide import (GLOBAL_POINTS, LandmarkGuide, face_points, fit_affine, fit_similarity,
+                                   guide_keypoints, pixels_to_normalized, stack_landmarks)
 
 
 
@@ -107,8 +107,7 @@ def test_guide_on_a_source_zooms_the_source_about_its_own_centre():
     source = {"value": torch.rand(1, 10, 2, generator=g) * 0.8 - 0.4,
               "jacobian": torch.eye(2).repeat(1, 10, 1, 1)}
     scale = 0.8
-    guided = guide_keypoints(kp, anchor, lm0, lm, fit="affine", kp_source=source, scale=scale)
-    moved = relative_motion(source, guided, anchor, scale)["value"]
+    moved = guide_keypoints(kp, anchor, lm0, lm, fit="affine", kp_source=source, scale=scale)["value"]
     centre = source["value"].mean(1, keepdim=True)
     expected = centre + zooms[:, None, None] * (source["value"] - centre) + scale * (zooms[:, None, None] - 1) * \
         anchor["value"].mean(1, keepdim=True)
@@ -117,23 +116,70 @@ def test_guide_on_a_source_zooms_the_source_about_its_own_centre():
     assert (plain - expected).abs().max() > 0.02
 
 
+@pytest.mark.parametrize("fit,tied", [("similarity", ()), ("affine", ((2, 36), (5, 57)))])
+def test_direct_guided_keypoints_equal_the_old_composition_through_relative_motion(fit, tied):
+    """The guide gives the source-frame keypoints directly; they equal the old route: driving keypoints built
+    so that relative motion (``(kp - kp_anchor) * scale + kp_source``, ``J inv(J_anchor) J_source``) lands on
+    the guided source, then relative motion."""
+    from dagan.models.dagan import relative_motion
+
+    g = torch.Generator().manual_seed(7)
+    frames, num_kp = 5, 10
+    anchor = {"value": torch.rand(1, num_kp, 2, generator=g) * 1.6 - 0.8,
+              "jacobian": torch.eye(2) + 0.2 * torch.randn(1, num_kp, 2, 2, generator=g)}
+    source = {"value": torch.rand(1, num_kp, 2, generator=g) * 1.6 - 0.8,
+              "jacobian": torch.eye(2) + 0.2 * torch.randn(1, num_kp, 2, 2, generator=g)}
+    kp = {"value": anchor["value"] + 0.1 * torch.randn(frames, num_kp, 2, generator=g),
+          "jacobian": anchor["jacobian"] + 0.05 * torch.randn(frames, num_kp, 2, 2, generator=g)}
+    lm0 = torch.rand(1, 68, 2, generator=g) * 1.6 - 0.8
+    lm = lm0 + 0.1 * torch.randn(frames, 68, 2, generator=g)
+    scale = 0.83
+    direct = guide_keypoints(kp, anchor, lm0, lm, fit=fit, tied=tied, kp_source=source, scale=scale,
+                             mouth_gain=1.7)
+    # the old composition: guided driving keypoints (the landmark motion of the anchor frame's keypoints with
+    # the residual, re-centred so that relative motion moves the source about its own centre), then relative
+    # motion, which undid the scale and the anchor again
+    driving_frame = guide_keypoints(kp, anchor, lm0, lm, fit=fit, tied=tied, mouth_gain=1.7)
+    a_lm, t_lm = (fit_similarity if fit == "similarity" else fit_affine)(
+        lm0.expand(frames, -1, -1)[:, list(GLOBAL_POINTS)], lm[:, list(GLOBAL_POINTS)])
+    moved = lambda x: torch.einsum("bij,bkj->bki", a_lm, x)  # noqa: E731
+    centre_s, centre_d = source["value"].mean(1, keepdim=True), anchor["value"].mean(1, keepdim=True)
+    residual_moved = driving_frame["value"] - moved(anchor["value"].expand(frames, -1, -1)) - t_lm[:, None]
+    delta = moved(centre_d.expand(frames, -1, -1)) + t_lm[:, None] - centre_d
+    pre_inverted = {"value": anchor["value"] + (moved(source["value"] - centre_s) + centre_s - source["value"])
+                    / scale + delta + residual_moved, "jacobian": driving_frame["jacobian"]}
+    composed = relative_motion(source, pre_inverted, anchor, scale)
+    assert torch.allclose(direct["value"], composed["value"], atol=1e-5)
+    assert torch.allclose(direct["jacobian"], composed["jacobian"], atol=1e-5)
+
+
 def test_landmark_guide_holds_missing_faces_and_passes_through_without_an_anchor_face():
+    from dagan.models.dagan import relative_motion
+
     anchor, lm0, kp, lm, zooms = _scene()
+    source = {"value": anchor["value"] + 0.1, "jacobian": anchor["jacobian"]}
     guide = LandmarkGuide(fit="similarity")
-    guide.set_anchor(lm0[0].numpy(), anchor)
-    guide.push([lm[0].numpy(), None, lm[2].numpy(), None])
-    out = guide(kp)["value"]
+    guide.set_anchor(lm0[0].numpy(), anchor, source)
+    landmarks = stack_landmarks([lm[0].numpy(), None, lm[2].numpy(), None])
+    assert torch.isnan(landmarks[1]).all() and landmarks.shape == (4, 68, 2)
+    out = guide(kp, landmarks)["value"]
     assert guide.missing == 2
-    # frames 1 and 3 had no face: they keep the face motion of frames 0 and 2
-    assert torch.allclose(out[0], zooms[0] * anchor["value"][0], atol=1e-5)
+    # frames 1 and 3 had no face: they keep the face motion of frames 0 and 2 (the source zooms about its
+    # centre, which moves as the zoom moves the anchor keypoints' centre)
+    centre, centre_d = source["value"].mean(1), anchor["value"].mean(1)
+    zoomed = [centre + z * (source["value"][0] - centre) + (z - 1) * centre_d for z in zooms]
+    assert torch.allclose(out[0], zoomed[0], atol=1e-5) and torch.allclose(out[2], zoomed[2], atol=1e-5)
     assert torch.allclose(out[1], out[0], atol=1e-5) and torch.allclose(out[3], out[2], atol=1e-5)
-    assert torch.allclose(out[2], zooms[2] * anchor["value"][0], atol=1e-5)
-    with pytest.raises(RuntimeError, match="push"):
-        guide(kp)
+    with pytest.raises(InputError, match="landmarks of 3 frames"):
+        guide(kp, landmarks[:3])
     off = LandmarkGuide()
-    off.set_anchor(None, anchor)
-    off.push([None] * 4)
-    assert off(kp) is kp and not off.active
+    off.set_anchor(None, anchor, source, scale=0.9)
+    passed = off(kp, stack_landmarks([None] * 4))
+    assert not off.active
+    plain = relative_motion(source, kp, anchor, 0.9)
+    assert all(torch.equal(passed[k], plain[k]) for k in plain)
+    with pytest.raises(RuntimeError, match="set_anchor"):
+        LandmarkGuide()(kp, landmarks)
     with pytest.raises(ValueError, match="fit"):
         LandmarkGuide(fit="perspective")
 

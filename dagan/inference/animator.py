@@ -2,9 +2,14 @@
 
 Everything that depends only on the source (its depth, keypoints, encoder features and the attention
 queries of its depth features) is computed once in :meth:`Animator.set_source` through
-:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only, in the
-one per-frame step :meth:`DaGAN.animate_batch`. The model runs on the fast path of :mod:`dagan.fast` (folded
-BatchNorms, channels-last, sub-pixel decoder, chunked attention, conv bodies in ``dtype``) for every dtype.
+:meth:`DaGAN.prepare_source`; each driving frame then costs depth + keypoints + generator decode only, as
+explicit stages: :meth:`DaGAN.drive` (driving depth and keypoints), the motion stage (smoothing, then
+:meth:`Animator._keypoint_motion`: the face guide or the motion normalisation) and :meth:`DaGAN.render`. The
+model runs on the fast path of :mod:`dagan.fast` (folded BatchNorms, channels-last, sub-pixel decoder, chunked
+attention, conv bodies in ``dtype``) for every dtype.
+
+Over ~450 lines on purpose: one class is the per-video session (anchor, both motion paths, batching, streaming);
+splitting it would spread that state over modules.
 """
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ import torch
 from ..errors import InputError, MissingWeightsError, NoFaceError
 from ..faces import LandmarkTracker, select_face
 from ..io.images import ImageLike, as_image, image_to_tensor, resize_image, tensor_to_images
-from ..models.dagan import KP, DaGAN, SourceState, movement_scale
+from ..models.dagan import KP, DaGAN, SourceState, anchor_motion, normalize_kp
 from ..utils import resolve_device, resolve_inference_dtype
-from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points
+from .guide import GUIDE_DETECT_EVERY, MOUTH_GAIN_POINTS, LandmarkGuide, face_points, stack_landmarks
 from .landmark_motion import DEFAULT_MOUTH_FILL, LandmarkMotion, usable_landmarks
 from .smoothing import KeypointSmoother, OneEuroFilter, OneEuroSettings
 
@@ -49,8 +54,8 @@ class Animator:
         output_size: side of the results (default: the model's size). Larger than the model, the source is
             kept at this size and warped along the upsampled motion, so the result is as sharp as the source
             where it can be copied (:func:`~dagan.models.generator.render_output`).
-        smooth: temporal smoothing of the driving keypoints: ``True`` (One-Euro defaults), a
-            :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
+        smooth: temporal smoothing of the driving keypoints (and of the guide's landmarks): ``True`` (One-Euro
+            defaults), a :class:`~dagan.inference.smoothing.OneEuroSettings`, or None/False (off, the default).
         guide: face-guided head motion (:mod:`dagan.inference.guide`): the driving face's 68 landmarks set
             the global (similarity) motion of the keypoints, which then follow a driver's head fully on any face.
             ``True`` loads the default face backend (:func:`~dagan.faces.load_face_backend`,
@@ -122,6 +127,7 @@ class Animator:
             self.smoother = KeypointSmoother(smooth if isinstance(smooth, OneEuroSettings) else None)
         self.face_detector = None
         self.guide: Optional[LandmarkGuide] = None
+        self.guide_filter: Optional[OneEuroFilter] = None
         if motion not in MOTIONS:
             raise InputError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
         if guide is not None and guide is not False and hasattr(guide, "detect") and face_detector is None:
@@ -160,6 +166,8 @@ class Animator:
             if self.face_detector is None:
                 self.face_detector = LandmarkTracker(guide, guide_detect_every)
             self.guide = LandmarkGuide(tied=getattr(model, "kp_landmarks", ()), mouth_gain=mouth_gain)
+            if smooth:
+                self.guide_filter = OneEuroFilter(smooth if isinstance(smooth, OneEuroSettings) else None)
             if mouth_gain != 1.0 and not any(m in MOUTH_GAIN_POINTS for _, m in self.guide.tied):
                 logger.warning("mouth gain %g has no effect: the model has no keypoint tied to the lower jaw or "
                                "lip (train.kp_landmarks)", mouth_gain)
@@ -168,7 +176,7 @@ class Animator:
         self.state: Optional[SourceState] = None
         self.source_image: Optional[np.ndarray] = None
         self.kp_driving_initial: Optional[KP] = None
-        self.movement_scale: Union[bool, float] = False
+        self.movement_scale = 1.0
         self._autocast_ok = True
 
     # ------------------------------------------------------------------------------------ helpers
@@ -223,13 +231,18 @@ class Animator:
             out.append(face_points(select_face(faces), image.shape[1], image.shape[0], self.size))
         return out
 
-    def _motion_hook(self):
-        """What :meth:`DaGAN.drive` applies to the driving keypoints: the guide, then the smoother."""
+    def _keypoint_motion(self, kp_driving: KP, landmarks: Optional[List[Optional[np.ndarray]]]) -> KP:
+        """The motion stage of keypoint motion: the (smoothed) driving keypoints ``(T, K, 2)`` /
+        ``(T, K, 2, 2)`` and, with the guide, each frame's landmarks (smoothed too) -> the normalised keypoints
+        :meth:`DaGAN.render` takes: the face guide's, or the motion normalisation from the anchor
+        (:func:`~dagan.models.dagan.normalize_kp`)."""
         if self.guide is None:
-            return self.smoother
-        if self.smoother is None:
-            return self.guide
-        return lambda kp: self.smoother(self.guide(kp))
+            return normalize_kp(self.state.kp, kp_driving, self.kp_driving_initial, self.relative,
+                                self.movement_scale)[0]
+        if self.guide_filter is not None:
+            landmarks = [None if lm is None else self.guide_filter(torch.as_tensor(lm, dtype=torch.float32)).numpy()
+                         for lm in landmarks]
+        return self.guide(kp_driving, stack_landmarks(landmarks))
 
     # ----------------------------------------------------------------------------------- the API
     @torch.no_grad()
@@ -276,11 +289,13 @@ class Animator:
     def reset(self) -> None:
         """Forget the anchor: the next driving frame becomes the reference of relative motion."""
         self.kp_driving_initial = None
-        self.movement_scale = False
+        self.movement_scale = 1.0
         if self.smoother is not None:
             self.smoother.reset()
         if self.guide is not None:
             self.guide.reset()
+        if self.guide_filter is not None:
+            self.guide_filter.reset()
         if self.face_detector is not None:
             self.face_detector.reset()
         if self.landmark_filter is not None:
@@ -311,10 +326,8 @@ class Animator:
         driving = self._frames_to_tensor(frame)[:1]
         with self._autocast():
             kp = self.model.detect_keypoints(driving)
-        self.kp_driving_initial = {k: v.float() for k, v in kp.items()}
-        self.movement_scale = False
-        if self.relative and self.adapt_movement_scale:
-            self.movement_scale = movement_scale(self.state.kp["value"], self.kp_driving_initial["value"])
+        self.kp_driving_initial, self.movement_scale = anchor_motion(self.state.kp, kp, self.relative,
+                                                                     self.adapt_movement_scale)
         if self.guide is not None:
             self.guide.set_anchor(landmarks, self.kp_driving_initial, self.state.kp, self.movement_scale)
             if landmarks is None:
@@ -346,14 +359,16 @@ class Animator:
         driving = self._frames_to_tensor(driving)
         if self.kp_driving_initial is None:
             self.set_anchor(driving[:1], None if landmarks is None else landmarks[0])
-        if self.guide is not None:
-            self.guide.push(landmarks)
         with self._autocast():
-            out = self.model.animate_batch(self.state, driving, self.kp_driving_initial, self.relative,
-                                           self.movement_scale, return_details, self._motion_hook())
-        if return_details:
-            return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
-        return out.float()
+            motion = self.model.drive(self.state, driving)
+            if self.smoother is not None:
+                motion["kp_driving"] = self.smoother(motion["kp_driving"])
+            kp_norm = self._keypoint_motion(motion["kp_driving"], landmarks)
+            out = self.model.render(self.state, kp_norm)
+        if not return_details:
+            return out["prediction"].float()
+        out.update(motion, kp_norm=kp_norm, adapt_movement_scale=self.movement_scale)
+        return {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
 
     def _native_tensor(self, frames: Union[Frame, List[Frame]]) -> torch.Tensor:
         """Frames as ``(T, 3, H, W)`` float32 in [0, 1] on the device, at their own size."""

@@ -14,7 +14,7 @@ anchor frame) into
 
 For relative motion the global part turns and scales the *source's* keypoints about their own centre (see
 :func:`guide_keypoints`). The Jacobians (each keypoint's local affine motion) become the anchor's under the
-landmarks' global motion, ``A_lm J_anchor``: the detector's own Jacobian changes follow a new face even less
+landmarks' global motion, ``A_lm J_anchor`` (moving the source: ``A_lm J_source``): the detector's own Jacobian changes follow a new face even less
 than its positions (shipped model, held-out clips: keeping them on top gave a scale drift of 0.043 against
 0.032 on a turning driver, 0.018 against 0.020 on one who leans in, and motion errors 0.36 / 0.33 against
 0.35 / 0.31). Frames without a face keep the last landmarks seen.
@@ -23,12 +23,13 @@ Coordinates are the keypoints' normalised ``[-1, 1]`` image coordinates.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import InputError, MissingWeightsError
+from ..models.dagan import relative_motion
 
 logger = logging.getLogger("dagan")
 T = TypeVar("T")
@@ -138,11 +139,12 @@ def guide_keypoints(kp_driving: KP, kp_anchor: KP, lm_anchor: torch.Tensor, lm_d
     Without ``kp_source`` the result is the driving frame's keypoints under the landmark motion,
     ``A_lm (kp_anchor + r) + t_lm`` with the non-rigid residual ``r = A_kp^-1 (kp_d - t_kp) - kp_anchor``, and
     the Jacobians ``A_lm J_anchor``.
-    With ``kp_source`` (batch 1) and the relative-motion ``scale``, it is the driving keypoints for which
-    relative motion (``(kp - kp_anchor) * scale + kp_source``) turns, scales and shears the *source's*
-    keypoints about their own centre: ``c_s + A_lm (kp_source - c_s) + scale (delta + A_lm r)``, ``delta``
-    the motion of the anchor keypoints' centre. Relative motion alone would carry the driver's keypoint layout
-    over to the source: a zoom of a driver whose eyes sit wider apart than the source's would widen the
+    With ``kp_source`` (batch 1) and the relative-motion ``scale``, it is the final normalised keypoints that
+    move the source (what :meth:`DaGAN.render` takes, in place of :func:`~dagan.models.dagan.relative_motion`'s):
+    the landmarks' global motion turns, scales and shears the *source's* keypoints about their own centre,
+    ``c_s + A_lm (kp_source - c_s) + scale (delta + A_lm r)``, ``delta`` the motion of the anchor keypoints'
+    centre, with the Jacobians ``A_lm J_source``. Relative motion alone would carry the driver's keypoint
+    layout over to the source: a zoom of a driver whose eyes sit wider apart than the source's would widen the
     source's eyes by more than the zoom.
 
     ``tied``: ``(keypoint, landmark)`` pairs of a model trained with keypoints on landmarks
@@ -170,25 +172,38 @@ def guide_keypoints(kp_driving: KP, kp_anchor: KP, lm_anchor: torch.Tensor, lm_d
     moved = lambda x: torch.einsum("bij,bkj->bki", a_lm, x)  # noqa: E731
     if kp_source is None:
         guided = moved(anchor + residual) + t_lm[:, None]
+        shapes = kp_anchor.get("jacobian")
     else:
         source = kp_source["value"].float().expand(frames, -1, -1)
         centre_s = source.mean(1, keepdim=True)
         centre_d = anchor.mean(1, keepdim=True)
         delta = moved(centre_d) + t_lm[:, None] - centre_d
-        guided = anchor + (moved(source - centre_s) + centre_s - source) / scale + delta + moved(residual)
+        guided = centre_s + moved(source - centre_s) + scale * (delta + moved(residual))
+        shapes = kp_source.get("jacobian")
     out = {"value": guided}
-    if "jacobian" in kp_driving:  # the anchor's local shapes under the landmarks' global motion
-        out["jacobian"] = torch.matmul(a_lm[:, None], kp_anchor["jacobian"].float())
+    if "jacobian" in kp_driving:  # the anchor's (or the source's) local shapes under the landmarks' global motion
+        out["jacobian"] = torch.matmul(a_lm[:, None], shapes.float())
     return out
 
 
-class LandmarkGuide:
-    """Stateful :func:`guide_keypoints` for a stream of driving frames.
+def stack_landmarks(landmarks: Sequence[Optional[np.ndarray]]) -> torch.Tensor:
+    """Each frame's guide landmarks (``(68, 2)`` keypoint coordinates, None: no face found) as one
+    ``(T, 68, 2)`` float32 tensor, NaN rows for the frames without a face (what :class:`LandmarkGuide` takes)."""
+    rows = [None if lm is None else torch.as_tensor(np.asarray(lm), dtype=torch.float32) for lm in landmarks]
+    shape = next((r.shape for r in rows if r is not None), (68, 2))
+    return torch.stack([torch.full(shape, float("nan")) if r is None else r for r in rows])
 
-    :meth:`set_anchor` takes the anchor frame's landmarks and keypoints; :meth:`push`
-    the landmarks of the next frames (None where no face was found); calling the guide on the keypoints of
-    those frames returns the guided keypoints (a ``smoother`` hook of :meth:`DaGAN.drive`). Without an anchor
-    face the guide passes keypoints through unchanged; a frame without a face keeps the last landmarks seen.
+
+class LandmarkGuide:
+    """The face guide as a motion stage of relative motion: the driving keypoints and landmarks of a batch of
+    frames in, the normalised keypoints that move the source out (:func:`guide_keypoints`, then
+    :meth:`DaGAN.render`).
+
+    :meth:`set_anchor` takes the anchor frame's landmarks, its keypoints, the source's keypoints and the
+    movement scale (from :func:`~dagan.models.dagan.anchor_motion`); calling the guide with the keypoints and
+    landmarks of the next frames, in order, returns their normalised keypoints. A frame without a face (NaN
+    landmarks) keeps the last landmarks seen; without an anchor face the guide passes the motion through:
+    plain relative motion (:func:`~dagan.models.dagan.relative_motion`).
     """
 
     def __init__(self, points: Sequence[int] = GLOBAL_POINTS, fit: str = DEFAULT_FIT,
@@ -207,7 +222,6 @@ class LandmarkGuide:
         self.anchor: Optional[torch.Tensor] = None
         self.kp_anchor: Optional[KP] = None
         self.last: Optional[torch.Tensor] = None
-        self.pending: List[Optional[torch.Tensor]] = []
         self.missing = 0
         self.kp_source: Optional[KP] = None
         self.scale = 1.0
@@ -216,48 +230,36 @@ class LandmarkGuide:
     def active(self) -> bool:
         return self.anchor is not None and self.kp_anchor is not None
 
-    @staticmethod
-    def _tensor(landmarks: Optional[np.ndarray]) -> Optional[torch.Tensor]:
-        return None if landmarks is None else torch.as_tensor(np.asarray(landmarks), dtype=torch.float32)
-
-    def set_anchor(self, landmarks: Optional[np.ndarray], kp_anchor: KP, kp_source: Optional[KP] = None,
-                   scale: Union[bool, float] = 1.0) -> None:
+    def set_anchor(self, landmarks: Optional[np.ndarray], kp_anchor: KP, kp_source: KP, scale: float = 1.0) -> None:
         """Anchor relative motion: the anchor frame's landmarks ``(68, 2)`` in keypoint coordinates
-        (:func:`pixels_to_normalized`; None: no face, the guide stays off) and its keypoints; for relative
-        motion also the source's keypoints and the movement scale (see :func:`guide_keypoints`)."""
+        (:func:`pixels_to_normalized`; None: no face, the guide passes the motion through), its keypoints
+        (batch 1), the source's keypoints (batch 1) and the movement scale."""
         self.reset()
-        self.anchor = self._tensor(landmarks)
+        self.anchor = None if landmarks is None else torch.as_tensor(np.asarray(landmarks), dtype=torch.float32)
         self.last = self.anchor
         self.kp_anchor = {k: v[:1].detach().float() for k, v in kp_anchor.items()}
-        if kp_source is not None:
-            self.kp_source = {k: v[:1].detach().float() for k, v in kp_source.items()}
-            self.scale = 1.0 if isinstance(scale, bool) else float(scale)
+        self.kp_source = {k: v[:1].detach().float() for k, v in kp_source.items()}
+        self.scale = float(scale)
 
-    def push(self, landmarks: Sequence[Optional[np.ndarray]]) -> None:
-        """Queue the landmarks of the next frames, in order (keypoint coordinates; None: no face found)."""
-        for lm in landmarks:
-            points = self._tensor(lm)
-            if points is None:
-                self.missing += 1
-            self.pending.append(points)
-
-    def __call__(self, kp: KP) -> KP:
-        frames = kp["value"].shape[0]
-        if len(self.pending) < frames:
-            raise RuntimeError(f"LandmarkGuide got keypoints of {frames} frames but landmarks of "
-                               f"{len(self.pending)}: push() each frame's landmarks first")
-        batch, self.pending = self.pending[:frames], self.pending[frames:]
+    def __call__(self, kp_driving: KP, landmarks: torch.Tensor) -> KP:
+        """``kp_driving`` (``(T, K, 2)`` values, ``(T, K, 2, 2)`` Jacobians) and ``landmarks (T, 68, 2)``
+        (:func:`stack_landmarks`; NaN rows: no face) of consecutive frames -> their normalised keypoints."""
+        if self.kp_anchor is None or self.kp_source is None:
+            raise RuntimeError("LandmarkGuide needs an anchor: call set_anchor() first")
+        frames = kp_driving["value"].shape[0]
+        if landmarks.shape[0] != frames:
+            raise InputError(f"got landmarks of {landmarks.shape[0]} frames for keypoints of {frames}")
+        device = kp_driving["value"].device
+        kp_anchor = {k: v.to(device) for k, v in self.kp_anchor.items()}
+        kp_source = {k: v.to(device) for k, v in self.kp_source.items()}
         if not self.active:
-            return kp
+            return relative_motion(kp_source, kp_driving, kp_anchor, self.scale)
         rows = []
-        for points in batch:
-            if points is not None:
+        for points in landmarks.float().cpu():
+            if torch.isnan(points).any():
+                self.missing += 1
+            else:
                 self.last = points
             rows.append(self.last)
-        device = kp["value"].device
-        lm = torch.stack(rows).to(device)
-        kp_anchor = {k: v.to(device) for k, v in self.kp_anchor.items()}
-        kp_source = None if self.kp_source is None else {k: v.to(device) for k, v in self.kp_source.items()}
-        guided = guide_keypoints(kp, kp_anchor, self.anchor[None].to(device), lm, self.fit, self.points,
-                                 self.tied, kp_source, self.scale, self.mouth_gain)
-        return {k: guided.get(k, v) for k, v in kp.items()}
+        return guide_keypoints(kp_driving, kp_anchor, self.anchor[None].to(device), torch.stack(rows).to(device),
+                               self.fit, self.points, self.tied, kp_source, self.scale, self.mouth_gain)

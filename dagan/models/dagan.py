@@ -1,5 +1,7 @@
 """The :class:`DaGAN` module: owns the face-depth network, the RGB-D keypoint detector and the generator,
-and exposes the official demo path as three calls (``estimate_depth``, ``detect_keypoints``, ``animate``).
+and exposes the official demo path as three calls (``estimate_depth``, ``detect_keypoints``, ``animate``); the
+per-frame step is two halves, :meth:`DaGAN.drive` (driving depth and keypoints) and :meth:`DaGAN.render` (the
+generator moved by normalised keypoints), so a caller can put its own motion stage between them.
 """
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -82,6 +84,25 @@ def movement_scale(kp_source_value: Any, kp_initial_value: Any) -> float:
     return float(np.sqrt(src) / np.sqrt(drv)) if src > 0 and drv > 0 else 1.0
 
 
+def anchor_motion(kp_source: Dict[str, Any], kp_anchor: Dict[str, Any], relative: bool = True,
+                  adapt_movement_scale: bool = True) -> Tuple[Dict[str, Any], float]:
+    """The one anchor and movement-scale set-up of relative motion, done once per source and anchor frame
+    (:meth:`DaGAN.animate`, :class:`~dagan.Animator`, the export and :func:`normalize_kp` use it).
+
+    ``kp_source``/``kp_anchor``: keypoints ``{"value": (B, K, 2), "jacobian": (B, K, 2, 2)}`` as tensors or
+    arrays (the ONNX runner's). Returns the anchor's keypoints (batch item 0, float32, ``value`` and
+    ``jacobian`` only) and the movement scale: :func:`movement_scale` for relative motion with
+    ``adapt_movement_scale``, else 1.0 (absolute keypoints are never scaled)."""
+    def first(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value[:1].detach().float()
+        return np.ascontiguousarray(np.asarray(value)[:1], dtype=np.float32)
+
+    kp = {k: first(v) for k, v in kp_anchor.items() if k in ("value", "jacobian")}
+    scale = movement_scale(kp_source["value"], kp["value"]) if relative and adapt_movement_scale else 1.0
+    return kp, scale
+
+
 def relative_motion(kp_source: KP, kp_driving: KP, kp_initial: KP, scale: Union[float, torch.Tensor] = 1.0) -> KP:
     """Relative keypoint motion of the official demo, tensor ops only (traceable):
     ``value = (kp_d - kp_d0) * scale + kp_s`` ``(B, K, 2)`` and ``jacobian = J_d inv(J_d0) J_s`` ``(B, K, 2, 2)``;
@@ -113,8 +134,7 @@ def normalize_kp(kp_source: KP, kp_driving: KP, kp_driving_initial: KP, relative
     Returns the normalised keypoints and the scale used.
     """
     if isinstance(adapt_movement_scale, bool):
-        scale = (movement_scale(kp_source["value"], kp_driving_initial["value"])
-                 if adapt_movement_scale and relative else 1.0)
+        scale = anchor_motion(kp_source, kp_driving_initial, relative, adapt_movement_scale)[1]
     elif isinstance(adapt_movement_scale, torch.Tensor):
         scale = adapt_movement_scale
     else:
@@ -222,11 +242,35 @@ class DaGAN(nn.Module):
             cache["source_full"] = source_full.to(source.device)
         return SourceState(source, depth, kp, cache)
 
-    def drive(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
-              relative: bool = True, adapt_movement_scale: Union[bool, float, torch.Tensor] = True,
-              smoother: Optional[Callable[[KP], KP]] = None) -> Dict[str, Any]:
-        """The motion half of the per-frame step: driving depth and keypoints, then the normalised keypoints
-        that move the prepared source.
+    def drive(self, state: SourceState, driving: torch.Tensor) -> Dict[str, Any]:
+        """The driving half of the per-frame step: depth and keypoints of the driving frames. What moves the
+        source is the caller's to decide (:func:`normalize_kp` in :meth:`animate_batch`; the face guide in
+        :class:`~dagan.Animator`), then :meth:`render` draws it.
+
+        ``state``: from :meth:`prepare_source`; ``driving``: ``(T, 3, H, W)`` in [0, 1], the size of
+        ``state.image``. Returns ``{"driving_depth": (T, 1, H, W), "kp_driving": {"value": (T, K, 2),
+        "jacobian": (T, K, 2, 2)}}`` (keypoints in float32).
+        """
+        driving = _check_frames(driving, "driving")
+        if driving.shape[2:] != state.image.shape[2:]:
+            raise InputError(f"driving frames are {tuple(driving.shape[2:])} but the source is "
+                             f"{tuple(state.image.shape[2:])}: resize them to the same size")
+        depth = self.estimate_depth(driving)
+        kp_driving = {k: v.float() for k, v in self.detect_keypoints(driving, depth).items()}
+        return {"driving_depth": depth, "kp_driving": kp_driving}
+
+    def render(self, state: SourceState, kp_norm: KP) -> Dict[str, torch.Tensor]:
+        """The render half of the per-frame step: the generator from the cached source features, moved by the
+        normalised (source-frame) keypoints ``kp_norm`` (``{"value": (T, K, 2), "jacobian": (T, K, 2, 2)}``).
+        Returns the generator's dict: ``prediction (T, 3, O, O)`` (``O``: the size of the source's
+        ``source_full`` when :meth:`prepare_source` got one, else ``H``), ``deformation``, ``occlusion_map``, ..."""
+        return self.generator.generate(state.cache, state.kp, kp_norm)
+
+    def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
+                      relative: bool = True, adapt_movement_scale: Union[bool, float, torch.Tensor] = True,
+                      return_details: bool = False):
+        """The per-frame step of keypoint motion (used by :meth:`animate`, the exported frame graph and the
+        benchmarks): :meth:`drive`, :func:`normalize_kp`, :meth:`render`.
 
         Args:
             state: from :meth:`prepare_source`.
@@ -236,41 +280,18 @@ class DaGAN(nn.Module):
             relative: relative motion (:func:`relative_motion`) or absolute driving keypoints.
             adapt_movement_scale: True computes :func:`movement_scale` of the source and the anchor, False
                 means 1, a float or a ``(1,)`` tensor is used as is (exported graphs take it as an input).
-            smoother: applied to the driving keypoints (float32) before normalisation, e.g. a
-                :class:`~dagan.inference.smoothing.KeypointSmoother`; the anchor stays unsmoothed.
-
-        Returns ``{"driving_depth": (T, 1, H, W), "kp_driving", "kp_norm", "adapt_movement_scale"}``.
+            return_details: return the generator's dict plus ``driving_depth``, ``kp_driving``, ``kp_norm``
+                and ``adapt_movement_scale`` instead of the predictions ``(T, 3, O, O)``.
         """
-        driving = _check_frames(driving, "driving")
-        if driving.shape[2:] != state.image.shape[2:]:
-            raise InputError(f"driving frames are {tuple(driving.shape[2:])} but the source is "
-                             f"{tuple(state.image.shape[2:])}: resize them to the same size")
-        depth = self.estimate_depth(driving)
-        kp_driving = {k: v.float() for k, v in self.detect_keypoints(driving, depth).items()}
+        motion = self.drive(state, driving)
         if kp_driving_initial is None:
-            kp_driving_initial = {k: v[:1] for k, v in kp_driving.items()}
-        if smoother is not None:
-            kp_driving = smoother(kp_driving)
-        kp_norm, scale = normalize_kp(state.kp, kp_driving, kp_driving_initial, relative, adapt_movement_scale)
-        return {"driving_depth": depth, "kp_driving": kp_driving, "kp_norm": kp_norm, "adapt_movement_scale": scale}
-
-    def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
-                      relative: bool = True, adapt_movement_scale: Union[bool, float, torch.Tensor] = True,
-                      return_details: bool = False, smoother: Optional[Callable[[KP], KP]] = None):
-        """The per-frame step (the one implementation used by :class:`~dagan.Animator`, :meth:`animate`, the
-        exported frame graph, the evaluation and the benchmarks): :meth:`drive`, then the generator from the
-        cached source features.
-
-        ``driving (T, 3, H, W)`` in [0, 1] -> predictions ``(T, 3, O, O)`` (``O``: the size of the source's
-        ``source_full`` when :meth:`prepare_source` got one, else ``H``), or with ``return_details`` the
-        generator's dict (``prediction``, ``deformation``, ``occlusion_map``, ...) plus :meth:`drive`'s.
-        Arguments as in :meth:`drive`.
-        """
-        motion = self.drive(state, driving, kp_driving_initial, relative, adapt_movement_scale, smoother)
-        out = self.generator.generate(state.cache, state.kp, motion["kp_norm"])
+            kp_driving_initial = {k: v[:1] for k, v in motion["kp_driving"].items()}
+        kp_norm, scale = normalize_kp(state.kp, motion["kp_driving"], kp_driving_initial, relative,
+                                      adapt_movement_scale)
+        out = self.render(state, kp_norm)
         if not return_details:
             return out["prediction"]
-        out.update(motion)
+        out.update(motion, kp_norm=kp_norm, adapt_movement_scale=scale)
         return out
 
     @torch.no_grad()
@@ -286,9 +307,9 @@ class DaGAN(nn.Module):
         if driving.shape[0] == 0:
             raise InputError("driving video has no frames")
         state = self.prepare_source(source)
-        kp_initial = self.detect_keypoints(driving[:1])
-        # the hull-area scale depends only on the source and the anchor: compute it once, not per batch
-        scale = movement_scale(state.kp["value"], kp_initial["value"]) if relative and adapt_movement_scale else 1.0
+        # the hull-area scale depends only on the source and the anchor: set up once, not per batch
+        kp_initial, scale = anchor_motion(state.kp, self.detect_keypoints(driving[:1]), relative,
+                                          adapt_movement_scale)
         outs = [self.animate_batch(state, chunk, kp_initial, relative, scale, return_details)
                 for chunk in driving.split(max(1, int(batch_size)))]
         if not return_details:

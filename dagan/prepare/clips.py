@@ -22,7 +22,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError, OutputError
-from ..inference.faces import crop_square
+from ..faces import crop_square
 from ..io.video import VideoReader, VideoWriter
 from .tracks import FaceTrack, VideoInfo, union_box
 
@@ -78,7 +78,7 @@ def crop_box(boxes: np.ndarray, frame_size: Tuple[int, int], enlarge: float) -> 
 
 def crop_frame(frame: np.ndarray, box: Tuple[float, float, float], size: int) -> np.ndarray:
     """``frame`` ``(H, W, 3)`` uint8 cut to ``box`` ``(x0, y0, side)`` (pixels, black outside the frame) and
-    resized to ``(size, size, 3)`` uint8 with antialiasing (:func:`~dagan.inference.faces.crop_square`)."""
+    resized to ``(size, size, 3)`` uint8 with antialiasing (:func:`~dagan.faces.crop_square`)."""
     x0, y0, side = box
     height, width = frame.shape[:2]
     left, top = max(0, int(np.ceil(-x0))), max(0, int(np.ceil(-y0)))

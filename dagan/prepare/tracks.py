@@ -2,7 +2,7 @@
 
 :func:`find_tracks` decodes a small copy of the video (ffmpeg scales it, so full-size frames never reach
 Python), detects faces on every ``detect_every``-th frame and tracks them in between
-(:class:`~dagan.inference.faces.LandmarkTracker`). A track ends where
+(:class:`~dagan.faces.LandmarkTracker`). A track ends where
 
 * the face is lost for more than ``max_gap`` frames,
 * the shot changes (the difference of two consecutive frames jumps, see :class:`SceneCuts`),
@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError, MissingWeightsError
-from ..inference.faces import (DlibFaceBackend, Face, FaceDetector, LandmarkTracker,
+from ..faces import (DlibFaceBackend, Face, FaceDetector, LandmarkTracker,
                                load_face_backend)
 from ..io.video import VideoReader
 
