@@ -446,7 +446,8 @@ class Animator:
         Animator's), yielding one result per frame in order.
 
         With ``details=False`` each item is what :meth:`__call__` returns; with ``details=True`` it is a
-        dict ``{"prediction": (O, O, 3) uint8, "driving": (S, S, 3) uint8, "driving_depth": (S, S) float32}``.
+        dict ``{"prediction": (O, O, 3) uint8, "driving": (S, S, 3) uint8, "driving_depth": (S, S) float32}``
+        (with the landmark stage ``driving`` is the frame as given).
         Batched and per-frame results are equal (up to float rounding). ``progress=True`` shows a tqdm bar
         (silent by default).
         """
@@ -479,7 +480,7 @@ class Animator:
         if not details:
             yield from (list(out) if tensors else tensor_to_images(out))
             return
-        yield from self._details(out, driving)
+        yield from self._details(out, native if self.stage_active else driving)
 
     @staticmethod
     def _details(out: dict, driving: torch.Tensor) -> Iterator[dict]:

@@ -20,8 +20,8 @@ resamples the full-resolution portrait once along it:
    never pass through each other (a driver who closes a mouth that the anchor had open cannot close the
    portrait's further than shut), and eyelids likewise.
 3. **Region.** The head (an ellipse from the landmarks, taking in hair and forehead) follows the field with
-   weight 1; outside it the weight falls off smoothly (a Gaussian of the distance to the ellipse), so hair,
-   neck and shoulders follow partly and the background far from the head stays still.
+   weight 1; outside it the weight falls off smoothly to 0 at ``1 + 2 falloff`` ellipse radii (a smoothstep),
+   so hair, neck and shoulders follow partly and the background beyond stays still.
 4. **One resample** (bicubic) of the portrait along the inverted field (fixed-point iteration of the forward
    field). With a still driver the field is zero and the result is the portrait, pixel for pixel.
 5. **What no warp can show**: the inside of an opening mouth. Where the target lips part wider than the
@@ -165,7 +165,7 @@ class LandmarkMotion:
             ``min(output_size, 128)``.
         mouth_fill: one of :data:`MOUTH_FILLS`.
         nose_relief: see :data:`NOSE_RELIEF`.
-        falloff: width of the fall-off outside the head ellipse, in units of the ellipse's radii.
+        falloff: half the width of the fall-off outside the head ellipse, in units of the ellipse's radii.
 
     Example::
 
@@ -202,14 +202,12 @@ class LandmarkMotion:
         size = self.output_size
         if image.dim() != 4 or image.shape[0] != 1 or tuple(image.shape[2:]) != (size, size):
             raise InputError(f"the stage's portrait must be (1, 3, {size}, {size}), got {tuple(image.shape)}")
-        device = image.device
-        self.source = image.float()
-        lm = torch.as_tensor(np.asarray(landmarks, np.float32), device=device).reshape(68, 2)
-        self.source_landmarks = lm
-        iod = float(interocular_distance(lm))
         if not usable_landmarks(landmarks):
             raise InputError("the portrait's landmarks are degenerate (eyes closer than two pixels)")
-        self.source_iod = iod
+        device = image.device
+        self.source, self.anchor = None, None
+        lm = torch.as_tensor(np.asarray(landmarks, np.float32), device=device).reshape(68, 2)
+        iod = float(interocular_distance(lm))
         field = pixel_grid(self.field_size, size, device)  # (f, f, 2)
         self.field_points = field
         depth = self._relief(disparity, lm, field, iod)
@@ -221,7 +219,8 @@ class LandmarkMotion:
         self.control_points = self._separated(lm, 0.15 * iod)
         self.spline = self._spline_operator(torch.cat([self.control_points, self.ring]), field)
         self.output_points = pixel_grid(size, size, device)
-        self.anchor = None
+        self.source_landmarks, self.source_iod = lm, iod
+        self.source = image.float()
 
     def _relief(self, disparity: Optional[torch.Tensor], lm: torch.Tensor, field: torch.Tensor, iod: float):
         """Relative depth toward the camera, in pixels: at the field points ``(f, f)`` and at the landmarks
@@ -264,7 +263,8 @@ class LandmarkMotion:
     def _head_weight(self, lm: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         centre, radii = self._ellipse(lm)
         r = ((points - centre) / radii).norm(dim=-1)
-        return torch.exp(-0.5 * ((r - 1).clamp_min(0) / self.falloff) ** 2)
+        u = ((r - 1) / (2 * self.falloff)).clamp(0, 1)  # 0 on the ellipse, 1 where the background is still
+        return 1 - u * u * (3 - 2 * u)
 
     @staticmethod
     def _spline_operator(centres: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -411,11 +411,11 @@ class LandmarkMotion:
             step = torch.stack([(d * residual[..., 0] - b * residual[..., 1]) / det,
                                 (a * residual[..., 1] - c * residual[..., 0]) / det], -1)
             source = source + step.clamp(-spacing * 4, spacing * 4)
-        grid = to_grid(source, size)
-        if f != size:
-            grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
-                                 align_corners=False).permute(0, 2, 3, 1)
-        return grid
+        if f != size:  # upsample the displacement, not the positions: still regions stay exact to the border
+            back = (source - targets).permute(0, 3, 1, 2)
+            back = F.interpolate(back, size=(size, size), mode="bilinear", align_corners=False)
+            source = self.output_points + back.permute(0, 2, 3, 1)
+        return to_grid(source, size)
 
     def _front_most_start(self, displacement: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
         """Starting points of the inversion ``(B, f, f, 2)``: for each output cell the field point with the

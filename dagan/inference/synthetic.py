@@ -1,9 +1,16 @@
-"""The embedded default inputs of ``demo.py``: needs no files, no network and no face detector.
+"""The embedded default inputs of ``demo.py``: needs no files and no network.
 
-Source: ``skimage.data.astronaut()`` (public domain, shipped with scikit-image). Driving: the same face
-moved along a smooth, seeded head-motion path (nod, turn, tilt). The face is treated as a plane rotated
-in 3-D about its centre and seen through a pinhole camera; a soft ellipse blends the moving head into the
-still background. The face box of the astronaut is known, so no detector weights are needed.
+Source: ``skimage.data.astronaut()`` (public domain, shipped with scikit-image). Driving, two kinds:
+
+* :func:`talking_driving` (the demo's default when a face backend is installed): the astronaut turning,
+  nodding and tilting along a seeded head-motion path while talking (the mouth opens and closes in
+  syllable-like bursts) and blinking every two to three seconds. Made with the landmark motion stage
+  (:class:`~dagan.inference.landmark_motion.LandmarkMotion`): the astronaut's own 68 landmarks are posed and
+  given a mouth opening and closed eyelids, over a generic face relief (a smooth bump around the nose), and
+  the stage draws each frame (a dark mouth cavity).
+* :func:`synthetic_driving` (no face detector needed): the same head-motion path only; the face is treated as a
+  plane rotated in 3-D about its centre and seen through a pinhole camera, a soft ellipse blends the moving head
+  into the still background. The face box of the astronaut is known.
 """
 from __future__ import annotations
 
@@ -122,3 +129,66 @@ def synthetic_driving(num_frames: int = int(DEFAULT_SECONDS * DEFAULT_FPS), size
     head = SyntheticHead(size=size)
     for yaw, pitch, roll in head_motion_path(num_frames, fps=fps, seed=seed):
         yield head.render(HeadPose(float(yaw), float(pitch), float(roll)))
+
+
+def talking_path(num_frames: int, fps: float = DEFAULT_FPS, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(mouth, blink)`` curves of ``num_frames`` values in [0, 1], both 0 at frame 0: the mouth opens
+    in bursts of 3-6 syllables a second separated by short pauses; the eyes close for ~0.2 s every 1.2-2 s,
+    the first blink after 0.8 s."""
+    rng = np.random.default_rng(seed + 1)
+    t = np.arange(num_frames, dtype=np.float64) / float(fps)
+    mouth = np.zeros(num_frames)
+    start = 0.25
+    while start < t[-1] if num_frames else False:
+        length = rng.uniform(0.6, 1.4)
+        rate = rng.uniform(3.0, 6.0)
+        inside = (t >= start) & (t < start + length)
+        mouth[inside] = np.abs(np.sin(np.pi * rate * (t[inside] - start))) * rng.uniform(0.6, 1.0)
+        start += length + rng.uniform(0.2, 0.5)
+    blink = np.zeros(num_frames)
+    at = 0.8
+    while num_frames and at < t[-1]:
+        blink = np.maximum(blink, np.clip(1.0 - np.abs(t - at) / 0.1, 0.0, 1.0))
+        at += rng.uniform(1.2, 2.0)
+    return mouth, blink
+
+
+def talking_driving(num_frames: int = int(DEFAULT_SECONDS * DEFAULT_FPS), size: int = 256, seed: int = 0,
+                    fps: float = DEFAULT_FPS, detector=None) -> Iterator[np.ndarray]:
+    """The default driving clip with a face backend: ``num_frames`` frames ``(size, size, 3)`` uint8 of the
+    astronaut turning along :func:`head_motion_path` while talking and blinking (:func:`talking_path`).
+
+    ``detector``: finds the astronaut's landmarks (default: :func:`~dagan.faces.load_face_backend`;
+    :class:`~dagan.errors.MissingWeightsError` when none is installed)."""
+    from ..faces import load_face_backend, select_face
+    from .landmark_motion import LandmarkMotion, interocular_distance
+
+    portrait = SyntheticHead(size=size).source()
+    face = select_face((detector or load_face_backend("auto")).detect(portrait, landmarks=True))
+    if face is None or face.landmarks is None:
+        raise RuntimeError("the face backend finds no face in the astronaut")
+    landmarks = torch.as_tensor(face.landmarks, dtype=torch.float32)
+    iod = float(interocular_distance(landmarks))
+    # a generic face relief: a smooth bump centred between the eyes and the nose tip
+    centre = 0.5 * (landmarks[30] + landmarks[27])
+    lin = torch.arange(size, dtype=torch.float32)
+    gy, gx = torch.meshgrid(lin, lin, indexing="ij")
+    relief = torch.exp(-((gx - centre[0]) ** 2 / (1.3 * iod) ** 2 + (gy - centre[1]) ** 2 / (1.8 * iod) ** 2))
+    stage = LandmarkMotion(size, mouth_fill="dark")
+    image = torch.from_numpy(portrait).permute(2, 0, 1)[None].float() / 255.0
+    stage.set_source(image, landmarks.numpy(), relief[None, None])
+    stage.set_anchor(landmarks.numpy())
+    mouth, blink = talking_path(num_frames, fps, seed)
+    lower = list(range(5, 12)) + list(range(55, 60)) + list(range(65, 68))
+    jaw_share = torch.ones(68)
+    jaw_share[[5, 11]], jaw_share[[6, 10]], jaw_share[[7, 9]] = 0.3, 0.6, 0.85
+    for k, (yaw, pitch, roll) in enumerate(head_motion_path(num_frames, fps=fps, seed=seed)):
+        rotation = torch.as_tensor(_rotation(HeadPose(float(yaw), float(pitch), float(roll))), dtype=torch.float32)
+        points = landmarks.clone()
+        points[lower, 1] += float(mouth[k]) * 0.32 * iod * jaw_share[lower]  # the jaw and lower lip drop
+        points[[61, 62, 63], 1] -= float(mouth[k]) * 0.04 * iod
+        for upper, low in ((37, 41), (38, 40), (43, 47), (44, 46)):  # upper lids down onto the lower ones
+            points[upper] += float(blink[k]) * 0.9 * (landmarks[low] - landmarks[upper])
+        posed = stage.rigid_targets(points, stage.depth_landmarks, torch.ones(1), rotation[None], torch.zeros(1, 2))
+        frame = stage(posed)
+        yield (frame[0].permute(1, 2, 0) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()

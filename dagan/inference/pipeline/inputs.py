@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
-from ...errors import CheckpointError, InputError
+from ...errors import CheckpointError, InputError, MissingWeightsError
 from ...faces import (BoxSmoother, DrivingCropper, FaceDetector, crop_square, find_best_frame, largest_face,
                       load_face_backend, square_box)
 from ...io.images import load_image, resize_image
@@ -20,7 +20,8 @@ from ..animator import MOTIONS
 from ..guide import resolve_guide
 from ..landmark_motion import MOUTH_FILLS
 from ..loading import load_model as _load_model
-from ..synthetic import ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving
+from ..synthetic import (ASTRONAUT_FACE_BOX, DEFAULT_FPS, DEFAULT_SECONDS, astronaut, synthetic_driving,
+                         talking_driving)
 from .options import AnimateOptions, face_index
 
 logger = logging.getLogger("dagan")
@@ -179,11 +180,25 @@ def _builtin_count(options: AnimateOptions) -> int:
     return count if options.max_frames is None else min(count, options.max_frames)
 
 
+def builtin_driving(options: AnimateOptions, size: int, detector: Optional[Detector]) -> Iterator[np.ndarray]:
+    """The built-in driving clip at ``size``: the astronaut talking, blinking and turning
+    (:func:`~dagan.inference.synthetic.talking_driving`) when a face backend loads, else turning only."""
+    count = _builtin_count(options)
+    if detector is not None:
+        try:
+            face_detector = detector()
+        except MissingWeightsError as exc:
+            logger.info("the built-in driver only turns its head (%s)", exc)
+        else:
+            return talking_driving(count, size=size, seed=options.seed, detector=face_detector)
+    return synthetic_driving(count, size=size, seed=options.seed)
+
+
 def open_driving(options: AnimateOptions, size: int, detector: Optional[Detector]) -> Driving:
     """Open the driving clip as a stream of ``size`` frames (cropped with a smooth box when ``crop``)."""
     if options.driving_video is None:
         count = _builtin_count(options)
-        return Driving(synthetic_driving(count, size=size, seed=options.seed), DEFAULT_FPS, count, None, None, None)
+        return Driving(builtin_driving(options, size, detector), DEFAULT_FPS, count, None, None, None)
     if is_image_path(options.driving_video):
         raise InputError(f"--driving_video {options.driving_video} is an image: give a video file")
     reader = VideoReader(options.driving_video, max_frames=options.max_frames)
@@ -203,7 +218,7 @@ def find_anchor(options: AnimateOptions, size: int, source: Source, detector: De
 
     def raw_frames() -> Iterator[np.ndarray]:
         if options.driving_video is None:
-            return synthetic_driving(_builtin_count(options), size=size, seed=options.seed)
+            return builtin_driving(options, size, detector)
         return iter(VideoReader(options.driving_video, max_frames=options.max_frames))
 
     index = options.best_frame

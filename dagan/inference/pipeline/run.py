@@ -124,8 +124,11 @@ def run(options: AnimateOptions, detector_factory: Optional[Detector] = None,
 
         # decode (ffmpeg's process, resized here), inference (here) and encode (writer thread) overlap
         with BackgroundWriter(emit) as writer:
-            for done, item in enumerate(animator.animate_stream(driving.frames, details=True), start=1):
-                writer.put(item)
+            # the driving depth (a network pass per frame) only when a depth panel or file asks for it
+            details = bool(options.side_by_side or options.save_depth)
+            results = animator.animate_stream(driving.frames, details=details)
+            for done, item in enumerate(results, start=1):
+                writer.put(item if details else {"prediction": item})
                 if on_frame is not None:
                     on_frame(done, driving.total)
         progress.close()
