@@ -30,10 +30,14 @@ setup(
         "numpy>=1.23",
         "scipy>=1.10",
         "tqdm>=4.65",
+        # the offline face tools (dlib's detector, 68 landmarks, identity embedding; CC0 models inside the
+        # wheels): the default motion, the landmark stage, needs them
+        "dlib-bin>=19.24",
+        "face_recognition_models>=0.3",
     ],
     extras_require={
-        "faces": ["dlib-bin>=19.24", "face_recognition_models>=0.3"],
-        "test": ["dlib-bin>=19.24", "face_recognition_models>=0.3", "pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15",
+        "faces": [],  # kept so that `pip install -e ".[faces]"` still works: the face tools are in the core install
+        "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15",
                  "onnxruntime>=1.17", "gradio>=6.31", "selenium>=4.10"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "safetensors": ["safetensors>=0.4"],

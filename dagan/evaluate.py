@@ -18,7 +18,7 @@ backend)::
 Writes ``metrics.json``, ``metrics.csv``, ``frames.csv``, ``metrics.png`` and ``worst_videos.png`` (see
 :mod:`dagan.evaluation.report`). LPIPS, AKD and AED/CSIM need third-party weights on disk; without them they
 are listed as skipped with the reason; the face metrics (AKD, AED, CSIM and the cross-identity motion report)
-use the offline dlib backend when ``pip install -e ".[faces]"`` is installed.
+use the offline dlib backend (``dlib-bin`` + ``face_recognition_models``, part of the install).
 """
 from __future__ import annotations
 

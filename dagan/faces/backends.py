@@ -3,7 +3,7 @@
 
 * ``dlib`` (default, offline): dlib's HOG frontal face detector, ``shape_predictor_68_face_landmarks`` and
   ``dlib_face_recognition_resnet_model_v1`` from the ``face_recognition_models`` package (CC0). Install with
-  ``pip install -e ".[faces]"``. Detection runs on a copy resized so its longer side is at most
+  the core install (``dlib-bin``, ``face_recognition_models``). Detection runs on a copy resized so its longer side is at most
   ``detect_size`` and its shorter side at least ``min_size`` (the HOG detector misses faces under ~80 px);
   boxes and landmarks are mapped back to the full-resolution image.
 * ``face-alignment`` (S3FD + 2D-FAN-4): needs its weights on disk; never downloads.
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError, MissingWeightsError
 
-FACES_EXTRA_HINT = 'pip install -e ".[faces]" (dlib-bin + face_recognition_models, offline)'
+FACES_EXTRA_HINT = 'pip install dlib-bin face_recognition_models (part of the install: offline models inside)'
 #: the backends :func:`load_face_backend` knows, "auto" first
 FACE_BACKENDS = ("auto", "dlib", "face-alignment")
 #: files the dlib backend loads from the ``face_recognition_models`` package

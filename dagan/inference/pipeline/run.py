@@ -162,10 +162,12 @@ def stream_animator(options: AnimateOptions, detector_factory: Optional[Detector
     return animator, description, prepare
 
 
-def run_stream(options: AnimateOptions, detector_factory: Optional[Detector] = None) -> str:
+def run_stream(options: AnimateOptions, detector_factory: Optional[Detector] = None,
+               stats: Optional[StreamStats] = None) -> str:
     """``demo.py --stream``: animate a camera (``driving_video`` ``0``/``/dev/videoN``) or a file played at its
     own frame rate, dropping frames that would exceed ``latency_budget_ms``; the animated frames go to
-    ``result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync)."""
+    ``result_video`` (a dropped frame repeats the last result, so timing and audio stay in sync). ``stats``:
+    collects the latencies and counts (a fresh :class:`StreamStats` when not given)."""
     if options.driving_video is None:
         raise InputError("--stream needs --driving_video (a camera index, /dev/videoN or a video file)")
     file_only = [flag for flag, given in (("--paste_back", options.paste_back),
@@ -189,7 +191,7 @@ def run_stream(options: AnimateOptions, detector_factory: Optional[Detector] = N
     if options.max_frames is not None:
         frames = (f for i, f in zip(range(options.max_frames), frames))
     budget = options.latency_budget_ms if options.latency_budget_ms and options.latency_budget_ms > 0 else None
-    stats = StreamStats()
+    stats = StreamStats() if stats is None else stats
     logger.info("%s, %d px, streaming on %s at %g fps, latency budget %s", description, animator.size, animator.device,
                 fps, f"{budget:g} ms" if budget else "none")
     # cropping / resizing run with the animation (the stream's reader thread only reads: a reader thread
