@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DATA, REPO
 from dagan.cliutil import run_cli
-from dagan.inference import faces
+from dagan import faces
 from dagan.io.images import read_image
 from dagan.io.video import VideoReader, VideoWriter, probe
 from dagan.prepare import (PrepareOptions, SceneCuts, TrackOptions, crop_box, crop_frame, held_out_persons,
