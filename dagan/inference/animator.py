@@ -79,7 +79,8 @@ class Animator:
             :class:`~dagan.errors.NoFaceError` with ``"landmarks"``.
         mouth_fill: with the landmark stage, what paints the inside of an opening mouth:
             ``"driver"`` (the driver's mouth interior, colour-matched; the default), ``"dark"`` (a shaded cavity,
-            no identity leak) or ``"none"``.
+            no identity leak), ``"generator"`` (the model's decoder moved by the stage's motion: a network pass
+            per frame) or ``"none"``.
         face_detector: the face backend of the landmark stage and the guide (an object with
             ``detect(image, landmarks=True)``); default: the one ``guide`` names, else
             :func:`~dagan.faces.load_face_backend`.
@@ -418,6 +419,8 @@ class Animator:
             rows.append(self.last_landmarks)
         if self.stage.anchor is None:  # no face yet: the portrait as it is
             prediction = self.stage.source.expand(frames.shape[0], -1, -1, -1).clone()
+        elif self.stage.mouth_fill == "generator":
+            prediction = self._stage_with_generator(np.stack(rows))
         else:
             prediction = self.stage(np.stack(rows), frames)
         if not return_details:
@@ -427,6 +430,22 @@ class Animator:
         with self._autocast():
             depth = self.model.estimate_depth(model_frames)
         return {"prediction": prediction, "driving_depth": depth.float()}
+
+    def _stage_with_generator(self, landmarks: np.ndarray) -> torch.Tensor:
+        """The landmark stage with the model's decoder painting the opening mouth: the generator is moved by the
+        stage's own motion (its grid at the network's size) with the opening as the occlusion to draw."""
+        with torch.no_grad():
+            grid, targets = self.stage.motion(landmarks)
+            size = self.size
+            deformation = torch.nn.functional.interpolate(grid.permute(0, 3, 1, 2), size=(size, size),
+                                                          mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            occlusion = 1 - self.stage.opening_mask(targets, size)
+            with self._autocast():
+                out = self.model.render_motion(self.state, deformation, occlusion)
+            decoded = out.get("prediction_model", out["prediction"]).float()
+            generated = torch.nn.functional.interpolate(decoded, size=grid.shape[1:3], mode="bicubic",
+                                                        align_corners=False).clamp(0, 1)
+            return self.stage.render(grid, targets, landmarks, generated=generated)
 
     def __call__(self, frame: Frame) -> Frame:
         """Animate one driving frame (``(H, W, 3)`` uint8 -> ``(O, O, 3)`` uint8; ``(3, H, W)`` tensor ->

@@ -28,7 +28,9 @@ resamples the full-resolution portrait once along it:
    portrait's, the inner-lip polygon is painted from the fill source (:data:`MOUTH_FILLS`): ``"driver"`` (the
    driver's own mouth interior, mapped onto the portrait's inner lips and colour-matched to the portrait's
    skin: teeth and tongue appear, but they are the driver's), ``"dark"`` (a shaded cavity in the portrait's
-   lip colour: no identity leak, no teeth) or ``"none"`` (the stretched lips alone).
+   lip colour: no identity leak, no teeth), ``"generator"`` (the model's decoder, fed the stage's motion with
+   the opening as its occlusion: :meth:`~dagan.DaGAN.render_motion`; a network pass per frame) or ``"none"``
+   (the stretched lips alone).
 
 Coordinates are pixels (x, y) with pixel ``i``'s centre at ``i``; landmarks are the 68 iBUG points.
 """
@@ -56,7 +58,7 @@ NOSE_RELIEF = 0.8
 #: pixels
 DEPTH_BLUR = 0.15
 #: fill sources for the inside of an opening mouth (see the module docstring)
-MOUTH_FILLS: Tuple[str, ...] = ("driver", "dark", "none")
+MOUTH_FILLS: Tuple[str, ...] = ("driver", "dark", "generator", "none")
 DEFAULT_MOUTH_FILL = "driver"
 OUTER_LIPS, INNER_LIPS = tuple(range(48, 60)), tuple(range(60, 68))
 #: pairs of (upper, lower) inner-lip and eyelid landmarks that must not cross
@@ -438,32 +440,55 @@ class LandmarkMotion:
         start = torch.where(found[..., None], start, fallback.reshape(batch, cells, 2))
         return start.reshape(batch, f, f, 2)
 
-    @torch.no_grad()
-    def __call__(self, landmarks: Union[np.ndarray, torch.Tensor], frames: Optional[torch.Tensor] = None
-                 ) -> torch.Tensor:
-        """Animate the portrait: driving ``landmarks (B, 68, 2)`` (pixels of the driving frames) and, for the
-        ``"driver"`` mouth fill, the ``frames (B, 3, H, W)`` in [0, 1] -> ``(B, 3, S, S)`` in [0, 1]."""
+    def motion(self, landmarks: Union[np.ndarray, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Driving ``landmarks (B, 68, 2)`` -> the output's sampling grid ``(B, S, S, 2)`` into the portrait
+        (``grid_sample`` coordinates) and the target landmarks ``(B, 68, 2)`` (where the portrait's go)."""
         if not self.ready:
             raise InputError("the landmark motion stage needs a portrait and an anchor (set_source, set_anchor)")
-        device = self.source.device
         lm = torch.as_tensor(np.asarray(landmarks, np.float32) if not isinstance(landmarks, torch.Tensor)
-                             else landmarks, device=device).float().reshape(-1, 68, 2)
+                             else landmarks, device=self.source.device).float().reshape(-1, 68, 2)
         displacement, targets = self.forward_field(lm)
-        grid = self.backward_grid(displacement)
-        batch = lm.shape[0]
-        out = F.grid_sample(self.source.expand(batch, -1, -1, -1), grid, mode="bicubic", padding_mode="border",
-                            align_corners=False).clamp(0, 1)
+        return self.backward_grid(displacement), targets
+
+    def render(self, grid: torch.Tensor, targets: torch.Tensor, landmarks: Union[np.ndarray, torch.Tensor],
+               frames: Optional[torch.Tensor] = None, generated: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One bicubic resample of the portrait along ``grid``, then the mouth fill: ``frames (B, 3, H, W)``
+        for ``"driver"``, ``generated (B, 3, S, S)`` (the generator's render of the same motion) for
+        ``"generator"``. Returns ``(B, 3, S, S)`` in [0, 1]."""
+        lm = torch.as_tensor(np.asarray(landmarks, np.float32) if not isinstance(landmarks, torch.Tensor)
+                             else landmarks, device=self.source.device).float().reshape(-1, 68, 2)
+        out = F.grid_sample(self.source.expand(grid.shape[0], -1, -1, -1), grid, mode="bicubic",
+                            padding_mode="border", align_corners=False).clamp(0, 1)
         if self.mouth_fill != "none":
-            out = self._fill_mouth(out, targets, lm, frames)
+            out = self._fill_mouth(out, targets, lm, frames, generated)
         return out
 
+    def opening_mask(self, targets: torch.Tensor, size: int) -> torch.Tensor:
+        """Where the mouth opens wider than the portrait's own: ``(B, 1, size, size)`` in [0, 1] (the inner-lip
+        polygon of ``targets``, weighted by how far it opened), e.g. the occlusion a generator must draw."""
+        points = pixel_grid(size, self.output_size, targets.device)
+        mask = polygon_mask(targets[:, list(INNER_LIPS)], points) * self._opening_strength(targets)[:, None, None]
+        return mask[:, None]
+
+    @torch.no_grad()
+    def __call__(self, landmarks: Union[np.ndarray, torch.Tensor], frames: Optional[torch.Tensor] = None,
+                 generated: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Animate the portrait: driving ``landmarks (B, 68, 2)`` (pixels of the driving frames) and, for the
+        ``"driver"`` mouth fill, the ``frames (B, 3, H, W)`` in [0, 1] -> ``(B, 3, S, S)`` in [0, 1]."""
+        grid, targets = self.motion(landmarks)
+        return self.render(grid, targets, landmarks, frames, generated)
+
     # ------------------------------------------------------------------------------------- mouth
-    def _fill_mouth(self, out: torch.Tensor, targets: torch.Tensor, landmarks: torch.Tensor,
-                    frames: Optional[torch.Tensor]) -> torch.Tensor:
-        """Paint the target inner-lip polygon where the lips part wider than the portrait's own."""
+    def _opening_strength(self, targets: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` in [0, 1]: how much wider than the portrait's own the target lips part (full at 0.04 iod)."""
         own_gap = (self.source_landmarks[66, 1] - self.source_landmarks[62, 1]).clamp_min(0)
         gap = (targets[:, 66, 1] - targets[:, 62, 1]).clamp_min(0)
-        strength = ((gap - own_gap) / (0.04 * self.source_iod)).clamp(0, 1)  # (B,)
+        return ((gap - own_gap) / (0.04 * self.source_iod)).clamp(0, 1)
+
+    def _fill_mouth(self, out: torch.Tensor, targets: torch.Tensor, landmarks: torch.Tensor,
+                    frames: Optional[torch.Tensor], generated: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Paint the target inner-lip polygon where the lips part wider than the portrait's own."""
+        strength = self._opening_strength(targets)
         if not bool((strength > 0).any()):
             return out
         inner = targets[:, list(INNER_LIPS)]
@@ -476,6 +501,8 @@ class LandmarkMotion:
         mask = polygon_mask(inner, box_points) * strength[:, None, None]  # (B, h, w)
         if self.mouth_fill == "driver" and frames is not None:
             fill = self._driver_mouth(frames, landmarks, targets, box_points)
+        elif self.mouth_fill == "generator" and generated is not None:
+            fill = generated[:, :, y0:y1, x0:x1].float()
         else:
             fill = self._dark_mouth(inner, box_points)
         region = out[:, :, y0:y1, x0:x1]

@@ -266,6 +266,17 @@ class DaGAN(nn.Module):
         ``source_full`` when :meth:`prepare_source` got one, else ``H``), ``deformation``, ``occlusion_map``, ..."""
         return self.generator.generate(state.cache, state.kp, kp_norm)
 
+    def render_motion(self, state: SourceState, deformation: torch.Tensor,
+                      occlusion_map: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """The generator moved by a dense motion instead of keypoints: ``deformation`` ``(T, h, w, 2)``
+        (``grid_sample`` coordinates into the source), ``occlusion_map`` ``(T, 1, h', w')`` in [0, 1] (0: the
+        decoder must draw it). Returns the generator's dict (``prediction``; ``prediction_model`` at the
+        network's size when the source has a ``source_full``). Generators without a dense-motion decoder
+        (DaGAN++) raise :class:`~dagan.errors.InputError`."""
+        if not hasattr(self.generator, "decode_motion"):
+            raise InputError(f"the {type(self.generator).__name__} generator renders from keypoints only")
+        return self.generator.decode_motion(state.cache, deformation, occlusion_map)
+
     def animate_batch(self, state: SourceState, driving: torch.Tensor, kp_driving_initial: Optional[KP] = None,
                       relative: bool = True, adapt_movement_scale: Union[bool, float, torch.Tensor] = True,
                       return_details: bool = False):

@@ -123,27 +123,38 @@ class DepthAwareGenerator(nn.Module):
             cache = {k: v.expand(b, *v.shape[1:]) for k, v in cache.items()}
             source_image = cache["source_image"]
             kp_source = {k: v.expand(b, *v.shape[1:]) for k, v in kp_source.items()}
-        out = cache["appearance"]
-        output: Dict[str, torch.Tensor] = {}
-        occlusion_map = None
-        deformed_image = source_image
-        if self.dense_motion_network is not None:
-            motion = self.dense_motion_network(source_image, kp_driving=kp_driving, kp_source=kp_source,
-                                               source_small=cache.get("source_small"))
-            output.update(motion)
-            occlusion_map = motion.get("occlusion_map")
-            deformation = motion["deformation"]
-            out = deform_input(out, deformation)
-            if occlusion_map is not None:
-                occ = occlusion_map
-                if out.shape[2:] != occ.shape[2:]:
-                    occ = F.interpolate(occ, size=out.shape[2:], mode="bilinear", align_corners=False)
-                out = out * occ
-            out = self.AttnModule(None, out, query=cache["query"])
-            deformed_image = deform_input(source_image, deformation)
-            output["deformed"] = deformed_image
-            if self.copies_source:
-                output["deformed_exact"] = deform_image_exact(source_image, deformation)
+        if self.dense_motion_network is None:
+            output = {"prediction": self.decode(cache["appearance"], source_image, None, None, {})}
+            return render_at_output_size(output, cache)
+        motion = self.dense_motion_network(source_image, kp_driving=kp_driving, kp_source=kp_source,
+                                           source_small=cache.get("source_small"))
+        output = self.decode_motion(cache, motion["deformation"], motion.get("occlusion_map"))
+        output.update(motion)
+        return output
+
+    def decode_motion(self, cache: Dict[str, torch.Tensor], deformation: torch.Tensor,
+                      occlusion_map: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The render from a dense motion: the source features warped along ``deformation`` ``(B, h, w, 2)``
+        (``grid_sample`` coordinates), masked by ``occlusion_map`` ``(B, 1, h', w')`` in [0, 1] (None: all
+        visible), attended and decoded. Returns ``prediction`` (and ``deformed``, the decoder's parts; at the
+        output size when the cache holds ``source_full``). Used by :meth:`generate` with the keypoints' dense
+        motion, and by callers that bring their own motion (the landmark stage's mouth fill)."""
+        b = deformation.shape[0]
+        if cache["source_image"].shape[0] != b:
+            cache = {k: v.expand(b, *v.shape[1:]) for k, v in cache.items()}
+        source_image = cache["source_image"]
+        output: Dict[str, torch.Tensor] = {"deformation": deformation}
+        out = deform_input(cache["appearance"], deformation)
+        if occlusion_map is not None:
+            occ = occlusion_map
+            if out.shape[2:] != occ.shape[2:]:
+                occ = F.interpolate(occ, size=out.shape[2:], mode="bilinear", align_corners=False)
+            out = out * occ
+        out = self.AttnModule(None, out, query=cache["query"])
+        deformed_image = deform_input(source_image, deformation)
+        output["deformed"] = deformed_image
+        if self.copies_source:
+            output["deformed_exact"] = deform_image_exact(source_image, deformation)
         output["prediction"] = self.decode(out, deformed_image, occlusion_map, output.get("deformed_exact"), output)
         return render_at_output_size(output, cache)
 
