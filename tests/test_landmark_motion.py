@@ -273,3 +273,49 @@ def test_talking_builtin_driver_opens_the_mouth_and_blinks(dlib_backend):
     eyes = [eye_opening(f.landmarks) for f in faces]
     closed = int(np.argmax(blink))
     assert blink[closed] == 1.0 and eyes[closed] < 0.7 * eyes[0]
+
+
+class _FixedFace:
+    """A face detector that finds the same landmarks in every picture."""
+
+    def __init__(self, landmarks):
+        self.landmarks = landmarks
+
+    def detect(self, image, landmarks=False):
+        from dagan.faces import Face
+
+        return [Face(np.array([30.0, 30.0, 100.0, 110.0]), 1.0, self.landmarks if landmarks else None)]
+
+
+def test_generator_fill_paints_the_decoders_render_of_the_same_motion(tiny_model):
+    from dagan import Animator
+
+    lm = face_landmarks()
+    open_mouth = lm.copy()
+    open_mouth[[65, 66, 67, 55, 56, 57, 58, 59, 6, 7, 8, 9, 10], 1] += 10.0
+    image = (portrait()[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    outs = {}
+    for fill in ("generator", "dark"):
+        anim = Animator(tiny_model, output_size=SIZE, motion="landmarks", mouth_fill=fill,
+                        face_detector=_FixedFace(lm))
+        anim.set_source(image)
+        assert anim.stage_active
+        anim.set_anchor(image, landmarks=lm)
+        outs[fill] = anim.animate_tensor(portrait(), landmarks=[open_mouth])
+    targets = anim.stage.motion(open_mouth[None])[1]
+    inside = polygon_mask(targets[:, list(INNER_LIPS)], anim.stage.output_points)[0] > 0.99
+    outside = polygon_mask(targets[:, list(INNER_LIPS)], anim.stage.output_points)[0] == 0
+    diff = (outs["generator"] - outs["dark"]).abs().mean(1)[0]
+    assert float(diff[inside].mean()) > 0.05 and float(diff[outside].max()) < 1e-5
+    # the decoder's own render of that motion is what shows inside the opening
+    grid, targets = anim.stage.motion(open_mouth[None])
+    deformation = torch.nn.functional.interpolate(grid.permute(0, 3, 1, 2), size=(64, 64), mode="bilinear",
+                                                  align_corners=False).permute(0, 2, 3, 1)
+    with torch.no_grad():
+        rendered = anim.model.render_motion(anim.state, deformation, 1 - anim.stage.opening_mask(targets, 64))
+    decoded = rendered.get("prediction_model", rendered["prediction"])
+    expected = torch.nn.functional.interpolate(decoded, size=(SIZE, SIZE), mode="bicubic",
+                                               align_corners=False).clamp(0, 1)
+    full = polygon_mask(targets[:, list(INNER_LIPS)], anim.stage.output_points)[0] >= 1.0
+    assert full.sum() > 20
+    assert float((outs["generator"] - expected).abs().mean(1)[0][full].max()) < 1e-4
