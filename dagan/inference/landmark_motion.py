@@ -48,15 +48,20 @@ from ..errors import InputError
 
 logger = logging.getLogger("dagan")
 
-#: the landmarks the head pose is fitted to (outline above the chin, brows, nose, eyes): not the mouth and the
-#: chin, which move with speech
-RIGID_POINTS: Tuple[int, ...] = tuple(range(0, 5)) + tuple(range(12, 48))
+#: the landmarks the head pose is fitted to: the face outline above the chin, the nose and the eye corners.
+#: Not the mouth and chin (speech), the eyelids (blinks, squints) or the brows (raised, frowning): fitted with
+#: them, a driver who closes the eyes or frowns reads as a head that nods or shrinks
+RIGID_POINTS: Tuple[int, ...] = tuple(range(0, 5)) + tuple(range(12, 17)) + tuple(range(27, 36)) + (36, 39, 42, 45)
 #: nose tip (30) in front of the mean of the outline points 0 and 16, in inter-ocular distances: sets the scale
 #: of the portrait's relative depth (the depth network's disparity has no metric scale)
 NOSE_RELIEF = 0.8
 #: the portrait's disparity is smoothed with a Gaussian of this many inter-ocular distances before it moves
 #: pixels
 DEPTH_BLUR = 0.15
+#: the share of the portrait's own depth in the relief the head turns on; the rest is a generic face shape
+#: fitted to its landmarks (:func:`face_shape`). The shipped 64 px depth puts the brows almost as near as the
+#: nose tip (a band across the forehead): alone, a nod of a few degrees folded the forehead over the eyes
+DEPTH_WEIGHT = 0.5
 #: fill sources for the inside of an opening mouth (see the module docstring)
 MOUTH_FILLS: Tuple[str, ...] = ("driver", "dark", "generator", "none")
 DEFAULT_MOUTH_FILL = "driver"
@@ -110,6 +115,25 @@ def sample_points(image: torch.Tensor, points: torch.Tensor, image_size: Union[i
     width, height = (image_size, image_size) if isinstance(image_size, int) else image_size
     grid = torch.stack([to_grid(points[..., 0], width), to_grid(points[..., 1], height)], -1)[:, :, None]
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
+
+
+def face_shape(landmarks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """A generic face relief (unitless, larger = nearer) at pixel ``points (N, 2)`` from 68 ``landmarks``: half an
+    ellipsoid over the face (the outline's width, from the chin to above the brows) with a nose ridge rising
+    from the bridge (27) to the tip (30)."""
+    lm = landmarks.float()
+    centre = torch.stack([0.5 * (lm[0, 0] + lm[16, 0]), lm[29, 1]])
+    top = lm[17:27, 1].min() - 0.3 * (lm[8, 1] - lm[17:27, 1].min())
+    radii = torch.stack([0.55 * (lm[16, 0] - lm[0, 0]).abs(), 0.5 * (lm[8, 1] - top)]).clamp_min(1.0)
+    rel = (points - centre) / radii
+    cap = (1 - (rel ** 2).sum(-1)).clamp_min(0).sqrt()
+    iod = float(interocular_distance(lm))
+    bridge, tip = lm[27], lm[30]
+    axis = tip - bridge
+    along = (((points - bridge) * axis).sum(-1) / (axis * axis).sum().clamp_min(1e-6)).clamp(0, 1)
+    across = (points - (bridge + along[:, None] * axis)).norm(dim=-1)
+    nose = (0.3 + 0.7 * along) * torch.exp(-0.5 * (across / (0.15 * iod)) ** 2)
+    return cap + 0.35 * nose
 
 
 def skin_points(landmarks: torch.Tensor) -> torch.Tensor:
@@ -168,6 +192,7 @@ class LandmarkMotion:
             finer grid looked the same on the shared clips and cost twice the time.
         mouth_fill: one of :data:`MOUTH_FILLS`.
         nose_relief: see :data:`NOSE_RELIEF`.
+        depth_weight: see :data:`DEPTH_WEIGHT`.
         falloff: half the width of the fall-off outside the head ellipse, in units of the ellipse's radii.
 
     Example::
@@ -180,7 +205,7 @@ class LandmarkMotion:
 
     def __init__(self, output_size: int, field_size: Optional[int] = None, mouth_fill: str = DEFAULT_MOUTH_FILL,
                  nose_relief: float = NOSE_RELIEF, falloff: float = 0.6, iterations: int = 6,
-                 depth_blur: float = DEPTH_BLUR):
+                 depth_blur: float = DEPTH_BLUR, depth_weight: float = DEPTH_WEIGHT):
         if mouth_fill not in MOUTH_FILLS:
             raise InputError(f"mouth fill must be one of {', '.join(MOUTH_FILLS)}, got {mouth_fill!r}")
         self.output_size = int(output_size)
@@ -190,6 +215,9 @@ class LandmarkMotion:
         self.falloff = float(falloff)
         self.iterations = int(iterations)
         self.depth_blur = float(depth_blur)
+        if not 0.0 <= float(depth_weight) <= 1.0:
+            raise InputError(f"depth weight must be in [0, 1], got {depth_weight}")
+        self.depth_weight = float(depth_weight)
         self.source: Optional[torch.Tensor] = None
         self.anchor: Optional[torch.Tensor] = None
 
@@ -227,30 +255,40 @@ class LandmarkMotion:
 
     def _relief(self, disparity: Optional[torch.Tensor], lm: torch.Tensor, field: torch.Tensor, iod: float):
         """Relative depth toward the camera, in pixels: at the field points ``(f, f)`` and at the landmarks
-        ``(68,)``. The disparity is scaled so that the nose tip stands ``nose_relief * iod`` in front of the
-        outline points 0 and 16, and clamped behind at the outline's depth (background and neck do not swing
-        the other way)."""
-        flat = (torch.zeros(field.shape[:2], device=field.device), torch.zeros(68, device=field.device))
-        if disparity is None:
-            return flat
-        from kornia.filters import gaussian_blur2d
+        ``(68,)``. The mean of the portrait's own depth (the disparity, scaled so that the nose tip stands
+        ``nose_relief * iod`` in front of the outline points 0 and 16) and a generic face shape fitted to its
+        landmarks (:func:`face_shape`, scaled alike), ``depth_weight`` to ``1 - depth_weight``; clamped behind
+        at the outline's depth (background and neck do not swing the other way)."""
+        points = torch.cat([field.reshape(-1, 2), lm])
+        shape = self._calibrated(face_shape(lm, points), iod)
+        net = None
+        if disparity is not None and self.depth_weight > 0:
+            from kornia.filters import gaussian_blur2d
 
-        disp = disparity.float().to(field.device)
-        # the face's relief is smooth at the scale of a turn; the depth network's blotches would only crease it
-        sigma = self.depth_blur * iod * disp.shape[-1] / self.output_size
-        if sigma > 0.3:
-            half = int(math.ceil(3 * sigma))
-            disp = gaussian_blur2d(disp, (2 * half + 1, 2 * half + 1), (sigma, sigma), border_type="replicate")
-        at_lm = sample_points(disp, lm[None], self.output_size)[0, :, 0]
+            disp = disparity.float().to(field.device)
+            # the face's relief is smooth at the scale of a turn; the network's blotches would only crease it
+            sigma = self.depth_blur * iod * disp.shape[-1] / self.output_size
+            if sigma > 0.3:
+                half = int(math.ceil(3 * sigma))
+                disp = gaussian_blur2d(disp, (2 * half + 1, 2 * half + 1), (sigma, sigma), border_type="replicate")
+            net = self._calibrated(sample_points(disp, points[None], self.output_size)[0, :, 0], iod)
+            if net is None:
+                logger.warning("the portrait's depth does not put the nose in front of the face outline: the head "
+                               "turns on a generic face shape")
+        relief = shape if net is None else self.depth_weight * net + (1 - self.depth_weight) * shape
+        count = field.shape[0] * field.shape[1]
+        return relief[:count].reshape(field.shape[:2]), relief[count:]
+
+    def _calibrated(self, values: torch.Tensor, iod: float) -> Optional[torch.Tensor]:
+        """Relief values at the field points followed by the 68 landmarks, scaled so that the nose tip (30)
+        stands ``nose_relief * iod`` in front of the outline points 0 and 16, and floored at the outline's
+        nearest point; None when the nose is not in front."""
+        at_lm = values[-68:]
         rise = float(at_lm[30] - 0.5 * (at_lm[0] + at_lm[16]))
         if not rise > 1e-4:
-            logger.warning("the portrait's depth does not put the nose in front of the face outline: the head "
-                           "turns as a flat picture")
-            return flat
-        gain = self.nose_relief * iod / rise
+            return None
         floor = float(at_lm[list(range(17))].min())
-        at_field = sample_points(disp, field.reshape(1, -1, 2), self.output_size)[0, :, 0].reshape(field.shape[:2])
-        return gain * (at_field.clamp_min(floor) - floor), gain * (at_lm.clamp_min(floor) - floor)
+        return self.nose_relief * iod / rise * (values.clamp_min(floor) - floor)
 
     def _ellipse(self, lm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Centre ``(2,)`` and radii ``(2,)`` of the head ellipse: the face outline widened for the hair,
