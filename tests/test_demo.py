@@ -138,8 +138,8 @@ def test_find_best_frame_anchors_on_the_chosen_frame(tmp_path, monkeypatch):
         return original(self, frame, landmarks)
 
     monkeypatch.setattr(Animator, "set_anchor", record)
-    rc = cli.main(["--find_best_frame", "--result_video", str(tmp_path / "r.mp4"), "--max-frames", "4", "--quiet"],
-                  detector_factory=BoxDetector)
+    rc = cli.main(["--find_best_frame", "--result_video", str(tmp_path / "r.mp4"), "--max-frames", "4", "--quiet",
+                   "--motion", "keypoints"], detector_factory=BoxDetector)  # keypoints: the turning built-in driver
     assert rc == 0 and chosen["index"] == 2
     from dagan.inference.synthetic import synthetic_driving
 

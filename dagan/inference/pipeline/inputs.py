@@ -182,9 +182,10 @@ def _builtin_count(options: AnimateOptions) -> int:
 
 def builtin_driving(options: AnimateOptions, size: int, detector: Optional[Detector]) -> Iterator[np.ndarray]:
     """The built-in driving clip at ``size``: the astronaut talking, blinking and turning
-    (:func:`~dagan.inference.synthetic.talking_driving`) when a face backend loads, else turning only."""
+    (:func:`~dagan.inference.synthetic.talking_driving`) when a face backend loads and the landmark stage may
+    run (``motion`` is not ``keypoints``), else turning only (the keypoint path's built-in driver)."""
     count = _builtin_count(options)
-    if detector is not None:
+    if detector is not None and options.motion != "keypoints":
         try:
             face_detector = detector()
         except MissingWeightsError as exc:
