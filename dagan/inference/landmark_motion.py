@@ -33,6 +33,9 @@ resamples the full-resolution portrait once along it:
    (the stretched lips alone).
 
 Coordinates are pixels (x, y) with pixel ``i``'s centre at ``i``; landmarks are the 68 iBUG points.
+
+Over ~450 lines on purpose: one stage, whose steps (relief, pose, expression, region, inversion, mouth fill)
+share the portrait's precomputed state; split up, each piece would take that state apart again.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ Python), detects faces on every ``detect_every``-th frame and tracks them in bet
   switch, the track ends at the last one that agrees and a new one starts, so a clip never switches people).
 
 :func:`read_voxceleb_tracks` reads VoxCeleb's own face tracks instead (``FRAME X Y W H`` lines).
+
+Over ~450 lines on purpose: the tracker's cuts (face lost, scene cut, crop window left, identity changed) are
+one state machine over a video's frames.
 """
 from __future__ import annotations
 
