@@ -27,7 +27,7 @@ PAGE_CSS = "#live-result img { width: 100%; height: 100%; object-fit: contain; }
 
 
 INTRO = ("Animate a portrait with the head motion of a driving video. Leave the inputs empty for the built-in "
-         "example (the astronaut and a generated head motion). Files stay on this computer.")
+         "example (the astronaut talking, blinking and turning). Files stay on this computer.")
 
 
 def build_app(work: WorkArea, models: Mapping[str, Optional[str]], max_upload_bytes: int,
