@@ -92,6 +92,9 @@ def build_parser() -> DashUnderscoreParser:
                         "backend is installed and the portrait has a face), landmarks, or keypoints (the model's)")
     p.add_argument("--mouth_fill", choices=MOUTH_FILLS, default=DEFAULT_MOUTH_FILL,
                    help=f"with the landmark stage, as demo.py --mouth_fill (default {DEFAULT_MOUTH_FILL})")
+    p.add_argument("--still_frames", type=int, default=20, metavar="N",
+                   help="cross-identity still-driver check: drive each source by N copies of itself and report the "
+                        "result's sharpness (still_sharpness; 0 = no check; default 20)")
     p.add_argument("--no_baseline", action="store_true", help="leave out the repeat-source baseline")
     p.add_argument("--no_figures", action="store_true", help="write JSON/CSV only")
     p.add_argument("--save_frames", action="store_true",
@@ -140,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                             max_frames=args.max_frames, seed=args.seed,
                             exclude_source_frame=args.exclude_source_frame, skip_bad_videos=args.skip_bad_videos,
                             sources=args.sources, videos=args.videos, output_size=args.size, guide=args.guide,
-                            mouth_gain=args.mouth_gain, motion=args.motion, mouth_fill=args.mouth_fill)
+                            mouth_gain=args.mouth_gain, motion=args.motion, mouth_fill=args.mouth_fill,
+                            still_frames=args.still_frames)
     env = distributed_env()
     world, local = env.world, env.local_rank
     device, _ = resolve_runtime(args.device, "float32")  # scores of the float32 computation
@@ -188,7 +192,7 @@ FM_NOTE = "dlib values are not comparable with the papers' FAN/OpenFace values"
 _SHORT = {"face_detected": "detect", "id_dist_source": "id_src", "id_match_source": "id<0.6", "id_dist_driving": "id_drv",
           "motion_error": "motion", "motion_ratio": "mot/frz", "scale_drift": "drift", "mouth_corr": "mouth_r",
           "mouth_amp": "mouth_a", "eye_corr": "eye_r",
-          "sharpness": "sharp", "akd_motion": "akd_mot"}
+          "sharpness": "sharp", "still_sharpness": "still", "akd_motion": "akd_mot"}
 
 
 def _cell(value) -> str:

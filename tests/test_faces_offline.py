@@ -178,7 +178,8 @@ def test_cross_identity_report_has_every_face_metric(tmp_path, shared_data):
     model = DaGAN.from_pretrained(DEFAULT_CHECKPOINT)
     settings = EvalSettings(protocol="cross-identity", max_frames=6, batch_size=3, videos=["drv_lp_d0_256"],
                             sources=[str(shared_data / "source_astronaut_256.png"),
-                                     str(shared_data / "source_lp_d10frame0_256.png")])
+                                     str(shared_data / "source_lp_d10frame0_256.png")],
+                            motion="landmarks", still_frames=4)
     suite = build_metric_suite("cross-identity", settings, lpips="off")
     assert not suite.skipped, suite.skipped
     report = run_evaluation({"small": model}, shared_data, settings, suite=suite)
@@ -190,9 +191,44 @@ def test_cross_identity_report_has_every_face_metric(tmp_path, shared_data):
     # the frozen baseline is the source itself: found, same person, as sharp as the source
     assert base["face_detected"]["frame_mean"] == 1.0 and base["id_match_source"]["frame_mean"] == 1.0
     assert base["sharpness"]["frame_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert base["still_sharpness"]["frame_mean"] == pytest.approx(1.0, abs=1e-6)
+    # the landmark stage with a still driver returns the portrait: as sharp as it, one value per pair
+    small = report["overall"]["small"]["still_sharpness"]
+    assert small["frames"] == 2 and small["frame_mean"] == pytest.approx(1.0, abs=0.02)
+    assert report["metrics"]["still_sharpness"]["per"].startswith("item")
     assert base["scale_drift"]["frame_mean"] >= 0.0 and base["motion_error"]["frame_mean"] > 0.0
     assert report["overall"]["small"]["motion_ratio"]["frame_mean"] is not None
     assert json.dumps(report["metrics"])  # JSON-serialisable status with the backend named
+
+
+def test_still_driver_check_catches_a_system_that_blurs(shared_data):
+    import torch.nn.functional as F
+
+    from dagan.evaluation.evaluate import EvalSettings, build_metric_suite, still_driver_sharpness
+    from dagan.io.images import image_to_tensor, read_image
+
+    settings = EvalSettings(protocol="cross-identity", batch_size=2, still_frames=3)
+    suite = build_metric_suite("cross-identity", settings, lpips="off", identity="off")
+    source = image_to_tensor(read_image(shared_data / "source_lp_d6frame0_256.png"))
+
+    class Blur:
+        def start(self, source, first, relative):
+            self.source = source
+
+        def __call__(self, driving):
+            out = F.avg_pool2d(self.source, 5, stride=1, padding=2, count_include_pad=False)
+            return out.expand(driving.shape[0], -1, -1, -1)
+
+    class Copy(Blur):
+        def __call__(self, driving):
+            return self.source.expand(driving.shape[0], -1, -1, -1)
+
+    assert still_driver_sharpness(Copy(), source, suite, 3) == pytest.approx(1.0, abs=1e-6)
+    assert still_driver_sharpness(Blur(), source, suite, 3) < 0.5
+    off = build_metric_suite("cross-identity", EvalSettings(protocol="cross-identity", still_frames=0), lpips="off",
+                             identity="off")
+    assert "still_sharpness" not in off.active
+    assert off.status()["still_sharpness"]["status"] == "skipped: disabled (--still_frames 0)"
 
 
 def test_find_best_frame_offline_picks_the_matching_frame(backend, shared_data):

@@ -110,11 +110,32 @@ def _save_frames(folder: str, first_index: int, frames: torch.Tensor) -> None:
                      lambda fh, image=image: Image.fromarray(image).save(fh, format="PNG"))
 
 
+def _score_output(pred: torch.Tensor, quantize: bool) -> torch.Tensor:
+    """A system's output as it is scored: float in [0, 1], rounded down to 8 bits with ``quantize``."""
+    pred = pred.float().clamp(0, 1)
+    return M.quantize_8bit(pred) if quantize else pred
+
+
+def still_driver_sharpness(system: Callable, source: torch.Tensor, suite: MetricSuite, frames: int) -> Optional[float]:
+    """The still-driver check of one system: ``source`` ``(1, 3, H, W)`` driven by ``frames`` copies of itself
+    (relative motion, anchored at the source); the mean sharpness of the results against the source
+    (:func:`~dagan.evaluation.face_metrics.mean_sharpness`; 1 = the result is as sharp as the portrait)."""
+    settings = suite.settings
+    system.start(source, source, True)
+    images: List[np.ndarray] = []
+    for start in range(0, frames, settings.batch_size):
+        count = min(settings.batch_size, frames - start)
+        images.extend(M.to_uint8_hwc(_score_output(system(source.expand(count, -1, -1, -1)), settings.quantize)))
+    source_image = M.to_uint8_hwc(source)[0]
+    return FM.mean_sharpness(images, suite.faces(images), source_image, suite.faces([source_image])[0])
+
+
 @torch.no_grad()
 def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, device: torch.device,
-                  frames_dir: Optional[PathLike] = None) -> dict:
+                  frames_dir: Optional[PathLike] = None, still_cache: Optional[dict] = None) -> dict:
     """Run every system on one item; returns its per-frame rows (plain Python, picklable). With ``frames_dir``
-    every output frame is also saved as ``<frames_dir>/<system>/<item folder>/<index>.png``."""
+    every output frame is also saved as ``<frames_dir>/<system>/<item folder>/<index>.png``. ``still_cache``
+    keeps the still-driver check of each (system, source) across the items that share a source."""
     settings = suite.settings
     source = _to_tensor([item.source()], device)
     src_emb = suite.identity(source) if suite.identity is not None and "csim" in suite.active else None
@@ -124,6 +145,13 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
         source_face = suite.faces([source_image])[0]
         trackers = {name: FM.MotionTracker(source_image, source_face) for name in systems}
     values: Dict[str, Dict[str, List[Optional[float]]]] = {name: {} for name in systems}
+    if "still_sharpness" in suite.active and item.relative:
+        still_cache = {} if still_cache is None else still_cache
+        digest = FM.FaceAnalyzer.key(M.to_uint8_hwc(source)[0])
+        for name, system in systems.items():
+            if (name, digest) not in still_cache:
+                still_cache[name, digest] = still_driver_sharpness(system, source, suite, settings.still_frames)
+            values[name]["still_sharpness"] = [still_cache[name, digest]]
     no_face = {"gt": 0, **{name: 0 for name in systems}}
     thumbs = _Thumbnails(settings.thumbnails)
     anchors: Dict[str, dict] = {name: {} for name in systems}
@@ -142,9 +170,7 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
         gt_faces = suite.faces(gt) if trackers else None
         preds = {}
         for name, system in systems.items():
-            pred = system(gt).float().clamp(0, 1)
-            if settings.quantize:
-                pred = M.quantize_8bit(pred)
+            pred = _score_output(system(gt), settings.quantize)
             preds[name] = pred
             if frames_dir is not None:
                 _save_frames(os.path.join(os.fspath(frames_dir), name, item.folder), index, pred)
@@ -249,6 +275,7 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
         systems[BASELINE] = RepeatSource()
     started = time.time()
     results = []
+    still_cache: dict = {}
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -256,7 +283,7 @@ def run_evaluation(models: Dict[str, torch.nn.Module], data: PathLike, settings:
         bar = tqdm(total=len(local_items), desc="evaluate", unit="item", leave=False)
     for it in local_items:
         try:
-            results.append(evaluate_item(it, systems, suite, device, frames_dir))
+            results.append(evaluate_item(it, systems, suite, device, frames_dir, still_cache))
         except InputError as exc:
             if not settings.skip_bad_videos:
                 raise

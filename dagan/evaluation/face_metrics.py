@@ -25,6 +25,9 @@ eye_corr           per clip: Pearson correlation over time of the eye opening (e
                    deviation >= :data:`EYE_VARIES`: a blink, a squint), else undefined
 sharpness          variance of the Laplacian of the result's face box over the same for the source's face
                    box resized to the result's box size (1 = as sharp as the source)
+still_sharpness    per clip: the same sharpness, averaged over the frames made when the source is driven by
+                   ``EvalSettings.still_frames`` copies of itself (a still driver: the result should be the
+                   source, 1); one value per source, repeated for each of its clips
 =================  ===========================================================================================
 """
 from __future__ import annotations
@@ -41,16 +44,17 @@ from .metrics import Landmarks, to_uint8_hwc
 
 #: cross-identity face metrics, in report order (those in :data:`CLIP_METRICS` are one value per clip)
 MOTION_METRICS = ("face_detected", "id_dist_source", "id_match_source", "id_dist_driving", "motion_error",
-                  "scale_drift", "mouth_corr", "mouth_amp", "eye_corr", "sharpness")
+                  "scale_drift", "mouth_corr", "mouth_amp", "eye_corr", "sharpness", "still_sharpness")
 #: the cross-identity metrics with one value per clip
-CLIP_METRICS = ("mouth_corr", "mouth_amp", "eye_corr")
+CLIP_METRICS = ("mouth_corr", "mouth_amp", "eye_corr", "still_sharpness")
 #: a driver's eye opening (eye aspect ratio) "varies" above this standard deviation over the clip: dlib's
 #: jitter on an open eye is about 0.01, a blink takes the ratio from ~0.3 to ~0.1
 EYE_VARIES = 0.025
 #: for each, whether larger is better
 MOTION_HIGHER_IS_BETTER = {"face_detected": True, "id_dist_source": False, "id_match_source": True,
                            "id_dist_driving": True, "motion_error": False, "scale_drift": False,
-                           "mouth_corr": True, "mouth_amp": True, "eye_corr": True, "sharpness": True}
+                           "mouth_corr": True, "mouth_amp": True, "eye_corr": True, "sharpness": True,
+                           "still_sharpness": True}
 BACKEND_NOTE = ("dlib numbers (HOG + 68-point shape predictor, ResNet identity embedding) are not comparable "
                 "with the papers' FAN/OpenFace numbers")
 
@@ -70,9 +74,14 @@ class FaceAnalyzer:
         self.cache_size = int(cache)
         self.frames_analysed = 0
 
-    def analyse_image(self, image: np.ndarray) -> Optional[Face]:
-        key = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() + \
+    @staticmethod
+    def key(image: np.ndarray) -> bytes:
+        """The cache key of a frame: a digest of its content and shape."""
+        return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() + \
             bytes(str(image.shape), "ascii")
+
+    def analyse_image(self, image: np.ndarray) -> Optional[Face]:
+        key = self.key(image)
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
@@ -211,6 +220,16 @@ def sharpness_ratio(result: np.ndarray, result_face: Face, source: np.ndarray, s
     reference = np.asarray(Image.fromarray(np.ascontiguousarray(face_crop(source, source_face.box))).resize(
         (crop.shape[1], crop.shape[0]), Image.BICUBIC, reducing_gap=None))
     return laplacian_variance(crop) / max(laplacian_variance(reference), 1e-9)
+
+
+def mean_sharpness(results: Sequence[np.ndarray], result_faces: Sequence[Optional[Face]], source: np.ndarray,
+                   source_face: Optional[Face]) -> Optional[float]:
+    """Mean :func:`sharpness_ratio` over the result frames with a face (None when none has one, or the source
+    has none): the still-driver check scores the frames made from copies of the source this way."""
+    if source_face is None:
+        return None
+    values = [sharpness_ratio(r, f, source, source_face) for r, f in zip(results, result_faces) if f is not None]
+    return float(np.mean(values)) if values else None
 
 
 # ------------------------------------------------------------------------------------ per clip state

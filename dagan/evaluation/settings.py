@@ -58,6 +58,8 @@ class EvalSettings:
     # landmark stage, what fills an opening mouth (demo.py --mouth_fill)
     motion: str = "keypoints"
     mouth_fill: str = DEFAULT_MOUTH_FILL
+    # cross-identity still-driver check: each source driven by this many copies of itself (0 = no check)
+    still_frames: int = 20
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -83,6 +85,8 @@ class EvalSettings:
             raise InputError(f"mouth fill must be one of {', '.join(MOUTH_FILLS)}, got {self.mouth_fill!r}")
         if self.output_size is not None and self.output_size < 8:
             raise InputError(f"output size must be >= 8, got {self.output_size}")
+        if self.still_frames < 0:
+            raise InputError(f"still frames must be >= 0, got {self.still_frames}")
         for name in ("max_videos", "max_frames"):
             value = getattr(self, name)
             if value is not None and value < 1:

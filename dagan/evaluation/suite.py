@@ -41,6 +41,8 @@ class MetricSuite:
                  "akd_motion": self.landmarks is not None, "aed": self.identity is not None, "csim": self.identity is not None}
         for m in FM.MOTION_METRICS:
             avail[m] = self.faces is not None and (m not in _EMBEDDING_METRICS or self.faces.embeddings)
+        if self.settings.still_frames == 0:
+            avail["still_sharpness"] = False
         return [m for m in self.wanted if avail.get(m, True)]
 
     @property
@@ -51,7 +53,10 @@ class MetricSuite:
         out: Dict[str, Dict[str, object]] = {}
         for m in self.wanted:
             if m not in self.active:
-                out[m] = {"status": f"skipped: {self.skipped.get(m, 'not configured')}"}
+                reason = self.skipped.get(m, "not configured")
+                if m == "still_sharpness" and m not in self.skipped and self.settings.still_frames == 0:
+                    reason = "disabled (--still_frames 0)"
+                out[m] = {"status": f"skipped: {reason}"}
                 continue
             info: Dict[str, object] = {"status": "ok"}
             model = {"lpips": self.lpips, "akd": self.landmarks, "akd_motion": self.landmarks, "aed": self.identity,
