@@ -22,8 +22,9 @@ resamples the full-resolution portrait once along it:
 3. **Region.** The head (an ellipse from the landmarks, taking in hair and forehead) follows the field with
    weight 1; outside it the weight falls off smoothly to 0 at ``1 + 2 falloff`` ellipse radii (a smoothstep),
    so hair, neck and shoulders follow partly and the background beyond stays still.
-4. **One resample** (bicubic) of the portrait along the inverted field (fixed-point iteration of the forward
-   field). With a still driver the field is zero and the result is the portrait, pixel for pixel.
+4. **One resample** (bicubic) of the portrait along the inverted field (Newton's method on the forward field);
+   past the frame edge the portrait is mirrored. With a still driver the field is zero and the result is the
+   portrait, pixel for pixel.
 5. **What no warp can show**: the inside of an opening mouth. Where the target lips part wider than the
    portrait's, the inner-lip polygon is painted from the fill source (:data:`MOUTH_FILLS`): ``"driver"`` (the
    driver's own mouth interior, mapped onto the portrait's inner lips and colour-matched to the portrait's
@@ -498,8 +499,10 @@ class LandmarkMotion:
         ``"generator"``. Returns ``(B, 3, S, S)`` in [0, 1]."""
         lm = torch.as_tensor(np.asarray(landmarks, np.float32) if not isinstance(landmarks, torch.Tensor)
                              else landmarks, device=self.source.device).float().reshape(-1, 68, 2)
+        # what a moved head uncovers past the frame edge is mirrored from inside it: a head cut by the top edge
+        # that moves down shows more hair, where the edge's pixels repeated showed streaks
         out = F.grid_sample(self.source.expand(grid.shape[0], -1, -1, -1), grid, mode="bicubic",
-                            padding_mode="border", align_corners=False).clamp(0, 1)
+                            padding_mode="reflection", align_corners=False).clamp(0, 1)
         if self.mouth_fill != "none":
             out = self._fill_mouth(out, targets, lm, frames, generated)
         return out
