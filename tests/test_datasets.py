@@ -77,6 +77,15 @@ def test_split_and_missing_folders(frame_root, tmp_path):
         list_clips(tmp_path / "empty", "test")
 
 
+def test_hidden_entries_are_not_clips(frame_root):
+    """A killed prepare run's ``.<name>.partial.*`` folder and a macOS ``._<name>.mp4`` file are skipped."""
+    test = frame_root / "test"
+    shutil.copytree(test / "id3#d", test / ".id9#x.partial.abc")
+    (test / "._id3#d.mp4").write_bytes(b"\x00\x05\x16\x07")
+    (test / "id4#e.mp4").write_bytes(b"")
+    assert sorted(p.name for p in list_clips(frame_root, "test")) == ["id3#d", "id4#e.mp4"]
+
+
 def test_too_short_videos(tmp_path):
     _frame_folder(tmp_path / "train" / "one", [5])
     with pytest.raises(DatasetError, match="shorter"):

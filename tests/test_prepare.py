@@ -208,6 +208,30 @@ def test_audio_is_kept(tmp_path):
     assert abs(clip["seconds"] - int(row["frames"]) / 25.0) < 0.1
 
 
+def test_phone_video_with_rotation_metadata_is_prepared_upright(raw, tmp_path, backend, capsys):
+    """A phone stores portrait video as landscape frames plus a display rotation: the clip comes out upright
+    (dlib's detector only finds upright faces) and the metadata gives the displayed size."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    (tmp_path / "in").mkdir()
+    with VideoWriter(tmp_path / "sideways.mp4", 25) as out:
+        for frame in VideoReader(raw / "alice.mp4", max_frames=36):
+            out.write(np.ascontiguousarray(np.rot90(frame, k=-1)))  # stored turned clockwise
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i",
+                    str(tmp_path / "sideways.mp4"), "-c", "copy", str(tmp_path / "in" / "phone.mp4")], check=True)
+    assert _faces(backend, VideoReader(tmp_path / "sideways.mp4", max_frames=1)) == [None]
+    code = run_cli(main, [str(tmp_path / "in"), str(tmp_path / "out"), "--min-frames", "32", "--no-progress"])
+    assert code == 0 and "frame size" not in capsys.readouterr().err
+    (row,) = _metadata(tmp_path / "out")
+    assert (row["width"], row["height"]) == ("720", "1280") and int(row["frames"]) == 36
+    x0, y0, x1, y1 = [int(v) for v in row["bbox"].split("-")]
+    assert 400 <= (x0 + x1) / 2 <= 400 + 256 and 760 <= (y0 + y1) / 2 <= 760 + 256  # alice's upright place
+    frames = list(VideoReader(tmp_path / "out" / "train" / (row["video_id"] + ".mp4")))
+    assert sum(b is not None for b in _faces(backend, frames)) >= 0.98 * len(frames)
+
+
 def test_crop_box_is_clamped_or_padded():
     boxes = np.array([[100.0, 100.0, 200.0, 200.0], [110.0, 100.0, 210.0, 200.0], [np.nan] * 4])
     x0, y0, side = crop_box(boxes, (720, 1280), enlarge=1.8)

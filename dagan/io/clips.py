@@ -37,10 +37,13 @@ DEFAULT_CACHE_BYTES = 768 * 2 ** 20
 
 # ---------------------------------------------------------------------------------------------- names
 def is_clip(path: Path) -> bool:
-    """A video file (by extension) or a folder (not hidden)."""
+    """A video file (by extension) or a folder, not hidden: a killed ``python -m dagan.prepare`` leaves
+    ``.<name>.partial.*`` behind, and macOS copies put ``._<name>.mp4`` resource files beside each video."""
+    if path.name.startswith("."):
+        return False
     if path.is_file():
         return path.suffix.lower() in VIDEO_EXTENSIONS
-    return path.is_dir() and not path.name.startswith(".")
+    return path.is_dir()
 
 
 def clip_name(path: PathLike) -> str:

@@ -86,7 +86,9 @@ class VideoReader:
             output_params = ([] if live else ["-fps_mode", "passthrough"]) + (["-vf", filters] if filters else [])
             gen = imageio_ffmpeg.read_frames(self.path, pix_fmt="rgb24", input_params=list(input_params),
                                              output_params=output_params)
-            with _quiet_logger("imageio_ffmpeg", enabled=bool(filters)):  # it warns when filters resize
+            # it warns when the frames' size differs from the stream's: filters resize, and ffmpeg turns a phone
+            # video upright by its rotation metadata; size and source_size below say both
+            with _quiet_logger("imageio_ffmpeg"):
                 meta = next(gen)
         except (IOError, OSError, RuntimeError, StopIteration) as exc:
             raise InputError(f"cannot read video {self.path}: not a video file or no video stream "
@@ -174,12 +176,11 @@ class VideoReader:
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str, enabled: bool = True) -> Iterator[None]:
+def _quiet_logger(name: str) -> Iterator[None]:
     """Silence the warnings of logger ``name`` for the duration of the block."""
     log = logging.getLogger(name)
     level = log.level
-    if enabled:
-        log.setLevel(logging.ERROR)
+    log.setLevel(logging.ERROR)
     try:
         yield
     finally:
