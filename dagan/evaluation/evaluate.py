@@ -145,9 +145,9 @@ def evaluate_item(item: Item, systems: Dict[str, Callable], suite: MetricSuite, 
         source_face = suite.faces([source_image])[0]
         trackers = {name: FM.MotionTracker(source_image, source_face) for name in systems}
     values: Dict[str, Dict[str, List[Optional[float]]]] = {name: {} for name in systems}
-    if "still_sharpness" in suite.active and item.relative:
+    if "still_sharpness" in suite.active and item.relative:  # a motion metric: source_image is set above
         still_cache = {} if still_cache is None else still_cache
-        digest = FM.FaceAnalyzer.key(M.to_uint8_hwc(source)[0])
+        digest = FM.FaceAnalyzer.key(source_image)
         for name, system in systems.items():
             if (name, digest) not in still_cache:
                 still_cache[name, digest] = still_driver_sharpness(system, source, suite, settings.still_frames)

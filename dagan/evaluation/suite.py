@@ -41,9 +41,12 @@ class MetricSuite:
                  "akd_motion": self.landmarks is not None, "aed": self.identity is not None, "csim": self.identity is not None}
         for m in FM.MOTION_METRICS:
             avail[m] = self.faces is not None and (m not in _EMBEDDING_METRICS or self.faces.embeddings)
-        if self.settings.still_frames == 0:
-            avail["still_sharpness"] = False
-        return [m for m in self.wanted if avail.get(m, True)]
+        off = self.turned_off()
+        return [m for m in self.wanted if avail.get(m, True) and m not in off]
+
+    def turned_off(self) -> Dict[str, str]:
+        """The metrics that the settings turn off, with why (derived: the settings of a suite may be replaced)."""
+        return {"still_sharpness": "disabled (--still_frames 0)"} if self.settings.still_frames == 0 else {}
 
     @property
     def motion_active(self) -> List[str]:
@@ -53,9 +56,7 @@ class MetricSuite:
         out: Dict[str, Dict[str, object]] = {}
         for m in self.wanted:
             if m not in self.active:
-                reason = self.skipped.get(m, "not configured")
-                if m == "still_sharpness" and m not in self.skipped and self.settings.still_frames == 0:
-                    reason = "disabled (--still_frames 0)"
+                reason = self.skipped.get(m) or self.turned_off().get(m, "not configured")
                 out[m] = {"status": f"skipped: {reason}"}
                 continue
             info: Dict[str, object] = {"status": "ok"}
